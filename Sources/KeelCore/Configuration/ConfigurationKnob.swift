@@ -1,0 +1,86 @@
+/// One setting of `keel serve`: its flag, environment variable, config-file
+/// key, default and meaning. The single list of knobs drives `--help`, the
+/// environment and the config file alike.
+public struct ConfigurationKnob: Sendable, Hashable {
+    /// The flag name without dashes, also the config-file key.
+    public var name: String
+    public var defaultDescription: String
+    public var summary: String
+
+    public var environmentVariable: String {
+        "KEEL_" + self.name.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// The `--help` text: what it does, its variable and its default.
+    public var help: String {
+        "\(self.summary) (env \(self.environmentVariable); default: \(self.defaultDescription))"
+    }
+}
+
+extension ConfigurationKnob {
+    public static let host = Self(name: "host", defaultDescription: "127.0.0.1", summary: "Address to listen on; 0.0.0.0 for every interface.")
+    public static let port = Self(name: "port", defaultDescription: "8080", summary: "TCP port to listen on.")
+    public static let store = Self(
+        name: "store",
+        defaultDescription: "sqlite:\(StoreLocation.defaultSQLitePath)",
+        summary: "Where state lives: sqlite:PATH, or postgres://user:password@host:5432/db (query: sslmode=disable|prefer|require, pool_size=N)."
+    )
+    public static let instanceID = Self(name: "instance-id", defaultDescription: "HOST-PID-RANDOM", summary: "Name of this process in Keel-Instance headers, logs and leases.")
+    public static let secret = Self(
+        name: "secret",
+        defaultDescription: "generated once and kept in the store",
+        summary: "Comma-separated session signing secrets (at least 32 characters each); the first signs, all verify, for rotation."
+    )
+    public static let sessionIdleTimeout = Self(name: "session-idle-timeout", defaultDescription: "24h", summary: "A session unused for this long expires.")
+    public static let sessionRefreshInterval = Self(
+        name: "session-refresh-interval",
+        defaultDescription: "60s",
+        summary: "Activity extends a session's expiry at most this often, so reads rarely cost a write."
+    )
+    public static let sessionMaxBytes = Self(name: "session-max-bytes", defaultDescription: "65536", summary: "Largest serialized session data object, in bytes (413 above).")
+    public static let cookieSecure = Self(
+        name: "cookie-secure",
+        defaultDescription: "auto",
+        summary: "Secure attribute of the session cookie: auto (when HTTPS, directly or per X-Forwarded-Proto), always, never."
+    )
+    public static let corsOrigins = Self(
+        name: "cors-origins",
+        defaultDescription: "none",
+        summary: "Comma-separated browser origins allowed to call the API, such as https://app.example.com."
+    )
+    public static let corsCredentials = Self(
+        name: "cors-credentials",
+        defaultDescription: "true",
+        summary: "Whether allowed origins may send cookies; refused together with origin *."
+    )
+    public static let corsMaxAge = Self(name: "cors-max-age", defaultDescription: "10m", summary: "How long browsers may cache a preflight answer.")
+    public static let maxBodyBytes = Self(name: "max-body-bytes", defaultDescription: "1048576", summary: "Largest JSON request body, in bytes (413 above).")
+    public static let drainDelay = Self(
+        name: "drain-delay",
+        defaultDescription: "5s",
+        summary: "After SIGTERM, how long /ready answers 503 while requests are still served, so the load balancer notices."
+    )
+    public static let drainTimeout = Self(
+        name: "drain-timeout",
+        defaultDescription: "30s",
+        summary: "After the drain delay, how long in-flight requests may take before they are cut."
+    )
+    public static let sqliteBusyTimeout = Self(
+        name: "sqlite-busy-timeout",
+        defaultDescription: "5s",
+        summary: "How long an SQLite writer waits for another process's lock."
+    )
+    public static let sqliteSynchronous = Self(
+        name: "sqlite-synchronous",
+        defaultDescription: "full",
+        summary: "SQLite durability: full survives power loss, normal only process crashes."
+    )
+    public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
+    public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
+
+    public static let all: [ConfigurationKnob] = [
+        .host, .port, .store, .instanceID, .secret, .sessionIdleTimeout, .sessionRefreshInterval, .sessionMaxBytes,
+        .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .drainDelay, .drainTimeout,
+        .sqliteBusyTimeout, .sqliteSynchronous, .logFormat, .logLevel,
+    ]
+}

@@ -1,0 +1,190 @@
+import Foundation
+
+/// Builds a ``KeelConfiguration``: flags override `KEEL_*` environment
+/// variables, which override a JSON config file, which overrides defaults.
+/// Refuses, with a reason and a fix, settings that cannot work.
+public struct ConfigurationLoader: Sendable {
+    /// Values given as flags, by knob name.
+    public var flags: [String: String]
+    public var environment: [String: String]
+    /// The contents of the config file, if any (a JSON object keyed by knob name).
+    public var file: Data?
+
+    public init(flags: [String: String] = [:], environment: [String: String] = [:], file: Data? = nil) {
+        self.flags = flags
+        self.environment = environment
+        self.file = file
+    }
+
+    public func load() throws -> KeelConfiguration {
+        let fileValues = try self.parseFile()
+        var configuration = KeelConfiguration()
+        for knob in ConfigurationKnob.all {
+            let value = self.flags[knob.name] ?? self.environment[knob.environmentVariable] ?? fileValues[knob.name]
+            guard let value else { continue }
+            try Self.apply(value, for: knob, to: &configuration)
+        }
+        try Self.validate(configuration)
+        return configuration
+    }
+
+    private func parseFile() throws -> [String: String] {
+        guard let file else { return [:] }
+        guard let parsed = try? JSONValue.parse(file), case .object(let object) = parsed else {
+            throw KeelError.invalidConfiguration("The config file is not a JSON object.", hint: #"Write for example {"port": 8080, "store": "sqlite:./keel-data/keel.sqlite"}."#)
+        }
+        let known = Set(ConfigurationKnob.all.map(\.name))
+        var values: [String: String] = [:]
+        for (rawKey, rawValue) in object {
+            let key = rawKey.replacingOccurrences(of: "_", with: "-")
+            guard known.contains(key) else {
+                throw KeelError.invalidConfiguration(
+                    "The config file has an unknown key '\(rawKey)'.",
+                    hint: "Known keys: \(ConfigurationKnob.all.map(\.name).joined(separator: ", "))."
+                )
+            }
+            values[key] = Self.text(of: rawValue)
+        }
+        return values
+    }
+
+    private static func text(of value: JSONValue) -> String {
+        switch value {
+        case .null: ""
+        case .bool(let flag): flag ? "true" : "false"
+        case .int(let number): String(number)
+        case .double(let number): String(number)
+        case .string(let string): string
+        case .array(let items): items.map(text(of:)).joined(separator: ",")
+        case .object: value.serialized()
+        }
+    }
+
+    static func apply(_ value: String, for knob: ConfigurationKnob, to configuration: inout KeelConfiguration) throws {
+        switch knob {
+        case .host: configuration.host = try nonEmpty(value, knob)
+        case .port: configuration.port = try integer(value, knob, in: 0...65_535)
+        case .store: configuration.store = try StoreLocation(parsing: value)
+        case .instanceID: configuration.instanceID = try nonEmpty(value, knob)
+        case .secret: configuration.secrets = list(value)
+        case .sessionIdleTimeout: configuration.session.idleTimeout = try duration(value, knob)
+        case .sessionRefreshInterval: configuration.session.refreshInterval = try duration(value, knob)
+        case .sessionMaxBytes: configuration.session.maxDataBytes = try integer(value, knob, in: 2...16_777_216)
+        case .cookieSecure: configuration.cookieSecure = try choice(value, knob)
+        case .corsOrigins: configuration.cors.allowedOrigins = list(value)
+        case .corsCredentials: configuration.cors.allowCredentials = try boolean(value, knob)
+        case .corsMaxAge: configuration.cors.maxAge = try duration(value, knob)
+        case .maxBodyBytes: configuration.maxBodyBytes = try integer(value, knob, in: 1...1_073_741_824)
+        case .drainDelay: configuration.drainDelay = try duration(value, knob)
+        case .drainTimeout: configuration.drainTimeout = try duration(value, knob)
+        case .sqliteBusyTimeout: configuration.sqlite.busyTimeout = try duration(value, knob)
+        case .sqliteSynchronous:
+            let mode = value.lowercased()
+            guard ["full", "normal"].contains(mode) else { throw invalid(value, knob, expected: "full or normal") }
+            configuration.sqlite.synchronous = mode
+        case .logFormat: configuration.logFormat = try choice(value, knob)
+        case .logLevel:
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(value.lowercased()) else { throw invalid(value, knob, expected: levels.joined(separator: ", ")) }
+            configuration.logLevel = value.lowercased()
+        default:
+            throw KeelError.invalidConfiguration("No handling for setting '\(knob.name)'.")
+        }
+    }
+
+    /// Refuses combinations that the field reports show cannot work.
+    public static func validate(_ configuration: KeelConfiguration) throws {
+        let cors = configuration.cors
+        if cors.allowsAnyOrigin && cors.allowCredentials {
+            throw KeelError.invalidConfiguration(
+                "CORS origin '*' cannot be combined with credentials: browsers reject `Access-Control-Allow-Origin: *` on credentialed requests, so the session cookie would never be sent.",
+                hint: "List the exact origins (--cors-origins https://app.example.com), or pass --cors-credentials false for a public, cookie-less API."
+            )
+        }
+        for origin in cors.allowedOrigins where origin != "*" {
+            guard let url = URLComponents(string: origin), let scheme = url.scheme, ["http", "https"].contains(scheme),
+                url.host?.isEmpty == false, url.path.isEmpty, url.query == nil, url.fragment == nil
+            else {
+                throw KeelError.invalidConfiguration(
+                    "CORS origin '\(origin)' is not an origin: browsers send scheme://host[:port] with no path or trailing slash.",
+                    hint: "Write it exactly as the browser's Origin header, e.g. https://app.example.com"
+                )
+            }
+        }
+        if configuration.secrets.contains(where: { $0.utf8.count < 32 }) {
+            throw KeelError.invalidConfiguration(
+                "A session secret is shorter than 32 characters.",
+                hint: "Generate one with `openssl rand -base64 48` and share it among all instances as KEEL_SECRET."
+            )
+        }
+        if configuration.session.refreshInterval >= configuration.session.idleTimeout {
+            throw KeelError.invalidConfiguration(
+                "The session refresh interval (\(configuration.session.refreshInterval)) must be shorter than the idle timeout (\(configuration.session.idleTimeout)).",
+                hint: "Keep --session-refresh-interval a small fraction of --session-idle-timeout."
+            )
+        }
+        if configuration.session.idleTimeout <= .zero {
+            throw KeelError.invalidConfiguration("The session idle timeout must be positive.")
+        }
+    }
+
+    // MARK: Value parsing
+
+    private static func invalid(_ value: String, _ knob: ConfigurationKnob, expected: String) -> KeelError {
+        KeelError.invalidConfiguration("Invalid value '\(value)' for \(knob.name) (\(knob.environmentVariable)).", hint: "Expected \(expected).")
+    }
+
+    private static func nonEmpty(_ value: String, _ knob: ConfigurationKnob) throws -> String {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        guard !trimmed.isEmpty else { throw invalid(value, knob, expected: "a non-empty value") }
+        return trimmed
+    }
+
+    private static func integer(_ value: String, _ knob: ConfigurationKnob, in range: ClosedRange<Int>) throws -> Int {
+        guard let number = Int(value.trimmingCharacters(in: .whitespaces)), range.contains(number) else {
+            throw invalid(value, knob, expected: "an integer from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    private static func boolean(_ value: String, _ knob: ConfigurationKnob) throws -> Bool {
+        switch value.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw invalid(value, knob, expected: "true or false")
+        }
+    }
+
+    private static func choice<T: RawRepresentable & CaseIterable>(_ value: String, _ knob: ConfigurationKnob) throws -> T where T.RawValue == String {
+        guard let choice = T(rawValue: value.lowercased()) else {
+            throw invalid(value, knob, expected: T.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return choice
+    }
+
+    private static func list(_ value: String) -> [String] {
+        value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    private static func duration(_ value: String, _ knob: ConfigurationKnob) throws -> Duration {
+        guard let duration = Duration(parsing: value) else {
+            throw invalid(value, knob, expected: "a duration such as 500ms, 15s, 10m or 24h (a bare number is seconds)")
+        }
+        return duration
+    }
+}
+
+extension Duration {
+    /// Parses `500ms`, `15s`, `10m`, `24h`, `2d` or a bare number of seconds.
+    public init?(parsing text: String) {
+        let text = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let number = Double(text.dropLast(suffix.count)), number >= 0, number.isFinite else { return nil }
+            self = .milliseconds(Int64((number * scale * 1000).rounded()))
+            return
+        }
+        guard let seconds = Double(text), seconds >= 0, seconds.isFinite else { return nil }
+        self = .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+}

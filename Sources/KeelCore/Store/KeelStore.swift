@@ -1,0 +1,76 @@
+import Logging
+
+/// A backend holding all of Keel's shared state: one value per process,
+/// shared by every request.
+///
+/// A driver is complete when the conformance suites pass against it unchanged.
+public protocol KeelStore: Sendable {
+    /// Short driver name, such as `sqlite` or `postgres`.
+    var driverName: String { get }
+    var sessions: any SessionStore { get }
+    var meta: any MetaStore { get }
+
+    /// Runs the driver's background machinery (a connection pool, say) until
+    /// the task is cancelled. Other methods may wait until it has started.
+    func run() async throws
+
+    /// Applies missing schema migrations, serialized across every process
+    /// that shares the store. Throws ``KeelError/Code/schemaTooNew`` when the
+    /// store was migrated by a newer Keel.
+    @discardableResult
+    func migrate(logger: Logger) async throws -> MigrationReport
+
+    /// The schema version recorded in the store (0 before any migration).
+    func schemaVersion() async throws -> Int
+
+    /// One round trip to the store, for readiness checks.
+    func ping() async throws
+
+    /// Releases files and connections. The store is unusable afterwards.
+    func close() async throws
+}
+
+/// What `migrate` did.
+public struct MigrationReport: Sendable, Equatable {
+    public var fromVersion: Int
+    public var toVersion: Int
+    public var applied: [String]
+
+    public init(fromVersion: Int, toVersion: Int, applied: [String]) {
+        self.fromVersion = fromVersion
+        self.toVersion = toVersion
+        self.applied = applied
+    }
+}
+
+/// One step of the schema, identical in meaning on every driver.
+public struct Migration: Sendable {
+    public var version: Int
+    public var name: String
+    public var statements: [String]
+
+    public init(version: Int, name: String, statements: [String]) {
+        self.version = version
+        self.name = name
+        self.statements = statements
+    }
+}
+
+extension KeelError {
+    public static func schemaTooNew(found: Int, supported: Int) -> KeelError {
+        KeelError(
+            .schemaTooNew,
+            "The store's schema is at version \(found), but this keel binary knows versions up to \(supported).",
+            hint: "A newer keel has migrated this store; run that version (or newer) of keel instead of downgrading."
+        )
+    }
+}
+
+/// Validates a list of migrations: versions strictly increasing from 1.
+public func latestVersion(of migrations: [Migration]) -> Int {
+    precondition(
+        migrations.enumerated().allSatisfy { $0.offset + 1 == $0.element.version },
+        "migrations must be numbered 1, 2, 3… in order"
+    )
+    return migrations.last?.version ?? 0
+}

@@ -1,0 +1,1 @@
+public enum KeelVersion { public static let current = "0.1.0" }

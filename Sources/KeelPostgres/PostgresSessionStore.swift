@@ -1,0 +1,117 @@
+import Foundation
+import KeelCore
+import Logging
+import PostgresNIO
+
+struct PostgresSessionStore: SessionStore {
+    let client: PostgresClient
+    let logger: Logger
+
+    private typealias Columns = (String, String, Int64, Int64, Int64, Int64)
+
+    func createSession(_ session: Session) async throws {
+        try await withStoreErrors {
+            try await self.client.query(
+                """
+                INSERT INTO keel_sessions (id, data, version, created_at, last_seen_at, expires_at)
+                VALUES (\(session.id), \(session.dataJSON), \(session.version), \(session.createdAt.millisecondsSince1970),
+                        \(session.lastSeenAt.millisecondsSince1970), \(session.expiresAt.millisecondsSince1970))
+                """,
+                logger: self.logger
+            )
+        }
+    }
+
+    func session(id: String) async throws -> Session? {
+        try await withStoreErrors {
+            let rows = try await self.client.query(
+                "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = \(id)",
+                logger: self.logger
+            )
+            return try await Self.first(rows)
+        }
+    }
+
+    func updateSession(
+        id: String,
+        expectedVersion: Int64?,
+        _ transform: @Sendable (Session) throws -> Session
+    ) async throws -> Session? {
+        try await withStoreErrors {
+            try await self.client.withTransaction(logger: self.logger) { connection -> Session? in
+                // The row lock serializes concurrent updates from every instance.
+                let rows = try await connection.query(
+                    "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = \(id) FOR UPDATE",
+                    logger: self.logger
+                )
+                guard let current = try await Self.first(rows) else { return nil }
+                if let expectedVersion, expectedVersion != current.version {
+                    throw KeelError.versionConflict(expected: expectedVersion, actual: current.version)
+                }
+                var updated = try transform(current)
+                updated.id = current.id
+                updated.createdAt = current.createdAt
+                updated.version = current.version + 1
+                try await connection.query(
+                    """
+                    UPDATE keel_sessions SET data = \(updated.dataJSON), version = \(updated.version),
+                        last_seen_at = \(updated.lastSeenAt.millisecondsSince1970), expires_at = \(updated.expiresAt.millisecondsSince1970)
+                    WHERE id = \(id) AND version = \(current.version)
+                    """,
+                    logger: self.logger
+                )
+                return updated
+            }
+        }
+    }
+
+    func touchSession(id: String, lastSeenAt: Date, expiresAt: Date) async throws {
+        try await withStoreErrors {
+            let expires = expiresAt.millisecondsSince1970
+            try await self.client.query(
+                "UPDATE keel_sessions SET last_seen_at = \(lastSeenAt.millisecondsSince1970), expires_at = \(expires) WHERE id = \(id) AND expires_at < \(expires)",
+                logger: self.logger
+            )
+        }
+    }
+
+    func deleteSession(id: String) async throws -> Bool {
+        try await withStoreErrors {
+            let rows = try await self.client.query("DELETE FROM keel_sessions WHERE id = \(id) RETURNING id", logger: self.logger)
+            var deleted = false
+            for try await _ in rows.decode(String.self) { deleted = true }
+            return deleted
+        }
+    }
+
+    func purgeExpiredSessions(before cutoff: Date, limit: Int) async throws -> Int {
+        try await withStoreErrors {
+            let rows = try await self.client.query(
+                """
+                DELETE FROM keel_sessions WHERE id IN (
+                    SELECT id FROM keel_sessions WHERE expires_at < \(cutoff.millisecondsSince1970) LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                ) RETURNING id
+                """,
+                logger: self.logger
+            )
+            var count = 0
+            for try await _ in rows.decode(String.self) { count += 1 }
+            return count
+        }
+    }
+
+    private static func first(_ rows: PostgresRowSequence) async throws -> Session? {
+        var session: Session?
+        for try await (id, data, version, created, lastSeen, expires) in rows.decode(Columns.self) {
+            session = Session(
+                id: id,
+                dataJSON: data,
+                version: version,
+                createdAt: Date(millisecondsSince1970: created),
+                lastSeenAt: Date(millisecondsSince1970: lastSeen),
+                expiresAt: Date(millisecondsSince1970: expires)
+            )
+        }
+        return session
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import KeelCore
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// Keel's state in a PostgreSQL database: every instance of a cluster points
+/// at the same one.
+public final class PostgresStore: KeelStore {
+    public let driverName = "postgres"
+    public let client: PostgresClient
+    public let sessions: any SessionStore
+    public let meta: any MetaStore
+    let logger: Logger
+
+    /// - Parameter url: `postgres://user:password@host:port/database`, with
+    ///   optional `sslmode` (disable, prefer, require) and `pool_size` query items.
+    public init(url: String, logger: Logger) throws {
+        let configuration = try Self.configuration(from: url)
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+        self.sessions = PostgresSessionStore(client: self.client, logger: logger)
+        self.meta = PostgresMetaStore(client: self.client, logger: logger)
+    }
+
+    public func run() async throws {
+        await self.client.run()
+    }
+
+    public func migrate(logger: Logger) async throws -> MigrationReport {
+        let migrations = PostgresSchema.migrations
+        let latest = PostgresSchema.latestVersion
+        let report = try await withStoreErrors {
+            try await self.client.withTransaction(logger: logger) { connection -> MigrationReport in
+                // Instances starting together queue here; the first applies, the rest see it done.
+                try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLockKey))", logger: logger)
+                try await connection.query(
+                    """
+                    CREATE TABLE IF NOT EXISTS keel_schema_migrations (
+                        version INTEGER PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        applied_at BIGINT NOT NULL
+                    )
+                    """,
+                    logger: logger
+                )
+                let current = try await Self.currentVersion(connection, logger: logger)
+                guard current <= latest else { throw KeelError.schemaTooNew(found: current, supported: latest) }
+                var applied: [String] = []
+                for migration in migrations where migration.version > current {
+                    for statement in migration.statements {
+                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    }
+                    try await connection.query(
+                        "INSERT INTO keel_schema_migrations (version, name, applied_at) VALUES (\(migration.version), \(migration.name), \(Date().millisecondsSince1970))",
+                        logger: logger
+                    )
+                    applied.append("\(migration.version) \(migration.name)")
+                }
+                return MigrationReport(fromVersion: current, toVersion: max(current, latest), applied: applied)
+            }
+        }
+        if !report.applied.isEmpty {
+            logger.info("migrated store", metadata: ["keel.schema.applied": "\(report.applied)"])
+        }
+        return report
+    }
+
+    public func schemaVersion() async throws -> Int {
+        try await withStoreErrors {
+            try await self.client.withConnection { connection in
+                let rows = try await connection.query("SELECT to_regclass('keel_schema_migrations') IS NOT NULL", logger: self.logger)
+                var exists = false
+                for try await flag in rows.decode(Bool.self) { exists = flag }
+                guard exists else { return 0 }
+                return try await Self.currentVersion(connection, logger: self.logger)
+            }
+        }
+    }
+
+    public func ping() async throws {
+        try await withStoreErrors {
+            let rows = try await self.client.query("SELECT 1", logger: self.logger)
+            for try await _ in rows.decode(Int32.self) {}
+        }
+    }
+
+    public func close() async throws {}
+
+    private static func currentVersion(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
+        let rows = try await connection.query("SELECT COALESCE(MAX(version), 0) FROM keel_schema_migrations", logger: logger)
+        var version = 0
+        for try await value in rows.decode(Int32.self) { version = Int(value) }
+        return version
+    }
+
+    static func configuration(from url: String) throws -> PostgresClient.Configuration {
+        guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
+            throw KeelError.invalidConfiguration("The PostgreSQL URL is not valid.", hint: "Use postgres://user:password@host:5432/database")
+        }
+        let items = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+        let tls: PostgresClient.Configuration.TLS
+        switch items["sslmode"] ?? "prefer" {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case let other:
+            throw KeelError.invalidConfiguration("Unknown sslmode '\(other)' in the PostgreSQL URL.", hint: "Use disable, prefer or require.")
+        }
+        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        var configuration = PostgresClient.Configuration(
+            host: host,
+            port: components.port ?? 5432,
+            username: components.user?.removingPercentEncoding ?? "postgres",
+            password: components.password?.removingPercentEncoding,
+            database: database.isEmpty ? nil : database,
+            tls: tls
+        )
+        if let poolSize = items["pool_size"] {
+            guard let size = Int(poolSize), (1...1000).contains(size) else {
+                throw KeelError.invalidConfiguration("pool_size '\(poolSize)' in the PostgreSQL URL must be 1…1000.")
+            }
+            configuration.options.maximumConnections = size
+        }
+        configuration.options.connectTimeout = .seconds(5)
+        return configuration
+    }
+}
+
+/// Runs `body`, turning PostgreSQL failures into ``KeelError/Code/storeUnavailable``.
+@discardableResult
+func withStoreErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as PSQLError {
+        throw KeelError.storeUnavailable(error)
+    }
+}
+
+extension Date {
+    var millisecondsSince1970: Int64 { Int64((self.timeIntervalSince1970 * 1000).rounded()) }
+
+    init(millisecondsSince1970 milliseconds: Int64) {
+        self.init(timeIntervalSince1970: TimeInterval(milliseconds) / 1000)
+    }
+}

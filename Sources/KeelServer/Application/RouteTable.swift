@@ -1,0 +1,40 @@
+import Hummingbird
+
+/// Collects the API's routes, then installs them so that a known path asked
+/// with a method it does not support answers 405 with `Allow`, and plain
+/// `OPTIONS` answers 204 with `Allow` (Hummingbird alone answers 404).
+struct RouteTable {
+    typealias Handler = @Sendable (Request, KeelRequestContext) async throws -> Response
+
+    private var entries: [(path: String, method: HTTPRequest.Method, handler: Handler)] = []
+
+    mutating func add(_ path: String, _ method: HTTPRequest.Method, _ handler: @escaping Handler) {
+        self.entries.append((path, method, handler))
+    }
+
+    func install(on router: Router<KeelRequestContext>) {
+        var methodsByPath: [String: [HTTPRequest.Method]] = [:]
+        var order: [String] = []
+        for entry in self.entries {
+            router.on(RouterPath(entry.path), method: entry.method, use: entry.handler)
+            if methodsByPath[entry.path] == nil { order.append(entry.path) }
+            methodsByPath[entry.path, default: []].append(entry.method)
+        }
+        let standard: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+        for path in order {
+            let methods = methodsByPath[path] ?? []
+            let allow = (methods + (methods.contains(.options) ? [] : [.options])).map(\.rawValue).joined(separator: ", ")
+            for method in standard where !methods.contains(method) {
+                if method == .options {
+                    router.on(RouterPath(path), method: .options) { _, _ in
+                        Response(status: .noContent, headers: [.allow: allow])
+                    }
+                } else {
+                    router.on(RouterPath(path), method: method) { request, _ -> Response in
+                        throw HTTPError(.methodNotAllowed, headers: [.allow: allow], message: "\(request.method) is not allowed on \(path); allowed: \(allow).")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+import Hummingbird
+import KeelCore
+import Logging
+
+/// Gives every request an id (a valid incoming `X-Request-Id` or a new one),
+/// puts it in the logger's metadata, and stamps `X-Request-Id` and
+/// `Keel-Instance` on every response.
+struct RequestIdentityMiddleware: RouterMiddleware {
+    typealias Context = KeelRequestContext
+    let instanceID: String
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let requestID = Self.acceptableID(request.headers[.xRequestID]) ?? Identifiers.random(byteCount: 12)
+        context.requestID = requestID
+        context.logger[metadataKey: "keel.request.id"] = .string(requestID)
+        var response = try await next(request, context)
+        response.headers[.xRequestID] = requestID
+        response.headers[.keelInstance] = self.instanceID
+        return response
+    }
+
+    /// Accepts a client's id only if it is short and plain, so it is safe in logs.
+    static func acceptableID(_ value: String?) -> String? {
+        guard let value, (1...128).contains(value.utf8.count) else { return nil }
+        let allowed = value.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D || byte == 0x5F || byte == 0x2E
+        }
+        return allowed ? value : nil
+    }
+}

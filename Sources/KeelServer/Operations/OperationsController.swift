@@ -1,0 +1,74 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import NIOCore
+
+/// `/health`, `/ready`, `/system-health` and `/metrics`.
+struct OperationsController: Sendable {
+    let store: any KeelStore
+    let drain: DrainState
+    let metrics: KeelMetrics
+    let instanceID: String
+    let startedAt: Date
+    let storeDescription: String
+
+    func register(on routes: inout RouteTable) {
+        routes.add("/health", .get, self.health)
+        routes.add("/ready", .get, self.ready)
+        routes.add("/system-health", .get, self.systemHealth)
+        routes.add("/metrics", .get, self.metricsText)
+    }
+
+    /// Liveness: the process answers. Never touches the store, so a store
+    /// outage does not get healthy processes restarted.
+    @Sendable func health(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        .json(headers: [.cacheControl: "no-store"]) { $0.field("status", "ok") }
+    }
+
+    /// Readiness: the store answers and this process is not draining.
+    @Sendable func ready(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        if self.drain.isDraining {
+            throw KeelError(.draining, "This instance is shutting down.", hint: "The load balancer should route elsewhere; retry the request.")
+        }
+        try await self.store.ping()
+        return .json(headers: [.cacheControl: "no-store"]) { $0.field("status", "ready") }
+    }
+
+    @Sendable func systemHealth(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        let start = ContinuousClock.now
+        var storeError: String?
+        do {
+            try await self.store.ping()
+        } catch {
+            storeError = (error as? KeelError)?.message ?? "\(error)"
+        }
+        let latency = ContinuousClock.now - start
+        let schemaVersion = storeError == nil ? try? await self.store.schemaVersion() : nil
+        let uptime = Date().timeIntervalSince(self.startedAt)
+        return .json(status: storeError == nil ? .ok : .serviceUnavailable, headers: [.cacheControl: "no-store"]) { json in
+            json.field("instance", self.instanceID)
+            json.field("version", KeelVersion.current)
+            json.field("started_at", self.startedAt)
+            json.field("uptime_seconds", (uptime * 1000).rounded() / 1000)
+            json.field("draining", self.drain.isDraining)
+            json.field("store") { json in
+                json.object { json in
+                    json.field("driver", self.store.driverName)
+                    json.field("location", self.storeDescription)
+                    json.field("ok", storeError == nil)
+                    json.field("latency_ms", (latency.timeInterval * 1_000_000).rounded() / 1000)
+                    if let schemaVersion { json.field("schema_version", Int64(schemaVersion)) }
+                    if let storeError { json.field("error", storeError) }
+                }
+            }
+        }
+    }
+
+    @Sendable func metricsText(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render()))
+        )
+    }
+}

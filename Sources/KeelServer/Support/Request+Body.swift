@@ -1,0 +1,50 @@
+import Hummingbird
+import KeelCore
+import NIOCore
+
+extension Request {
+    /// Collects a JSON body of at most `limit` bytes; an empty body is `nil`.
+    ///
+    /// Refuses a declared `Content-Length` over the limit before reading, and
+    /// content types other than JSON with 415.
+    mutating func jsonBody(limit: Int, acceptedTypes: [String] = ["application/json"]) async throws -> JSONValue? {
+        if let contentType = self.headers[.contentType] {
+            let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            guard acceptedTypes.contains(mediaType) else {
+                throw KeelError(
+                    .unsupportedMediaType,
+                    "Content-Type '\(contentType)' is not accepted here.",
+                    hint: "Send \(acceptedTypes.joined(separator: " or "))."
+                )
+            }
+        }
+        if let declared = self.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw Self.tooLarge(limit: limit)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await self.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw Self.tooLarge(limit: limit)
+        }
+        guard buffer.readableBytes > 0 else { return nil }
+        return try JSONValue.parse(buffer.readableBytesView)
+    }
+
+    private static func tooLarge(limit: Int) -> KeelError {
+        KeelError(.payloadTooLarge, "The request body exceeds \(limit) bytes.", hint: "Send less, or raise --max-body-bytes.")
+    }
+
+    /// Whether the client reached us over HTTPS, directly or through a proxy
+    /// that says so in `X-Forwarded-Proto` or `Forwarded`.
+    var isSecure: Bool {
+        if self.uri.scheme == .https { return true }
+        if let forwarded = self.headers[.xForwardedProto] {
+            return forwarded.split(separator: ",").first?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
+        }
+        if let forwarded = self.headers[.forwardedHeader] {
+            return forwarded.lowercased().contains("proto=https")
+        }
+        return false
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+import KeelCore
+
+@main
+struct Keel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keel",
+        abstract: "A server for AI web applications whose every piece of state lives in a shared, durable store.",
+        version: KeelVersion.current,
+        subcommands: [Serve.self, Migrate.self]
+    )
+}

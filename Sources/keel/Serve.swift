@@ -1,0 +1,67 @@
+import ArgumentParser
+import KeelCore
+import KeelServer
+import Logging
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the HTTP server.",
+        discussion: """
+            With no flags, keeps state in SQLite under ./keel-data (several processes on one machine may share it). \
+            Point --store at PostgreSQL to run several instances behind a load balancer. Every setting is also a \
+            KEEL_* environment variable and a key of the --config file. On SIGTERM or SIGINT, /ready turns 503, \
+            requests are served for --drain-delay, then in-flight requests get up to --drain-timeout, and the process exits 0.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: ArgumentHelp(ConfigurationKnob.host.help)) var host: String?
+    @Option(help: ArgumentHelp(ConfigurationKnob.port.help)) var port: String?
+    @Option(name: .customLong("instance-id"), help: ArgumentHelp(ConfigurationKnob.instanceID.help)) var instanceID: String?
+    @Option(help: ArgumentHelp(ConfigurationKnob.secret.help)) var secret: String?
+    @Option(name: .customLong("session-idle-timeout"), help: ArgumentHelp(ConfigurationKnob.sessionIdleTimeout.help)) var sessionIdleTimeout: String?
+    @Option(name: .customLong("session-refresh-interval"), help: ArgumentHelp(ConfigurationKnob.sessionRefreshInterval.help))
+    var sessionRefreshInterval: String?
+    @Option(name: .customLong("session-max-bytes"), help: ArgumentHelp(ConfigurationKnob.sessionMaxBytes.help)) var sessionMaxBytes: String?
+    @Option(name: .customLong("cookie-secure"), help: ArgumentHelp(ConfigurationKnob.cookieSecure.help)) var cookieSecure: String?
+    @Option(name: .customLong("cors-origins"), help: ArgumentHelp(ConfigurationKnob.corsOrigins.help)) var corsOrigins: String?
+    @Option(name: .customLong("cors-credentials"), help: ArgumentHelp(ConfigurationKnob.corsCredentials.help)) var corsCredentials: String?
+    @Option(name: .customLong("cors-max-age"), help: ArgumentHelp(ConfigurationKnob.corsMaxAge.help)) var corsMaxAge: String?
+    @Option(name: .customLong("max-body-bytes"), help: ArgumentHelp(ConfigurationKnob.maxBodyBytes.help)) var maxBodyBytes: String?
+    @Option(name: .customLong("drain-delay"), help: ArgumentHelp(ConfigurationKnob.drainDelay.help)) var drainDelay: String?
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ConfigurationKnob.drainTimeout.help)) var drainTimeout: String?
+
+    private var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.host, self.host), (.port, self.port), (.instanceID, self.instanceID), (.secret, self.secret),
+            (.sessionIdleTimeout, self.sessionIdleTimeout), (.sessionRefreshInterval, self.sessionRefreshInterval),
+            (.sessionMaxBytes, self.sessionMaxBytes), (.cookieSecure, self.cookieSecure), (.corsOrigins, self.corsOrigins),
+            (.corsCredentials, self.corsCredentials), (.corsMaxAge, self.corsMaxAge), (.maxBodyBytes, self.maxBodyBytes),
+            (.drainDelay, self.drainDelay), (.drainTimeout, self.drainTimeout),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+    }
+
+    func run() async throws {
+        try await Runtime.reportingErrors {
+            let configuration = try self.common.load(extraFlags: self.flags)
+            let logger = Runtime.bootstrapLogging(configuration)
+            let store = try Runtime.makeStore(configuration, logger: logger)
+            try await store.withRunning {
+                try await store.migrate(logger: logger)
+                let app = try await KeelApplication.build(configuration: configuration, store: store, logger: logger)
+                logger.notice(
+                    "keel serving",
+                    metadata: [
+                        "keel.address": "\(configuration.host):\(configuration.port)", "keel.store": "\(configuration.store)",
+                        "keel.version": "\(KeelVersion.current)",
+                    ]
+                )
+                try await app.runUntilShutdown()
+                logger.notice("keel stopped")
+            }
+            try await store.close()
+        }
+    }
+}

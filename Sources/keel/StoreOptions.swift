@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import KeelCore
+import KeelPostgres
+import KeelServer
+import KeelSQLite
+import Logging
+
+/// Settings every subcommand shares: where the store is, the config file, logging.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .customLong("config"), help: "A JSON file of settings keyed by flag name (env KEEL_CONFIG). Flags override environment, which overrides the file.")
+    var configFile: String?
+
+    @Option(help: ArgumentHelp(ConfigurationKnob.store.help))
+    var store: String?
+
+    @Option(name: .customLong("sqlite-busy-timeout"), help: ArgumentHelp(ConfigurationKnob.sqliteBusyTimeout.help))
+    var sqliteBusyTimeout: String?
+
+    @Option(name: .customLong("sqlite-synchronous"), help: ArgumentHelp(ConfigurationKnob.sqliteSynchronous.help))
+    var sqliteSynchronous: String?
+
+    @Option(name: .customLong("log-format"), help: ArgumentHelp(ConfigurationKnob.logFormat.help))
+    var logFormat: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(ConfigurationKnob.logLevel.help))
+    var logLevel: String?
+
+    var flags: [String: String] {
+        var flags: [String: String] = [:]
+        flags[ConfigurationKnob.store.name] = self.store
+        flags[ConfigurationKnob.sqliteBusyTimeout.name] = self.sqliteBusyTimeout
+        flags[ConfigurationKnob.sqliteSynchronous.name] = self.sqliteSynchronous
+        flags[ConfigurationKnob.logFormat.name] = self.logFormat
+        flags[ConfigurationKnob.logLevel.name] = self.logLevel
+        return flags
+    }
+
+    func load(extraFlags: [String: String] = [:]) throws -> KeelConfiguration {
+        let environment = ProcessInfo.processInfo.environment
+        var file: Data?
+        if let path = self.configFile ?? environment["KEEL_CONFIG"] {
+            guard let contents = FileManager.default.contents(atPath: path) else {
+                throw KeelError.invalidConfiguration("Cannot read the config file \(path).")
+            }
+            file = contents
+        }
+        return try ConfigurationLoader(flags: self.flags.merging(extraFlags) { $1 }, environment: environment, file: file).load()
+    }
+}
+
+enum Runtime {
+    /// Sets up swift-log once for the process, as text or JSON lines.
+    static func bootstrapLogging(_ configuration: KeelConfiguration) -> Logger {
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        let format = configuration.logFormat
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler =
+                switch format {
+                case .json: JSONLogHandler(label: label)
+                case .text: StreamLogHandler.standardError(label: label)
+                }
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "keel")
+        logger[metadataKey: "keel.instance"] = .string(configuration.instanceID)
+        return logger
+    }
+
+    static func makeStore(_ configuration: KeelConfiguration, logger: Logger) throws -> any KeelStore {
+        switch configuration.store {
+        case .sqlite(let path): try SQLiteStore(path: path, options: configuration.sqlite)
+        case .postgres(let url): try PostgresStore(url: url, logger: logger)
+        }
+    }
+
+    /// Runs `body`, printing a ``KeelError`` as a message and a hint instead of a trace.
+    static func reportingErrors(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as KeelError {
+            var text = "error: \(error.message)\n"
+            if let hint = error.hint { text += "hint: \(hint)\n" }
+            if let detail = error.detail { text += "detail: \(detail)\n" }
+            FileHandle.standardError.write(Data(text.utf8))
+            throw ExitCode(error.code == .invalidConfiguration ? 2 : 1)
+        }
+    }
+}

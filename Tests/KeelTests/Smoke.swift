@@ -1,0 +1,4 @@
+import Testing
+import HummingbirdTesting
+import AsyncHTTPClient
+@Test func smoke() { #expect(1 == 1) }
