@@ -6,11 +6,12 @@ import PostgresNIO
 struct PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let logger: Logger
+    let started: StartSignal
 
     private typealias Columns = (String, String, Int64, Int64, Int64, Int64)
 
     func createSession(_ session: Session) async throws {
-        try await withStoreErrors {
+        try await self.storeOperation {
             try await self.client.query(
                 """
                 INSERT INTO keel_sessions (id, data, version, created_at, last_seen_at, expires_at)
@@ -23,7 +24,7 @@ struct PostgresSessionStore: SessionStore {
     }
 
     func session(id: String) async throws -> Session? {
-        try await withStoreErrors {
+        try await self.storeOperation {
             let rows = try await self.client.query(
                 "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = \(id)",
                 logger: self.logger
@@ -37,7 +38,7 @@ struct PostgresSessionStore: SessionStore {
         expectedVersion: Int64?,
         _ transform: @Sendable (Session) throws -> Session
     ) async throws -> Session? {
-        try await withStoreErrors {
+        try await self.storeOperation {
             try await self.client.withTransaction(logger: self.logger) { connection -> Session? in
                 // The row lock serializes concurrent updates from every instance.
                 let rows = try await connection.query(
@@ -66,7 +67,7 @@ struct PostgresSessionStore: SessionStore {
     }
 
     func touchSession(id: String, lastSeenAt: Date, expiresAt: Date) async throws {
-        try await withStoreErrors {
+        try await self.storeOperation {
             let expires = expiresAt.millisecondsSince1970
             try await self.client.query(
                 "UPDATE keel_sessions SET last_seen_at = \(lastSeenAt.millisecondsSince1970), expires_at = \(expires) WHERE id = \(id) AND expires_at < \(expires)",
@@ -76,7 +77,7 @@ struct PostgresSessionStore: SessionStore {
     }
 
     func deleteSession(id: String) async throws -> Bool {
-        try await withStoreErrors {
+        try await self.storeOperation {
             let rows = try await self.client.query("DELETE FROM keel_sessions WHERE id = \(id) RETURNING id", logger: self.logger)
             var deleted = false
             for try await _ in rows.decode(String.self) { deleted = true }
@@ -85,7 +86,7 @@ struct PostgresSessionStore: SessionStore {
     }
 
     func purgeExpiredSessions(before cutoff: Date, limit: Int) async throws -> Int {
-        try await withStoreErrors {
+        try await self.storeOperation {
             let rows = try await self.client.query(
                 """
                 DELETE FROM keel_sessions WHERE id IN (
@@ -113,5 +114,11 @@ struct PostgresSessionStore: SessionStore {
             )
         }
         return session
+    }
+
+    @discardableResult
+    private func storeOperation<T>(_ body: () async throws -> T) async throws -> T {
+        await self.started.wait()
+        return try await withStoreErrors(body)
     }
 }

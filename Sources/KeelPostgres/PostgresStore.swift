@@ -3,6 +3,7 @@ import KeelCore
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// Keel's state in a PostgreSQL database: every instance of a cluster points
 /// at the same one.
@@ -12,6 +13,7 @@ public final class PostgresStore: KeelStore {
     public let sessions: any SessionStore
     public let meta: any MetaStore
     let logger: Logger
+    let started = StartSignal()
 
     /// - Parameter url: `postgres://user:password@host:port/database`, with
     ///   optional `sslmode` (disable, prefer, require) and `pool_size` query items.
@@ -19,15 +21,17 @@ public final class PostgresStore: KeelStore {
         let configuration = try Self.configuration(from: url)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
-        self.sessions = PostgresSessionStore(client: self.client, logger: logger)
-        self.meta = PostgresMetaStore(client: self.client, logger: logger)
+        self.sessions = PostgresSessionStore(client: self.client, logger: logger, started: self.started)
+        self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
     }
 
     public func run() async throws {
+        self.started.signal()
         await self.client.run()
     }
 
     public func migrate(logger: Logger) async throws -> MigrationReport {
+        await self.started.wait()
         let migrations = PostgresSchema.migrations
         let latest = PostgresSchema.latestVersion
         let report = try await withStoreErrors {
@@ -67,7 +71,8 @@ public final class PostgresStore: KeelStore {
     }
 
     public func schemaVersion() async throws -> Int {
-        try await withStoreErrors {
+        await self.started.wait()
+        return try await withStoreErrors {
             try await self.client.withConnection { connection in
                 let rows = try await connection.query("SELECT to_regclass('keel_schema_migrations') IS NOT NULL", logger: self.logger)
                 var exists = false
@@ -79,6 +84,7 @@ public final class PostgresStore: KeelStore {
     }
 
     public func ping() async throws {
+        await self.started.wait()
         try await withStoreErrors {
             let rows = try await self.client.query("SELECT 1", logger: self.logger)
             for try await _ in rows.decode(Int32.self) {}
@@ -86,6 +92,14 @@ public final class PostgresStore: KeelStore {
     }
 
     public func close() async throws {}
+
+    /// Runs raw SQL: for tests and tools that prepare databases.
+    public func execute(_ sql: String) async throws {
+        await self.started.wait()
+        try await withStoreErrors {
+            try await self.client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
+        }
+    }
 
     private static func currentVersion(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
         let rows = try await connection.query("SELECT COALESCE(MAX(version), 0) FROM keel_schema_migrations", logger: logger)
@@ -134,6 +148,11 @@ func withStoreErrors<T>(_ body: () async throws -> T) async throws -> T {
         return try await body()
     } catch let error as PSQLError {
         throw KeelError.storeUnavailable(error)
+    } catch let error as PostgresTransactionError {
+        // A KeelError thrown inside a transaction (a conflict, a refused
+        // transform) keeps its meaning; anything else is the store failing.
+        if let keelError = error.closureError as? KeelError { throw keelError }
+        throw KeelError.storeUnavailable(error)
     }
 }
 
@@ -142,5 +161,31 @@ extension Date {
 
     init(millisecondsSince1970 milliseconds: Int64) {
         self.init(timeIntervalSince1970: TimeInterval(milliseconds) / 1000)
+    }
+}
+
+/// A one-shot signal: `wait` returns once `signal` has been called. Every
+/// operation waits for `run()` to have begun, so nothing leases a connection
+/// from a pool that is not running (postgres-nio warns about that).
+final class StartSignal: Sendable {
+    private let state = Mutex<(signalled: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func signal() {
+        let waiters = self.state.withLock { state in
+            state.signalled = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let ready = self.state.withLock { state in
+                if !state.signalled { state.waiters.append(continuation) }
+                return state.signalled
+            }
+            if ready { continuation.resume() }
+        }
     }
 }

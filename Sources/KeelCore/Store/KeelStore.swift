@@ -74,3 +74,18 @@ public func latestVersion(of migrations: [Migration]) -> Int {
     )
     return migrations.last?.version ?? 0
 }
+
+extension KeelStore {
+    /// Runs the store's background machinery around `body`, then stops it.
+    @discardableResult
+    public func withRunning<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await self.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+}

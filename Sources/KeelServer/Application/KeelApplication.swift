@@ -84,17 +84,3 @@ public struct KeelApplication: Sendable {
         try await ServiceGroup(configuration: configuration).run()
     }
 }
-
-extension KeelStore {
-    /// Runs the store's background machinery around `body`, then stops it.
-    public func withRunning<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await self.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await body()
-        }
-    }
-}

@@ -1,0 +1,197 @@
+# Shared helpers for the scripts in bench/: knobs, temp dir and cleanup,
+# installing tools, free ports, waiting for a server, running wrk and
+# summarising its output. Source it from a bench script; it defines functions
+# and knob defaults only and starts nothing by itself.
+#
+# Knobs (environment), shared by every bench script:
+#   DURATION=20s      how long each wrk run lasts (wrk's -d)
+#   CONNECTIONS=64    open connections (wrk's -c)
+#   THREADS=2         wrk threads (wrk's -t)
+#
+# Typical use:
+#   source bench/lib.sh
+#   bench_init                                   # temp dir + cleanup trap
+#   bench_on_exit "some_command args"            # runs on exit, last registered first
+#   bench_wrk STORE MODE URL -H "Header: value"  # one run, appended to the table
+#   bench_finish                                 # prints the table; exit 1 if a run failed
+# shellcheck shell=bash
+
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/lib/postgres.sh
+source "$BENCH_ROOT/scripts/lib/postgres.sh" # pg_start/pg_stop, and pg_free_port
+
+DURATION=${DURATION:-20s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+# The session both stacks are asked to create and then serve on every GET
+# (Keel: POST /api/session {"data": ...}; the Flask peer accepts the same body).
+BENCH_SESSION_BODY='{"data":{"user_id":42,"name":"bench-user","roles":["reader","writer"],"preferences":{"theme":"dark","language":"en"}}}'
+
+bench_log() { printf '[bench] %s\n' "$*" >&2; }
+bench_die() {
+  printf '\n[bench] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# --- temp dir and cleanup ----------------------------------------------------
+
+BENCH_CLEANUPS=()
+
+# bench_on_exit CMD: run CMD (a string, eval'd) when the script exits, however
+# it exits. Commands run last-registered first; a failing one does not stop
+# the others.
+bench_on_exit() { BENCH_CLEANUPS+=("$1"); }
+
+bench_run_cleanups() {
+  local i
+  for ((i = ${#BENCH_CLEANUPS[@]} - 1; i >= 0; i--)); do
+    eval "${BENCH_CLEANUPS[i]}" || true
+  done
+  BENCH_CLEANUPS=()
+}
+
+# bench_init: make BENCH_TMP (removed on exit), BENCH_RESULTS, and the traps.
+bench_init() {
+  BENCH_TMP=$(mktemp -d /tmp/keel-bench.XXXXXX)
+  chmod 755 "$BENCH_TMP"
+  BENCH_RESULTS="$BENCH_TMP/results.tsv"
+  : >"$BENCH_RESULTS"
+  bench_on_exit 'rm -rf "$BENCH_TMP"'
+  trap bench_run_cleanups EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# bench_stop_pid PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace
+# period (default 15s). Works for children and for daemons (e.g. redis).
+bench_stop_pid() {
+  local pid=$1 grace=${2:-15} i
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    bench_log "pid $pid still running after ${grace}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true # reap it if it is our child
+}
+
+# --- tools -------------------------------------------------------------------
+
+# bench_apt_install COMMAND PACKAGE: install PACKAGE with apt-get unless
+# COMMAND is already on PATH; `apt-get update` only if the first try fails.
+bench_apt_install() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  bench_log "installing $pkg (apt)…"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "$pkg" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "$pkg" >/dev/null; } \
+    || bench_die "could not install $pkg with apt-get"
+  command -v "$cmd" >/dev/null 2>&1 || bench_die "$pkg installed but $cmd is not on PATH"
+}
+
+bench_ensure_wrk() { bench_apt_install wrk wrk; }
+
+# --- servers -----------------------------------------------------------------
+
+# bench_free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+bench_free_port() { pg_free_port; }
+
+# bench_wait_for_url URL PID LOG [TIMEOUT_SECONDS]: wait until GET URL answers
+# 200. Fails early, printing LOG, if process PID exits first.
+bench_wait_for_url() {
+  local url=$1 pid=$2 log=$3 timeout=${4:-60} i code
+  for ((i = 0; i < timeout * 10; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) || true
+    [ "$code" = 200 ] && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      [ -f "$log" ] && tail -n 30 "$log" >&2
+      bench_die "server (pid $pid) exited before $url answered 200"
+    fi
+    sleep 0.1
+  done
+  [ -f "$log" ] && tail -n 30 "$log" >&2
+  bench_die "$url did not answer 200 within ${timeout}s (last status: ${code:-none})"
+}
+
+# bench_check_get URL HEADER: one GET with HEADER must answer 200 with the
+# benchmark session's data in the body (so wrk measures real session reads,
+# not error responses).
+bench_check_get() {
+  local url=$1 header=$2 body="$BENCH_TMP/check-body" code
+  code=$(curl -sS -o "$body" -w '%{http_code}' -H "$header" "$url") || bench_die "GET $url failed"
+  [ "$code" = 200 ] || { cat "$body" >&2; bench_die "GET $url answered $code, not 200"; }
+  grep -q '"bench-user"' "$body" || { cat "$body" >&2; bench_die "GET $url did not return the session's data"; }
+}
+
+# --- wrk ---------------------------------------------------------------------
+
+# bench_parse_wrk FILE: print "rps p50_ms p99_ms non2xx socket_errors requests"
+# from the output of `wrk --latency`. wrk omits the "Socket errors" and
+# "Non-2xx or 3xx responses" lines when they are zero.
+bench_parse_wrk() {
+  awk '
+    function ms(v,   n, unit) {
+      n = v + 0; unit = v; sub(/^[0-9.]+/, "", unit)
+      if (unit == "us") return n / 1000
+      if (unit == "ms") return n
+      if (unit == "s")  return n * 1000
+      if (unit == "m")  return n * 60000
+      if (unit == "h")  return n * 3600000
+      return -1
+    }
+    /^ +50% /                     { p50 = ms($2) }
+    /^ +99% /                     { p99 = ms($2) }
+    / requests in /               { requests = $1 }
+    /^Requests\/sec:/             { rps = $2 }
+    /Non-2xx or 3xx responses:/   { non2xx = $NF }
+    /Socket errors:/              { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
+    END {
+      if (rps == "" || p50 == "" || p99 == "" || requests == "") exit 1
+      printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, non2xx, sockerr, requests
+    }' "$1"
+}
+
+# bench_wrk STORE MODE URL [WRK_ARGS...]: one wrk run with the knobs above and
+# --latency; WRK_ARGS are typically -H headers. Its raw output goes to stderr,
+# its summary to the results table. A run with any non-2xx response (or no
+# completed request) is marked FAIL and makes bench_finish exit 1.
+bench_wrk() {
+  local store=$1 mode=$2 url=$3 out rps p50 p99 non2xx sockerr requests status=ok
+  shift 3
+  out="$BENCH_TMP/wrk-$store-$mode.txt"
+  bench_log "wrk: $store, $mode: -t $THREADS -c $CONNECTIONS -d $DURATION $url"
+  wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency "$@" "$url" >"$out" 2>&1 \
+    || { cat "$out" >&2; bench_die "wrk failed ($store, $mode)"; }
+  sed 's/^/    /' "$out" >&2
+  read -r rps p50 p99 non2xx sockerr requests < <(bench_parse_wrk "$out") \
+    || bench_die "could not parse wrk's output ($store, $mode); see above"
+  if [ "$non2xx" -ne 0 ] || [ "$requests" -eq 0 ]; then
+    status=FAIL
+    bench_log "FAIL: $store, $mode: $non2xx of $requests responses were not 2xx"
+  fi
+  if [ "$sockerr" -ne 0 ]; then
+    bench_log "WARNING: $store, $mode: $sockerr socket errors (connect/read/write/timeout), see wrk's output above"
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    "$store" "$mode" "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$status" >>"$BENCH_RESULTS"
+}
+
+# bench_finish: print the summary table (stdout) for every bench_wrk run so
+# far; exit 1, loudly, if any run had a non-2xx response.
+bench_finish() {
+  echo
+  echo "# wrk -t $THREADS -c $CONNECTIONS -d $DURATION, $(nproc) cores; latency in ms"
+  {
+    printf 'store\tmode\trequests/s\tp50_ms\tp99_ms\tnon-2xx\tsocket_errors\tstatus\n'
+    cat "$BENCH_RESULTS"
+  } | awk -F'\t' '{ printf "%-12s %-11s %11s %9s %9s %8s %14s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  if grep -q $'\tFAIL$' "$BENCH_RESULTS"; then
+    bench_die "some runs had non-2xx responses (or none at all): see the FAIL rows above"
+  fi
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Keel session-read throughput and latency: wrk hammers `GET /api/session`
+# with one valid bearer token, against a fresh SQLite file and/or a throwaway
+# PostgreSQL 15 on loopback. Each store gets two runs: keep-alive, and with
+# `Connection: close` (a new TCP connection per request). Prints one summary
+# line per run (store, mode, requests/s, p50, p99, non-2xx count, socket
+# errors); exits 1 if any response was not 2xx.
+#
+# Usage: bench/session-get.sh [sqlite|postgres|all]     (default: all)
+#
+# Knobs (environment):
+#   DURATION=20s  CONNECTIONS=64  THREADS=2   passed to wrk (-d, -c, -t)
+#   KEEL_BIN=.build/release/keel              server binary; the default is built
+#                                             with `swift build -c release --product keel`
+#                                             if missing. Other KEEL_* variables
+#                                             (e.g. KEEL_SQLITE_SYNCHRONOUS) reach keel.
+# Example quick check: DURATION=2s CONNECTIONS=8 KEEL_BIN=.build/debug/keel bench/session-get.sh sqlite
+#
+# Installs wrk (apt) and, for postgres, PostgreSQL (apt) if missing. Starts
+# everything on 127.0.0.1 and removes every process and temp dir on exit.
+# wrk and the server share this machine's cores: compare numbers only between
+# runs on the same machine with the same knobs.
+set -euo pipefail
+
+# Resolve KEEL_BIN against the caller's directory before moving to the repo.
+if [ -n "${KEEL_BIN:-}" ]; then
+  case $KEEL_BIN in /*) ;; *) KEEL_BIN="$PWD/$KEEL_BIN" ;; esac
+fi
+cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source bench/lib.sh
+
+which_stores=${1:-all}
+case $which_stores in
+  sqlite) stores=(sqlite) ;;
+  postgres) stores=(postgres) ;;
+  all) stores=(sqlite postgres) ;;
+  *)
+    echo "usage: $0 [sqlite|postgres|all]" >&2
+    exit 2
+    ;;
+esac
+
+if [ -z "${KEEL_BIN:-}" ]; then
+  KEEL_BIN="$PWD/.build/release/keel"
+  if [ ! -x "$KEEL_BIN" ]; then
+    bench_log "building keel (release)…"
+    swift build -c release --product keel
+  fi
+fi
+[ -x "$KEEL_BIN" ] || bench_die "KEEL_BIN=$KEEL_BIN is not an executable"
+
+bench_ensure_wrk
+bench_init
+
+KEEL_PID=
+stop_keel() {
+  bench_stop_pid "$KEEL_PID"
+  KEEL_PID=
+}
+bench_on_exit stop_keel
+
+# start_keel STORE_URL LABEL: start keel on a free port; sets KEEL_URL.
+start_keel() {
+  local store_url=$1 label=$2 port log
+  port=$(bench_free_port)
+  log="$BENCH_TMP/keel-$label.log"
+  bench_log "starting keel ($label) on 127.0.0.1:$port: $KEEL_BIN"
+  # Started directly (not in a subshell) so $! is keel's own pid.
+  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
+    --drain-delay 0s --drain-timeout 5s >"$log" 2>&1 &
+  KEEL_PID=$!
+  KEEL_URL="http://127.0.0.1:$port"
+  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
+}
+
+# bench_store LABEL: create a session on the running keel, check it reads
+# back, then run wrk keep-alive and with Connection: close.
+bench_store() {
+  local label=$1 token
+  token=$(curl -sS -f -X POST -H 'Content-Type: application/json' \
+    -d "$BENCH_SESSION_BODY" "$KEEL_URL/api/session" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') \
+    || bench_die "POST /api/session failed ($label)"
+  bench_check_get "$KEEL_URL/api/session" "Authorization: Bearer $token"
+  bench_wrk "$label" keep-alive "$KEEL_URL/api/session" -H "Authorization: Bearer $token"
+  bench_wrk "$label" close "$KEEL_URL/api/session" -H "Authorization: Bearer $token" -H "Connection: close"
+}
+
+for store in "${stores[@]}"; do
+  case $store in
+    sqlite)
+      start_keel "sqlite:$BENCH_TMP/keel.sqlite" sqlite
+      bench_store sqlite
+      stop_keel
+      ;;
+    postgres)
+      bench_on_exit pg_stop
+      pg_start # scripts/lib/postgres.sh: runs as the postgres user when we are root
+      "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres keelbench
+      bench_log "PostgreSQL on 127.0.0.1:$PG_PORT ($("$(pg_bindir)/postgres" --version))"
+      start_keel "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable" postgres
+      bench_store postgres
+      stop_keel
+      pg_stop
+      ;;
+  esac
+done
+
+bench_finish
