@@ -1,0 +1,82 @@
+import Foundation
+import KeelCore
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("flags override the environment, which overrides the file")
+    func precedence() throws {
+        let file = Data(#"{"port": 7000, "host": "0.0.0.0", "session_idle_timeout": "2h", "cors-origins": ["https://a.example", "https://b.example"]}"#.utf8)
+        let loader = ConfigurationLoader(
+            flags: ["port": "9000"],
+            environment: ["KEEL_PORT": "8000", "KEEL_HOST": "10.0.0.1", "KEEL_DRAIN_DELAY": "250ms"],
+            file: file
+        )
+        let configuration = try loader.load()
+        #expect(configuration.port == 9000)
+        #expect(configuration.host == "10.0.0.1")
+        #expect(configuration.session.idleTimeout == .seconds(7200))
+        #expect(configuration.drainDelay == .milliseconds(250))
+        #expect(configuration.cors.allowedOrigins == ["https://a.example", "https://b.example"])
+        #expect(configuration.store == .sqlite(path: "./keel-data/keel.sqlite"))
+    }
+
+    @Test("bad values are refused with the knob's name and what is expected")
+    func badValues() {
+        let cases: [(String, String)] = [
+            ("port", "eighty"), ("port", "70000"), ("store", "mysql://x"), ("drain-timeout", "soon"),
+            ("cookie-secure", "sometimes"), ("cors-credentials", "maybe"), ("cors-origins", "https://app.example.com/"),
+            ("secret", "short"), ("log-level", "loud"),
+        ]
+        for (knob, value) in cases {
+            let error = #expect(throws: KeelError.self, "\(knob)=\(value)") {
+                try ConfigurationLoader(flags: [knob: value]).load()
+            }
+            #expect(error?.code == .invalidConfiguration)
+            #expect(error?.hint != nil || error?.message.contains(knob) == true)
+        }
+        #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data(#"{"prot": 1}"#.utf8)).load() }
+        #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data("port=1".utf8)).load() }
+    }
+
+    @Test("store locations parse, and passwords never show in descriptions")
+    func storeLocation() throws {
+        #expect(try StoreLocation(parsing: "sqlite:/var/lib/keel/db.sqlite") == .sqlite(path: "/var/lib/keel/db.sqlite"))
+        let postgres = try StoreLocation(parsing: "postgres://keel:hunter2@db:5432/keel")
+        #expect(!postgres.description.contains("hunter2"))
+    }
+
+    @Test("every knob has an environment variable and help naming its default")
+    func knobsDocumented() {
+        for knob in ConfigurationKnob.all {
+            #expect(knob.help.contains(knob.environmentVariable))
+            #expect(knob.help.contains("default"))
+        }
+    }
+
+    @Test("RFC 7396 merge patch examples")
+    func mergePatchExamples() throws {
+        // The examples of RFC 7396, appendix A.
+        let examples: [(String, String, String)] = [
+            (#"{"a":"b"}"#, #"{"a":"c"}"#, #"{"a":"c"}"#),
+            (#"{"a":"b"}"#, #"{"b":"c"}"#, #"{"a":"b","b":"c"}"#),
+            (#"{"a":"b"}"#, #"{"a":null}"#, #"{}"#),
+            (#"{"a":"b","b":"c"}"#, #"{"a":null}"#, #"{"b":"c"}"#),
+            (#"{"a":["b"]}"#, #"{"a":"c"}"#, #"{"a":"c"}"#),
+            (#"{"a":"c"}"#, #"{"a":["b"]}"#, #"{"a":["b"]}"#),
+            (#"{"a":{"b":"c"}}"#, #"{"a":{"b":"d","c":null}}"#, #"{"a":{"b":"d"}}"#),
+            (#"{"a":[{"b":"c"}]}"#, #"{"a":[1]}"#, #"{"a":[1]}"#),
+            (#"["a","b"]"#, #"["c","d"]"#, #"["c","d"]"#),
+            (#"{"a":"b"}"#, #"["c"]"#, #"["c"]"#),
+            (#"{"a":"foo"}"#, "null", "null"),
+            (#"{"a":"foo"}"#, #""bar""#, #""bar""#),
+            (#"{"e":null}"#, #"{"a":1}"#, #"{"a":1,"e":null}"#),
+            (#"[1,2]"#, #"{"a":"b","c":null}"#, #"{"a":"b"}"#),
+            (#"{}"#, #"{"a":{"bb":{"ccc":null}}}"#, #"{"a":{"bb":{}}}"#),
+        ]
+        for (target, patch, expected) in examples {
+            let result = try JSONValue.parse(Array(target.utf8)).applyingMergePatch(JSONValue.parse(Array(patch.utf8)))
+            #expect(result == (try JSONValue.parse(Array(expected.utf8))), "\(target) + \(patch)")
+        }
+    }
+}

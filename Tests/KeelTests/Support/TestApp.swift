@@ -1,0 +1,69 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import KeelCore
+import KeelServer
+import NIOCore
+import Testing
+
+/// Runs `body` against an in-process Keel application on a fresh SQLite store.
+func withTestApp<T: Sendable>(
+    clock: any KeelClock = SystemClock(),
+    configure: (inout KeelConfiguration) -> Void = { _ in },
+    _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
+) async throws -> T {
+    var configuration = KeelConfiguration()
+    configuration.instanceID = "test-instance"
+    configure(&configuration)
+    let frozen = configuration
+    let fixture = try await StoreFixture.make(.sqlite)
+    return try await fixture.withStore { store in
+        let app = try await KeelApplication.build(configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock)
+        return try await app.http.test(.router) { client in
+            try await body(app, client)
+        }
+    }
+}
+
+extension TestClientProtocol {
+    func send(
+        _ method: HTTPRequest.Method,
+        _ uri: String,
+        token: String? = nil,
+        headers: HTTPFields = [:],
+        body: String? = nil,
+        contentType: String? = "application/json"
+    ) async throws -> TestResponse {
+        var fields = headers
+        if let token { fields[.authorization] = "Bearer \(token)" }
+        if body != nil, let contentType { fields[.contentType] = contentType }
+        return try await self.execute(uri: uri, method: method, headers: fields, body: body.map { ByteBuffer(string: $0) })
+    }
+
+    /// Creates a session and returns its token.
+    func createSession(data: String? = nil) async throws -> String {
+        let response = try await self.send(.post, "/api/session", body: data.map { #"{"data":\#($0)}"# })
+        #expect(response.status == .created)
+        return try #require(response.json["token"]?.stringValue)
+    }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: self.body) }
+
+    var json: [String: JSONValue] {
+        (try? JSONValue.parse(Array(self.text.utf8)))?.objectValue ?? [:]
+    }
+
+    /// The `error.code` of a Keel error body.
+    var errorCode: String? {
+        self.json["error"]?.objectValue?["code"]?.stringValue
+    }
+}
+
+extension JSONValue {
+    var stringValue: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+}
