@@ -17,7 +17,7 @@
 # shellcheck shell=bash
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=../scripts/lib/postgres.sh
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib/postgres.sh
 source "$BENCH_ROOT/scripts/lib/postgres.sh" # pg_start/pg_stop, and pg_free_port
 
 DURATION=${DURATION:-20s}
@@ -26,6 +26,7 @@ THREADS=${THREADS:-2}
 
 # The session both stacks are asked to create and then serve on every GET
 # (Keel: POST /api/session {"data": ...}; the Flask peer accepts the same body).
+# shellcheck disable=SC2034 # used by the scripts that source this file
 BENCH_SESSION_BODY='{"data":{"user_id":42,"name":"bench-user","roles":["reader","writer"],"preferences":{"theme":"dark","language":"en"}}}'
 
 bench_log() { printf '[bench] %s\n' "$*" >&2; }
@@ -57,6 +58,7 @@ bench_init() {
   chmod 755 "$BENCH_TMP"
   BENCH_RESULTS="$BENCH_TMP/results.tsv"
   : >"$BENCH_RESULTS"
+  # shellcheck disable=SC2016 # expanded when the cleanup runs
   bench_on_exit 'rm -rf "$BENCH_TMP"'
   trap bench_run_cleanups EXIT
   trap 'exit 130' INT

@@ -25,7 +25,7 @@
 # is deployed, and what the comparison is about.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source bench/lib.sh
 
 PEER_WORKERS=${PEER_WORKERS:-4}

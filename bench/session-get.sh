@@ -27,7 +27,7 @@ if [ -n "${KEEL_BIN:-}" ]; then
   case $KEEL_BIN in /*) ;; *) KEEL_BIN="$PWD/$KEEL_BIN" ;; esac
 fi
 cd "$(dirname "$0")/.."
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source bench/lib.sh
 
 which_stores=${1:-all}
@@ -49,6 +49,7 @@ if [ -z "${KEEL_BIN:-}" ]; then
   fi
 fi
 [ -x "$KEEL_BIN" ] || bench_die "KEEL_BIN=$KEEL_BIN is not an executable"
+bench_log "keel $("$KEEL_BIN" --version) at $KEEL_BIN; tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 
 bench_ensure_wrk
 bench_init
