@@ -26,8 +26,66 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX keel_sessions_expires_at ON keel_sessions (expires_at)",
             ]
-        )
+        ),
+        Migration(
+            version: 2,
+            name: "jobs",
+            statements: [
+                """
+                CREATE TABLE keel_jobs (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    input TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    progress TEXT NOT NULL,
+                    result TEXT,
+                    error TEXT,
+                    attempts INTEGER NOT NULL,
+                    max_attempts INTEGER NOT NULL,
+                    idempotency_key TEXT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    run_at BIGINT NOT NULL,
+                    started_at BIGINT,
+                    finished_at BIGINT,
+                    expires_at BIGINT,
+                    lease_owner TEXT,
+                    lease_token TEXT,
+                    lease_expires_at BIGINT,
+                    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+                    last_seq BIGINT NOT NULL DEFAULT 0
+                )
+                """,
+                "CREATE UNIQUE INDEX keel_jobs_idempotency ON keel_jobs (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL",
+                "CREATE INDEX keel_jobs_claim ON keel_jobs (status, run_at)",
+                "CREATE INDEX keel_jobs_session ON keel_jobs (session_id, created_at)",
+                "CREATE INDEX keel_jobs_expires_at ON keel_jobs (expires_at) WHERE expires_at IS NOT NULL",
+                """
+                CREATE TABLE keel_job_events (
+                    job_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    type TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (job_id, seq)
+                )
+                """,
+                """
+                CREATE TABLE keel_leases (
+                    name TEXT PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    expires_at BIGINT NOT NULL
+                )
+                """,
+            ]
+        ),
     ]
+
+    /// NOTIFY channel: payload is a job id whose log grew.
+    static let eventsChannel = "keel_events"
+    /// NOTIFY channel: payload is a job type that has a job ready to claim.
+    static let jobsChannel = "keel_jobs"
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)
 

@@ -12,6 +12,9 @@ public final class PostgresStore: KeelStore {
     public let client: PostgresClient
     public let sessions: any SessionStore
     public let meta: any MetaStore
+    public let jobs: any JobQueue
+    public let events: any EventLog
+    public let leases: any LeaderLease
     let logger: Logger
     let started = StartSignal()
 
@@ -23,6 +26,10 @@ public final class PostgresStore: KeelStore {
         self.logger = logger
         self.sessions = PostgresSessionStore(client: self.client, logger: logger, started: self.started)
         self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
+        let jobQueue = PostgresJobQueue(client: self.client, logger: logger, started: self.started)
+        self.jobs = jobQueue
+        self.events = jobQueue
+        self.leases = jobQueue
     }
 
     public func run() async throws {

@@ -14,6 +14,9 @@ public final class SQLiteStore: KeelStore {
     public let path: String
     public let sessions: any SessionStore
     public let meta: any MetaStore
+    public let jobs: any JobQueue
+    public let events: any EventLog
+    public let leases: any LeaderLease
     let pool: DatabasePool
 
     public init(path: String, options: SQLiteOptions = SQLiteOptions()) throws {
@@ -38,6 +41,10 @@ public final class SQLiteStore: KeelStore {
         self.path = url.path
         self.sessions = SQLiteSessionStore(pool: self.pool)
         self.meta = SQLiteMetaStore(pool: self.pool)
+        let jobQueue = SQLiteJobQueue(pool: self.pool)
+        self.jobs = jobQueue
+        self.events = jobQueue
+        self.leases = jobQueue
     }
 
     public func run() async throws {

@@ -9,6 +9,9 @@ public protocol KeelStore: Sendable {
     var driverName: String { get }
     var sessions: any SessionStore { get }
     var meta: any MetaStore { get }
+    var jobs: any JobQueue { get }
+    var events: any EventLog { get }
+    var leases: any LeaderLease { get }
 
     /// Runs the driver's background machinery (a connection pool, say) until
     /// the task is cancelled. Other methods may wait until it has started.

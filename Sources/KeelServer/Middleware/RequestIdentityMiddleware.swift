@@ -17,6 +17,11 @@ struct RequestIdentityMiddleware: RouterMiddleware {
         var response = try await next(request, context)
         response.headers[.xRequestID] = requestID
         response.headers[.keelInstance] = self.instanceID
+        // The server closes such connections; say so, as RFC 9112 asks, so
+        // clients do not try to reuse the socket.
+        if let connection = request.headers[.connection], connection.lowercased().contains("close") {
+            response.headers[.connection] = "close"
+        }
         return response
     }
 

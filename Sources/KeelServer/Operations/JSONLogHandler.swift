@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 import Logging
 
 /// A log handler writing one JSON object per line to standard error, for log

@@ -6,11 +6,13 @@ extension KeelError.Code {
     /// The HTTP status that answers an error with this code.
     var status: HTTPResponse.Status {
         switch self {
-        case .badRequest, .invalidJSON, .invalidInput: .badRequest
+        case .badRequest, .invalidJSON, .invalidInput, .invalidCursor, .unknownJobType: .badRequest
         case .sessionRequired, .sessionInvalid, .sessionExpired: .unauthorized
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .versionConflict: .preconditionFailed
+        case .idempotencyKeyReused, .jobFinished: .conflict
+        case .leaseLost: .conflict
         case .payloadTooLarge, .sessionDataTooLarge: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .corsOriginNotAllowed: .forbidden

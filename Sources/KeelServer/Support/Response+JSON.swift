@@ -1,4 +1,5 @@
 import Hummingbird
+import KeelCore
 import NIOCore
 
 extension Response {

@@ -80,3 +80,18 @@ struct ConfigurationTests {
         }
     }
 }
+
+@Suite("Identifiers")
+struct IdentifierTests {
+    @Test("base64url matches Foundation's base64 with the URL alphabet and no padding")
+    func base64URL() {
+        for length in 0..<40 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            let expected = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Identifiers.base64URL(bytes) == expected)
+        }
+        #expect(Identifiers.random().count == 43)
+        #expect(Identifiers.random() != Identifiers.random())
+    }
+}

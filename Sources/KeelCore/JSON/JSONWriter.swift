@@ -1,12 +1,14 @@
 import Foundation
 
-/// Builds compact JSON text directly, so stored JSON (session data) can be
-/// embedded without decoding and re-encoding it.
-struct JSONWriter {
-    private(set) var text = ""
+/// Builds compact JSON text directly, so stored JSON (session data, job input
+/// and results) can be embedded without decoding and re-encoding it.
+public struct JSONWriter: Sendable {
+    public init() {}
+
+    public private(set) var text = ""
     private var needsComma = false
 
-    mutating func object(_ body: (inout JSONWriter) -> Void) {
+    public mutating func object(_ body: (inout JSONWriter) -> Void) {
         self.separate()
         self.text += "{"
         self.needsComma = false
@@ -15,43 +17,47 @@ struct JSONWriter {
         self.needsComma = true
     }
 
-    mutating func field(_ name: String, _ body: (inout JSONWriter) -> Void) {
+    public mutating func field(_ name: String, _ body: (inout JSONWriter) -> Void) {
         self.key(name)
         body(&self)
     }
 
-    mutating func field(_ name: String, _ value: String?) {
+    public mutating func field(_ name: String, _ value: String?) {
         self.key(name)
         if let value { Self.appendString(value, to: &self.text) } else { self.text += "null" }
         self.needsComma = true
     }
 
-    mutating func field(_ name: String, _ value: Int64) {
+    public mutating func field(_ name: String, _ value: Int64) {
         self.key(name)
         self.text += String(value)
         self.needsComma = true
     }
 
-    mutating func field(_ name: String, _ value: Double) {
+    public mutating func field(_ name: String, _ value: Double) {
         self.key(name)
         self.text += value.isFinite ? String(value) : "null"
         self.needsComma = true
     }
 
-    mutating func field(_ name: String, _ value: Bool) {
+    public mutating func field(_ name: String, _ value: Bool) {
         self.key(name)
         self.text += value ? "true" : "false"
         self.needsComma = true
     }
 
-    mutating func field(_ name: String, _ value: Date) {
-        self.field(name, value.formatted(Self.timestampStyle))
+    public mutating func field(_ name: String, _ value: Date?) {
+        self.field(name, value.map { $0.formatted(Self.timestampStyle) })
+    }
+
+    public mutating func field(_ name: String, _ value: Double?) {
+        if let value { self.field(name, value) } else { self.field(name, rawJSON: "null") }
     }
 
     /// Embeds text that is already valid JSON.
-    mutating func field(_ name: String, rawJSON: String) {
+    public mutating func field(_ name: String, rawJSON: String?) {
         self.key(name)
-        self.text += rawJSON
+        self.text += rawJSON ?? "null"
         self.needsComma = true
     }
 
@@ -66,9 +72,9 @@ struct JSONWriter {
         if self.needsComma { self.text += "," }
     }
 
-    static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    public static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    static func appendString(_ value: String, to text: inout String) {
+    public static func appendString(_ value: String, to text: inout String) {
         text += "\""
         for scalar in value.unicodeScalars {
             switch scalar {

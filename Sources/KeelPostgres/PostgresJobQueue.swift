@@ -1,0 +1,459 @@
+import Foundation
+import KeelCore
+import Logging
+import PostgresNIO
+
+/// Jobs, their event logs and leader leases in PostgreSQL. Claims use
+/// `FOR UPDATE SKIP LOCKED`; appends lock the job row, so sequence numbers
+/// are gap-free and commit in order. New events and claimable jobs are
+/// announced with `NOTIFY` (delivered at commit).
+struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
+    let client: PostgresClient
+    let logger: Logger
+    let started: StartSignal
+
+    static let columns = """
+        id, session_id, type, input, status, progress, result, error, attempts, max_attempts, idempotency_key,
+        created_at, updated_at, run_at, started_at, finished_at, expires_at, lease_owner, lease_expires_at,
+        cancel_requested, last_seq
+        """
+
+    func enqueue(_ new: NewJob, now: Date) async throws -> (job: Job, created: Bool) {
+        try await self.transaction { connection in
+            let ms = now.millisecondsSince1970
+            let inserted = try await self.jobs(
+                connection,
+                """
+                INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
+                    idempotency_key, created_at, updated_at, run_at)
+                VALUES (\(new.id), \(new.sessionID), \(new.type), \(new.inputJSON), 'queued', '{}', 0, \(new.maxAttempts),
+                    \(new.idempotencyKey), \(ms), \(ms), \(ms))
+                ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING \(unescaped: Self.columns)
+                """
+            )
+            if let job = inserted.first {
+                try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
+                return (job, true)
+            }
+            // The key was taken, possibly by a racing request that just committed.
+            let existing = try await self.jobs(
+                connection,
+                "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE session_id = \(new.sessionID) AND idempotency_key = \(new.idempotencyKey)"
+            )
+            guard let job = existing.first else { throw KeelError(.internalError, "idempotent enqueue found no job") }
+            return (job, false)
+        }
+    }
+
+    func job(id: String) async throws -> Job? {
+        try await self.operation {
+            try await self.jobs(self.client, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(id)").first
+        }
+    }
+
+    func jobs(sessionID: String, status: JobStatus?, limit: Int, cursor: String?, now: Date) async throws -> JobPage {
+        let position = try cursor.map(JobCursor.init(parsing:))
+        return try await self.operation {
+            let ms = now.millisecondsSince1970
+            let cursorCreated = position?.createdAt ?? Int64.max
+            let cursorID = position?.id ?? ""
+            let rows = try await self.jobs(
+                self.client,
+                """
+                SELECT \(unescaped: Self.columns) FROM keel_jobs
+                WHERE session_id = \(sessionID) AND (expires_at IS NULL OR expires_at > \(ms))
+                  AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
+                  AND (\(position == nil) OR created_at < \(cursorCreated) OR (created_at = \(cursorCreated) AND id < \(cursorID)))
+                ORDER BY created_at DESC, id DESC LIMIT \(limit + 1)
+                """
+            )
+            return JobPage(jobs: rows, limit: limit)
+        }
+    }
+
+    func claim(owner: String, types: [String], leaseDuration: Duration, now: Date) async throws -> ClaimedJob? {
+        guard !types.isEmpty else { return nil }
+        let token = Identifiers.random(byteCount: 16)
+        return try await self.transaction { connection -> ClaimedJob? in
+            let ms = now.millisecondsSince1970
+            let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
+            let rows = try await connection.query(
+                """
+                UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = \(owner), lease_token = \(token),
+                    lease_expires_at = \(leaseUntil), started_at = COALESCE(started_at, \(ms)), updated_at = \(ms), cancel_requested = FALSE
+                WHERE id = (
+                    SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= \(ms) AND type = ANY(\(types))
+                    ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                )
+                RETURNING id, attempts, last_seq
+                """,
+                logger: self.logger
+            )
+            var claimed: (String, Int32, Int64)?
+            for try await row in rows.decode((String, Int32, Int64).self) { claimed = row }
+            guard let (id, attempts, lastSequence) = claimed else { return nil }
+            if lastSequence > 0 {
+                try await self.appendUnfenced(connection, jobID: id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(attempts)}"#, ms: ms)
+            }
+            let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(id)").first!
+            return ClaimedJob(job: job, lease: JobLease(jobID: id, token: token, owner: owner))
+        }
+    }
+
+    func heartbeat(_ lease: JobLease, leaseDuration: Duration, now: Date) async throws -> HeartbeatReply {
+        try await self.operation {
+            let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
+            let rows = try await self.client.query(
+                """
+                UPDATE keel_jobs SET lease_expires_at = \(leaseUntil)
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
+                RETURNING cancel_requested
+                """,
+                logger: self.logger
+            )
+            var reply = HeartbeatReply.lost
+            for try await cancel in rows.decode(Bool.self) { reply = .active(cancelRequested: cancel) }
+            return reply
+        }
+    }
+
+    func setProgress(_ progress: JobProgress, lease: JobLease, now: Date) async throws {
+        try await self.operation {
+            let rows = try await self.client.query(
+                """
+                UPDATE keel_jobs SET progress = \(progress.jsonRepresentation()), updated_at = \(now.millisecondsSince1970)
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running' RETURNING id
+                """,
+                logger: self.logger
+            )
+            var updated = false
+            for try await _ in rows.decode(String.self) { updated = true }
+            guard updated else { throw KeelError.leaseLost }
+        }
+    }
+
+    func appendEvent(type: String, dataJSON: String, lease: JobLease, now: Date) async throws -> Int64 {
+        try await self.transaction { connection in
+            try await self.requireLease(connection, lease)
+            return try await self.appendUnfenced(connection, jobID: lease.jobID, type: type, dataJSON: dataJSON, ms: now.millisecondsSince1970)
+        }
+    }
+
+    func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
+        try await self.finish(lease, timing: timing) { connection, ms in
+            try await connection.query(
+                """
+                UPDATE keel_jobs SET status = 'succeeded', result = \(resultJSON), error = NULL, finished_at = \(ms), updated_at = \(ms),
+                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                WHERE id = \(lease.jobID)
+                """,
+                logger: self.logger
+            )
+            return true
+        }
+    }
+
+    func fail(_ lease: JobLease, error: JobFailure, retryAt: Date?, timing: JobTiming) async throws -> Job {
+        let errorJSON = try JobRowCoding.encode(error)
+        return try await self.finish(lease, timing: timing) { connection, ms in
+            if let retryAt {
+                let rows = try await connection.query(
+                    """
+                    UPDATE keel_jobs SET status = 'queued', error = \(errorJSON), run_at = \(retryAt.millisecondsSince1970), updated_at = \(ms),
+                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                    WHERE id = \(lease.jobID) AND attempts < max_attempts RETURNING type
+                    """,
+                    logger: self.logger
+                )
+                var requeued = false
+                for try await _ in rows.decode(String.self) { requeued = true }
+                if requeued { return false }
+            }
+            try await self.markFailed(connection, id: lease.jobID, errorJSON: errorJSON, ms: ms, expiry: timing.expiry.millisecondsSince1970)
+            return true
+        }
+    }
+
+    func acknowledgeCancel(_ lease: JobLease, timing: JobTiming) async throws -> Job {
+        try await self.finish(lease, timing: timing) { connection, ms in
+            try await self.markCancelled(connection, id: lease.jobID, ms: ms, expiry: timing.expiry.millisecondsSince1970)
+            return true
+        }
+    }
+
+    func release(_ lease: JobLease, now: Date) async throws {
+        try await self.operation {
+            let ms = now.millisecondsSince1970
+            let rows = try await self.client.query(
+                """
+                UPDATE keel_jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), run_at = \(ms), updated_at = \(ms),
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running' RETURNING type
+                """,
+                logger: self.logger
+            )
+            var type: String?
+            for try await value in rows.decode(String.self) { type = value }
+            guard let type else { throw KeelError.leaseLost }
+            try await self.client.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(type))", logger: self.logger)
+        }
+    }
+
+    func cancel(id: String, timing: JobTiming) async throws -> Job? {
+        try await self.transaction { connection -> Job? in
+            guard let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(id) FOR UPDATE").first else {
+                return nil
+            }
+            let ms = timing.now.millisecondsSince1970
+            switch job.status {
+            case .queued:
+                try await self.markCancelled(connection, id: id, ms: ms, expiry: timing.expiry.millisecondsSince1970)
+                return try await self.appendDone(connection, id: id, ms: ms)
+            case .running:
+                try await connection.query("UPDATE keel_jobs SET cancel_requested = TRUE, updated_at = \(ms) WHERE id = \(id)", logger: self.logger)
+                var flagged = job
+                flagged.cancelRequested = true
+                return flagged
+            case .succeeded, .failed, .cancelled:
+                return job
+            }
+        }
+    }
+
+    func rescueExpiredLeases(timing: JobTiming) async throws -> Int {
+        try await self.transaction { connection in
+            let ms = timing.now.millisecondsSince1970
+            let lost = try JobRowCoding.encode(JobFailure.workerLost)
+            let rows = try await connection.query(
+                """
+                SELECT id, attempts, max_attempts, type FROM keel_jobs
+                WHERE status = 'running' AND lease_expires_at < \(ms) FOR UPDATE SKIP LOCKED
+                """,
+                logger: self.logger
+            )
+            var expired: [(String, Int32, Int32, String)] = []
+            for try await row in rows.decode((String, Int32, Int32, String).self) { expired.append(row) }
+            for (id, attempts, maxAttempts, type) in expired {
+                if attempts < maxAttempts {
+                    try await connection.query(
+                        """
+                        UPDATE keel_jobs SET status = 'queued', error = \(lost), run_at = \(ms), updated_at = \(ms),
+                            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                        WHERE id = \(id)
+                        """,
+                        logger: self.logger
+                    )
+                    try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(type))", logger: self.logger)
+                } else {
+                    try await self.markFailed(connection, id: id, errorJSON: lost, ms: ms, expiry: timing.expiry.millisecondsSince1970)
+                    _ = try await self.appendDone(connection, id: id, ms: ms)
+                }
+            }
+            return expired.count
+        }
+    }
+
+    func purgeExpired(now: Date, limit: Int) async throws -> Int {
+        try await self.transaction { connection in
+            let rows = try await connection.query(
+                """
+                DELETE FROM keel_jobs WHERE id IN (
+                    SELECT id FROM keel_jobs WHERE expires_at IS NOT NULL AND expires_at < \(now.millisecondsSince1970)
+                    LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                ) RETURNING id
+                """,
+                logger: self.logger
+            )
+            var ids: [String] = []
+            for try await id in rows.decode(String.self) { ids.append(id) }
+            if !ids.isEmpty {
+                try await connection.query("DELETE FROM keel_job_events WHERE job_id = ANY(\(ids))", logger: self.logger)
+            }
+            return ids.count
+        }
+    }
+
+    func queueDepth() async throws -> Int {
+        try await self.operation {
+            let rows = try await self.client.query("SELECT COUNT(*) FROM keel_jobs WHERE status = 'queued'", logger: self.logger)
+            var count: Int64 = 0
+            for try await value in rows.decode(Int64.self) { count = value }
+            return Int(count)
+        }
+    }
+
+    func events(jobID: String, after: Int64, limit: Int) async throws -> [JobEvent] {
+        try await self.operation {
+            let rows = try await self.client.query(
+                "SELECT seq, type, data, created_at FROM keel_job_events WHERE job_id = \(jobID) AND seq > \(after) ORDER BY seq LIMIT \(limit)",
+                logger: self.logger
+            )
+            var events: [JobEvent] = []
+            for try await (sequence, type, data, created) in rows.decode((Int64, String, String, Int64).self) {
+                events.append(JobEvent(jobID: jobID, sequence: sequence, type: type, dataJSON: data, createdAt: Date(millisecondsSince1970: created)))
+            }
+            return events
+        }
+    }
+
+    func acquire(_ name: String, owner: String, duration: Duration, now: Date) async throws -> Bool {
+        try await self.operation {
+            let until = now.addingTimeInterval(duration.timeInterval).millisecondsSince1970
+            let rows = try await self.client.query(
+                """
+                INSERT INTO keel_leases (name, owner, expires_at) VALUES (\(name), \(owner), \(until))
+                ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+                WHERE keel_leases.owner = excluded.owner OR keel_leases.expires_at < \(now.millisecondsSince1970)
+                RETURNING owner
+                """,
+                logger: self.logger
+            )
+            var holder: String?
+            for try await value in rows.decode(String.self) { holder = value }
+            return holder == owner
+        }
+    }
+
+    // MARK: Helpers
+
+    private func operation<T>(_ body: () async throws -> T) async throws -> T {
+        await self.started.wait()
+        return try await withStoreErrors(body)
+    }
+
+    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        await self.started.wait()
+        return try await withStoreErrors {
+            try await self.client.withTransaction(logger: self.logger) { connection in
+                try await body(connection)
+            }
+        }
+    }
+
+    private func finish(
+        _ lease: JobLease,
+        timing: JobTiming,
+        _ transition: (PostgresConnection, Int64) async throws -> Bool
+    ) async throws -> Job {
+        try await self.transaction { connection in
+            try await self.requireLease(connection, lease)
+            let ms = timing.now.millisecondsSince1970
+            if try await transition(connection, ms) {
+                return try await self.appendDone(connection, id: lease.jobID, ms: ms)
+            }
+            let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(lease.jobID)").first!
+            try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
+            return job
+        }
+    }
+
+    /// Locks the job row if the lease is current; throws ``KeelError/leaseLost`` otherwise.
+    private func requireLease(_ connection: PostgresConnection, _ lease: JobLease) async throws {
+        let rows = try await connection.query(
+            "SELECT id FROM keel_jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running' FOR UPDATE",
+            logger: self.logger
+        )
+        var held = false
+        for try await _ in rows.decode(String.self) { held = true }
+        guard held else { throw KeelError.leaseLost }
+    }
+
+    @discardableResult
+    private func appendUnfenced(_ connection: PostgresConnection, jobID: String, type: String, dataJSON: String, ms: Int64) async throws -> Int64 {
+        let rows = try await connection.query(
+            "UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = \(ms) WHERE id = \(jobID) RETURNING last_seq",
+            logger: self.logger
+        )
+        var sequence: Int64 = 0
+        for try await value in rows.decode(Int64.self) { sequence = value }
+        try await connection.query(
+            """
+            INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (\(jobID), \(sequence), \(type), \(dataJSON), \(ms));
+            """,
+            logger: self.logger
+        )
+        try await connection.query("SELECT pg_notify(\(PostgresSchema.eventsChannel), \(jobID))", logger: self.logger)
+        return sequence
+    }
+
+    private func appendDone(_ connection: PostgresConnection, id: String, ms: Int64) async throws -> Job {
+        try await connection.query("UPDATE keel_jobs SET last_seq = last_seq + 1 WHERE id = \(id)", logger: self.logger)
+        let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(id)").first!
+        try await connection.query(
+            """
+            INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
+            VALUES (\(id), \(job.lastSequence), \(JobEventType.done), \(job.jsonRepresentation()), \(ms))
+            """,
+            logger: self.logger
+        )
+        try await connection.query("SELECT pg_notify(\(PostgresSchema.eventsChannel), \(id))", logger: self.logger)
+        return job
+    }
+
+    private func markFailed(_ connection: PostgresConnection, id: String, errorJSON: String, ms: Int64, expiry: Int64) async throws {
+        try await connection.query(
+            """
+            UPDATE keel_jobs SET status = 'failed', error = \(errorJSON), finished_at = \(ms), updated_at = \(ms), expires_at = \(expiry),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(id)
+            """,
+            logger: self.logger
+        )
+    }
+
+    private func markCancelled(_ connection: PostgresConnection, id: String, ms: Int64, expiry: Int64) async throws {
+        try await connection.query(
+            """
+            UPDATE keel_jobs SET status = 'cancelled', finished_at = \(ms), updated_at = \(ms), expires_at = \(expiry),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(id)
+            """,
+            logger: self.logger
+        )
+    }
+
+    private func jobs(_ connection: PostgresConnection, _ query: PostgresQuery) async throws -> [Job] {
+        try await Self.decode(connection.query(query, logger: self.logger))
+    }
+
+    private func jobs(_ client: PostgresClient, _ query: PostgresQuery) async throws -> [Job] {
+        try await Self.decode(client.query(query, logger: self.logger))
+    }
+
+    private static func decode(_ rows: PostgresRowSequence) async throws -> [Job] {
+        var jobs: [Job] = []
+        for try await row in rows {
+            let columns = row.makeRandomAccess()
+            func date(_ name: String) throws -> Date? {
+                try columns[name].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
+            }
+            jobs.append(
+                Job(
+                    id: try columns["id"].decode(String.self),
+                    sessionID: try columns["session_id"].decode(String.self),
+                    type: try columns["type"].decode(String.self),
+                    inputJSON: try columns["input"].decode(String.self),
+                    status: JobStatus(rawValue: try columns["status"].decode(String.self)) ?? .failed,
+                    progress: try JobRowCoding.decode(JobProgress.self, from: columns["progress"].decode(String.self)) ?? JobProgress(),
+                    resultJSON: try columns["result"].decode(String?.self),
+                    error: try JobRowCoding.decode(JobFailure.self, from: columns["error"].decode(String?.self)),
+                    attempts: Int(try columns["attempts"].decode(Int32.self)),
+                    maxAttempts: Int(try columns["max_attempts"].decode(Int32.self)),
+                    idempotencyKey: try columns["idempotency_key"].decode(String?.self),
+                    createdAt: try date("created_at")!,
+                    updatedAt: try date("updated_at")!,
+                    runAt: try date("run_at")!,
+                    startedAt: try date("started_at"),
+                    finishedAt: try date("finished_at"),
+                    expiresAt: try date("expires_at"),
+                    leaseOwner: try columns["lease_owner"].decode(String?.self),
+                    leaseExpiresAt: try date("lease_expires_at"),
+                    cancelRequested: try columns["cancel_requested"].decode(Bool.self),
+                    lastSequence: try columns["last_seq"].decode(Int64.self)
+                )
+            )
+        }
+        return jobs
+    }
+}
