@@ -4,6 +4,7 @@ import KeelCore
 
 struct SQLiteSessionStore: SessionStore {
     let pool: DatabasePool
+    let reader: SQLiteSessionReader
 
     private static let columns = "id, data, version, created_at, last_seen_at, expires_at"
 
@@ -22,9 +23,9 @@ struct SQLiteSessionStore: SessionStore {
     }
 
     func session(id: String) async throws -> Session? {
-        try await withStoreErrors {
-            try await self.pool.read { db in try Self.fetch(db, id: id) }
-        }
+        // The hottest read in Keel. A WAL read never waits for writers and a
+        // point lookup takes microseconds, so it runs on the calling thread.
+        try self.reader.session(id: id)
     }
 
     func updateSession(

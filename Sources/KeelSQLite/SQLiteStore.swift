@@ -18,6 +18,7 @@ public final class SQLiteStore: KeelStore {
     public let events: any EventLog
     public let leases: any LeaderLease
     let pool: DatabasePool
+    let sessionReader: SQLiteSessionReader
 
     public init(path: String, options: SQLiteOptions = SQLiteOptions()) throws {
         let url = URL(fileURLWithPath: path)
@@ -39,7 +40,8 @@ public final class SQLiteStore: KeelStore {
             )
         }
         self.path = url.path
-        self.sessions = SQLiteSessionStore(pool: self.pool)
+        self.sessionReader = SQLiteSessionReader(path: url.path, busyTimeout: options.busyTimeout)
+        self.sessions = SQLiteSessionStore(pool: self.pool, reader: self.sessionReader)
         self.meta = SQLiteMetaStore(pool: self.pool)
         let jobQueue = SQLiteJobQueue(pool: self.pool)
         self.jobs = jobQueue
@@ -108,6 +110,7 @@ public final class SQLiteStore: KeelStore {
     }
 
     public func close() async throws {
+        self.sessionReader.close()
         try self.pool.close()
     }
 }

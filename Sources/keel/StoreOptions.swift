@@ -54,15 +54,19 @@ enum Runtime {
     static func bootstrapLogging(_ configuration: KeelConfiguration) -> Logger {
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         let format = configuration.logFormat
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler =
-                switch format {
-                case .json: JSONLogHandler(label: label)
-                case .text: StreamLogHandler.standardError(label: label)
-                }
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler: any LogHandler =
+                    switch format {
+                    case .json: JSONLogHandler(label: label)
+                    case .text: StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                    }
+                handler.metadataProvider = provider
+                handler.logLevel = level
+                return handler
+            },
+            metadataProvider: RequestLogMetadata.provider
+        )
         var logger = Logger(label: "keel")
         logger[metadataKey: "keel.instance"] = .string(configuration.instanceID)
         return logger

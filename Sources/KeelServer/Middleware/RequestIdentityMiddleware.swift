@@ -3,18 +3,22 @@ import KeelCore
 import Logging
 
 /// Gives every request an id (a valid incoming `X-Request-Id` or a new one),
-/// puts it in the logger's metadata, and stamps `X-Request-Id` and
+/// makes it part of every log line written while handling it, and stamps `X-Request-Id` and
 /// `Keel-Instance` on every response.
 struct RequestIdentityMiddleware: RouterMiddleware {
     typealias Context = KeelRequestContext
     let instanceID: String
+    let ids = RequestIDGenerator()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        let requestID = Self.acceptableID(request.headers[.xRequestID]) ?? Identifiers.random(byteCount: 12)
+        let requestID = Self.acceptableID(request.headers[.xRequestID]) ?? self.ids.next()
         context.requestID = requestID
-        context.logger[metadataKey: "keel.request.id"] = .string(requestID)
-        var response = try await next(request, context)
+        // Log lines get the id from a task local (see RequestLogMetadata):
+        // setting logger metadata here would re-render it on every request.
+        var response = try await RequestLogMetadata.$requestID.withValue(requestID) {
+            try await next(request, context)
+        }
         response.headers[.xRequestID] = requestID
         response.headers[.keelInstance] = self.instanceID
         // The server closes such connections; say so, as RFC 9112 asks, so

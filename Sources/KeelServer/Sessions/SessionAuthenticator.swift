@@ -24,11 +24,11 @@ public struct SessionAuthenticator: Sendable {
 
     func token(in request: Request) -> String? {
         if let authorization = request.headers[.authorization] {
-            let parts = authorization.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" {
-                return parts[1].trimmingCharacters(in: .whitespaces)
-            }
-            return ""
+            // "Bearer <token>", the scheme case-insensitive (RFC 9110 §11.1).
+            let scheme = authorization.utf8.prefix(7)
+            guard scheme.count == 7, scheme.elementsEqual("bearer ".utf8, by: { $0 | 0x20 == $1 }) else { return "" }
+            let token = authorization.utf8.dropFirst(7).drop(while: { $0 == 0x20 })
+            return String(Substring(token.prefix(while: { $0 != 0x20 })))
         }
         return request.cookies[Self.cookieName]?.value
     }

@@ -8,14 +8,15 @@ import KeelCore
 /// A token is `<id>.<signature>`: a 256-bit random id and an HMAC-SHA256 of
 /// it, both base64url without padding (43 characters each).
 public struct SessionSigner: Sendable {
-    private let keys: [SymmetricKey]
+    /// One HMAC state per secret, keyed once; each use copies it.
+    private let keys: [HMAC<SHA256>]
 
     static let idLength = 43
     static let signatureLength = 43
 
     public init(secrets: [String]) {
         precondition(!secrets.isEmpty, "at least one secret is needed")
-        self.keys = secrets.map { SymmetricKey(data: SHA256.hash(data: Data($0.utf8))) }
+        self.keys = secrets.map { HMAC<SHA256>(key: SymmetricKey(data: SHA256.hash(data: Data($0.utf8)))) }
     }
 
     public func token(for sessionID: String) -> String {
@@ -24,20 +25,29 @@ public struct SessionSigner: Sendable {
 
     /// The session id inside `token` when a configured secret signed it.
     public func verify(_ token: String) -> String? {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, Identifiers.isBase64URL(parts[0], length: Self.idLength),
-            Identifiers.isBase64URL(parts[1], length: Self.signatureLength),
-            let signature = Data(base64URLEncoded: parts[1])
-        else { return nil }
-        let id = String(parts[0])
-        for key in self.keys where HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Data(id.utf8), using: key) {
-            return id
+        let bytes = Array(token.utf8)
+        guard bytes.count == Self.idLength + 1 + Self.signatureLength, bytes[Self.idLength] == UInt8(ascii: ".") else { return nil }
+        let id = bytes[..<Self.idLength]
+        let signature = bytes[(Self.idLength + 1)...]
+        guard Identifiers.isBase64URL(Substring(decoding: id, as: UTF8.self), length: Self.idLength) else { return nil }
+        for key in self.keys {
+            let expected = Self.signature(of: id, key: key).utf8
+            // Constant time: compare every byte whatever the first difference.
+            var difference: UInt8 = 0
+            for (a, b) in zip(expected, signature) { difference |= a ^ b }
+            if difference == 0 { return String(decoding: id, as: UTF8.self) }
         }
         return nil
     }
 
-    private static func signature(of id: String, key: SymmetricKey) -> String {
-        Identifiers.base64URL(HMAC<SHA256>.authenticationCode(for: Data(id.utf8), using: key))
+    private static func signature(of id: some DataProtocol, key: HMAC<SHA256>) -> String {
+        var hmac = key
+        hmac.update(data: id)
+        return Identifiers.base64URL(hmac.finalize())
+    }
+
+    private static func signature(of id: String, key: HMAC<SHA256>) -> String {
+        Self.signature(of: Array(id.utf8), key: key)
     }
 
     /// Meta key under which a generated secret is kept in the store.
@@ -49,13 +59,5 @@ public struct SessionSigner: Sendable {
         if !configured.isEmpty { return SessionSigner(secrets: configured) }
         let stored = try await meta.insertMetaValueIfAbsent(Identifiers.random(byteCount: 48), forKey: Self.storedSecretKey)
         return SessionSigner(secrets: [stored])
-    }
-}
-
-extension Data {
-    init?(base64URLEncoded text: Substring) {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        self.init(base64Encoded: base64)
     }
 }

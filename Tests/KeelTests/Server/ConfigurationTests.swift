@@ -95,3 +95,19 @@ struct IdentifierTests {
         #expect(Identifiers.random() != Identifiers.random())
     }
 }
+
+@Suite("Timestamps")
+struct TimestampTests {
+    @Test("JSON timestamps match Foundation's ISO 8601 with milliseconds")
+    func matchesFoundation() {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        var seconds: TimeInterval = -2_208_988_800  // 1900
+        while seconds < 7_258_118_400 {  // 2200
+            let date = Date(timeIntervalSince1970: seconds + 0.123)
+            #expect(JSONWriter.timestamp(date) == date.formatted(style), "\(seconds)")
+            seconds += 9_876_543.21
+        }
+        #expect(JSONWriter.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(JSONWriter.timestamp(Date(timeIntervalSince1970: 951_782_400)) == "2000-02-29T00:00:00.000Z")
+    }
+}
