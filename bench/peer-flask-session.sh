@@ -12,6 +12,7 @@
 #   DURATION=20s  CONNECTIONS=64  THREADS=2   passed to wrk (-d, -c, -t)
 #   PEER_WORKERS=4                            gunicorn sync workers
 #   PEER_VENV=/tmp/keel-bench-peer-venv       virtualenv for the pinned Python
+#   PEER_REFRESH_EACH_REQUEST=0               1: Flask-Session default (every GET rewrites the session)
 #                                             packages (bench/peer/requirements.txt);
 #                                             kept between runs, delete it to rebuild
 # Example quick check: DURATION=2s CONNECTIONS=8 bench/peer-flask-session.sh
@@ -30,6 +31,7 @@ source bench/lib.sh
 
 PEER_WORKERS=${PEER_WORKERS:-4}
 PEER_VENV=${PEER_VENV:-/tmp/keel-bench-peer-venv}
+export PEER_REFRESH_EACH_REQUEST=${PEER_REFRESH_EACH_REQUEST:-0}
 
 bench_ensure_wrk
 bench_apt_install redis-server redis-server
@@ -92,7 +94,7 @@ SESSION_COOKIE=$(awk -F'\t' '$6 == "session" { print $7 }' "$BENCH_TMP/cookies")
 [ -n "$SESSION_COOKIE" ] || { cat "$BENCH_TMP/cookies" >&2; bench_die "POST /api/session set no session cookie"; }
 bench_check_get "$APP_URL/api/session" "Cookie: session=$SESSION_COOKIE"
 
-label=flask+redis
+label=flask+redis; [ "${PEER_REFRESH_EACH_REQUEST:-0}" = 1 ] && label=flask+redis+refresh
 bench_wrk "$label" keep-alive "$APP_URL/api/session" -H "Cookie: session=$SESSION_COOKIE"
 bench_wrk "$label" close "$APP_URL/api/session" -H "Cookie: session=$SESSION_COOKIE" -H "Connection: close"
 

@@ -13,7 +13,10 @@ Like Keel (which refreshes a session's expiry at most once a minute), a read
 does not write: SESSION_REFRESH_EACH_REQUEST is off, so a GET neither rewrites
 the session in Redis nor sets a cookie.
 
-Environment: REDIS_URL (required), SECRET_KEY (optional).
+Set PEER_REFRESH_EACH_REQUEST=1 for Flask-Session's default instead, where
+every GET rewrites the session in Redis and resends the cookie.
+
+Environment: REDIS_URL (required), SECRET_KEY, PEER_REFRESH_EACH_REQUEST (optional).
 """
 
 import os
@@ -29,7 +32,7 @@ app.config.update(
     SESSION_REDIS=redis.Redis.from_url(os.environ["REDIS_URL"]),
     SESSION_PERMANENT=True,
     PERMANENT_SESSION_LIFETIME=24 * 60 * 60,  # Keel's default idle timeout
-    SESSION_REFRESH_EACH_REQUEST=False,
+    SESSION_REFRESH_EACH_REQUEST=os.environ.get("PEER_REFRESH_EACH_REQUEST", "0") == "1",
 )
 Session(app)
 
