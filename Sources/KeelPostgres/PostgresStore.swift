@@ -15,6 +15,7 @@ public final class PostgresStore: KeelStore {
     public let jobs: any JobQueue
     public let events: any EventLog
     public let leases: any LeaderLease
+    public let changes: any ChangeFeed
     let logger: Logger
     let started = StartSignal()
 
@@ -30,6 +31,7 @@ public final class PostgresStore: KeelStore {
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
+        self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }
 
     public func run() async throws {
@@ -138,8 +140,11 @@ public final class PostgresStore: KeelStore {
             tls: tls
         )
         if let poolSize = items["pool_size"] {
-            guard let size = Int(poolSize), (1...1000).contains(size) else {
-                throw KeelError.invalidConfiguration("pool_size '\(poolSize)' in the PostgreSQL URL must be 1…1000.")
+            guard let size = Int(poolSize), (2...1000).contains(size) else {
+                throw KeelError.invalidConfiguration(
+                    "pool_size '\(poolSize)' in the PostgreSQL URL must be 2…1000.",
+                    hint: "Each instance keeps one pooled connection listening for notifications, so it needs at least two."
+                )
             }
             configuration.options.maximumConnections = size
         }

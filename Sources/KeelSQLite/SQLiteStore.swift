@@ -17,6 +17,7 @@ public final class SQLiteStore: KeelStore {
     public let jobs: any JobQueue
     public let events: any EventLog
     public let leases: any LeaderLease
+    public let changes: any ChangeFeed
     let pool: DatabasePool
     let sessionReader: SQLiteSessionReader
 
@@ -47,6 +48,7 @@ public final class SQLiteStore: KeelStore {
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
+        self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 
     public func run() async throws {

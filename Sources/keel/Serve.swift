@@ -10,7 +10,9 @@ struct Serve: AsyncParsableCommand {
             With no flags, keeps state in SQLite under ./keel-data (several processes on one machine may share it). \
             Point --store at PostgreSQL to run several instances behind a load balancer. Every setting is also a \
             KEEL_* environment variable and a key of the --config file. On SIGTERM or SIGINT, /ready turns 503, \
-            requests are served for --drain-delay, then in-flight requests get up to --drain-timeout, and the process exits 0.
+            requests are served for --drain-delay, then in-flight requests get up to --drain-timeout, and the process exits 0. \
+            Workers (--workers) stop claiming at once; jobs still running when the drain timeout passes are released \
+            without counting the attempt, and open event streams close so clients resume on another instance.
             """
     )
 
@@ -18,7 +20,6 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp(ConfigurationKnob.host.help)) var host: String?
     @Option(help: ArgumentHelp(ConfigurationKnob.port.help)) var port: String?
-    @Option(name: .customLong("instance-id"), help: ArgumentHelp(ConfigurationKnob.instanceID.help)) var instanceID: String?
     @Option(help: ArgumentHelp(ConfigurationKnob.secret.help)) var secret: String?
     @Option(name: .customLong("session-idle-timeout"), help: ArgumentHelp(ConfigurationKnob.sessionIdleTimeout.help)) var sessionIdleTimeout: String?
     @Option(name: .customLong("session-refresh-interval"), help: ArgumentHelp(ConfigurationKnob.sessionRefreshInterval.help))
@@ -30,17 +31,21 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("cors-max-age"), help: ArgumentHelp(ConfigurationKnob.corsMaxAge.help)) var corsMaxAge: String?
     @Option(name: .customLong("max-body-bytes"), help: ArgumentHelp(ConfigurationKnob.maxBodyBytes.help)) var maxBodyBytes: String?
     @Option(name: .customLong("drain-delay"), help: ArgumentHelp(ConfigurationKnob.drainDelay.help)) var drainDelay: String?
-    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ConfigurationKnob.drainTimeout.help)) var drainTimeout: String?
+    @Option(name: .customLong("sse-heartbeat"), help: ArgumentHelp(ConfigurationKnob.sseHeartbeat.help)) var sseHeartbeat: String?
+    @Option(name: .customLong("sse-retry"), help: ArgumentHelp(ConfigurationKnob.sseRetry.help)) var sseRetry: String?
+    @Option(name: .customLong("sse-batch-size"), help: ArgumentHelp(ConfigurationKnob.sseBatchSize.help)) var sseBatchSize: String?
+    @OptionGroup(title: "Jobs") var jobs: JobOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
-            (.host, self.host), (.port, self.port), (.instanceID, self.instanceID), (.secret, self.secret),
+            (.host, self.host), (.port, self.port), (.secret, self.secret),
             (.sessionIdleTimeout, self.sessionIdleTimeout), (.sessionRefreshInterval, self.sessionRefreshInterval),
             (.sessionMaxBytes, self.sessionMaxBytes), (.cookieSecure, self.cookieSecure), (.corsOrigins, self.corsOrigins),
             (.corsCredentials, self.corsCredentials), (.corsMaxAge, self.corsMaxAge), (.maxBodyBytes, self.maxBodyBytes),
-            (.drainDelay, self.drainDelay), (.drainTimeout, self.drainTimeout),
+            (.drainDelay, self.drainDelay), (.sseHeartbeat, self.sseHeartbeat), (.sseRetry, self.sseRetry), (.sseBatchSize, self.sseBatchSize),
         ]
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+            .merging(self.jobs.flags) { $1 }
     }
 
     func run() async throws {

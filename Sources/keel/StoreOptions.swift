@@ -20,6 +20,9 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("sqlite-synchronous"), help: ArgumentHelp(ConfigurationKnob.sqliteSynchronous.help))
     var sqliteSynchronous: String?
 
+    @Option(name: .customLong("sqlite-poll-interval"), help: ArgumentHelp(ConfigurationKnob.sqlitePollInterval.help))
+    var sqlitePollInterval: String?
+
     @Option(name: .customLong("log-format"), help: ArgumentHelp(ConfigurationKnob.logFormat.help))
     var logFormat: String?
 
@@ -31,6 +34,7 @@ struct CommonOptions: ParsableArguments {
         flags[ConfigurationKnob.store.name] = self.store
         flags[ConfigurationKnob.sqliteBusyTimeout.name] = self.sqliteBusyTimeout
         flags[ConfigurationKnob.sqliteSynchronous.name] = self.sqliteSynchronous
+        flags[ConfigurationKnob.sqlitePollInterval.name] = self.sqlitePollInterval
         flags[ConfigurationKnob.logFormat.name] = self.logFormat
         flags[ConfigurationKnob.logLevel.name] = self.logLevel
         return flags
@@ -46,6 +50,30 @@ struct CommonOptions: ParsableArguments {
             file = contents
         }
         return try ConfigurationLoader(flags: self.flags.merging(extraFlags) { $1 }, environment: environment, file: file).load()
+    }
+}
+
+/// Settings of the job workers, shared by `serve` and `worker`.
+struct JobOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(ConfigurationKnob.workers.help)) var workers: String?
+    @Option(name: .customLong("job-lease-duration"), help: ArgumentHelp(ConfigurationKnob.jobLeaseDuration.help)) var leaseDuration: String?
+    @Option(name: .customLong("job-max-attempts"), help: ArgumentHelp(ConfigurationKnob.jobMaxAttempts.help)) var maxAttempts: String?
+    @Option(name: .customLong("job-retry-backoff"), help: ArgumentHelp(ConfigurationKnob.jobRetryBackoff.help)) var retryBackoff: String?
+    @Option(name: .customLong("job-retry-backoff-max"), help: ArgumentHelp(ConfigurationKnob.jobRetryBackoffMax.help)) var retryBackoffMax: String?
+    @Option(name: .customLong("job-result-ttl"), help: ArgumentHelp(ConfigurationKnob.jobResultTTL.help)) var resultTTL: String?
+    @Option(name: .customLong("worker-poll-interval"), help: ArgumentHelp(ConfigurationKnob.workerPollInterval.help)) var pollInterval: String?
+    @Option(name: .customLong("janitor-interval"), help: ArgumentHelp(ConfigurationKnob.janitorInterval.help)) var janitorInterval: String?
+    @Option(name: .customLong("instance-id"), help: ArgumentHelp(ConfigurationKnob.instanceID.help)) var instanceID: String?
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ConfigurationKnob.drainTimeout.help)) var drainTimeout: String?
+
+    var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.workers, self.workers), (.jobLeaseDuration, self.leaseDuration), (.jobMaxAttempts, self.maxAttempts),
+            (.jobRetryBackoff, self.retryBackoff), (.jobRetryBackoffMax, self.retryBackoffMax), (.jobResultTTL, self.resultTTL),
+            (.workerPollInterval, self.pollInterval), (.janitorInterval, self.janitorInterval), (.instanceID, self.instanceID),
+            (.drainTimeout, self.drainTimeout),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
     }
 }
 

@@ -75,12 +75,58 @@ extension ConfigurationKnob {
         defaultDescription: "full",
         summary: "SQLite durability: full survives power loss, normal only process crashes."
     )
+    public static let sqlitePollInterval = Self(
+        name: "sqlite-poll-interval",
+        defaultDescription: "10ms",
+        summary: "How often each process checks the SQLite file for jobs and events committed by other processes."
+    )
+    public static let workers = Self(name: "workers", defaultDescription: "4", summary: "Job workers in this process; 0 serves HTTP only.")
+    public static let jobLeaseDuration = Self(
+        name: "job-lease-duration",
+        defaultDescription: "30s",
+        summary: "How long a job stays with a worker that stopped heartbeating (it heartbeats every third of this) before another runs it."
+    )
+    public static let jobMaxAttempts = Self(name: "job-max-attempts", defaultDescription: "3", summary: "Attempts per job unless the request sets max_attempts.")
+    public static let jobRetryBackoff = Self(
+        name: "job-retry-backoff",
+        defaultDescription: "1s",
+        summary: "Delay before a failed job's second attempt, doubled for each further one."
+    )
+    public static let jobRetryBackoffMax = Self(name: "job-retry-backoff-max", defaultDescription: "5m", summary: "The longest delay between attempts.")
+    public static let jobResultTTL = Self(
+        name: "job-result-ttl",
+        defaultDescription: "7d",
+        summary: "How long finished jobs, their results and their events stay readable (404 afterwards)."
+    )
+    public static let workerPollInterval = Self(
+        name: "worker-poll-interval",
+        defaultDescription: "1s",
+        summary: "How often an idle worker checks for due jobs without being woken (retries after backoff; a safety net)."
+    )
+    public static let janitorInterval = Self(
+        name: "janitor-interval",
+        defaultDescription: "5s",
+        summary: "How often the janitor (one instance at a time) rescues jobs of dead workers and purges expired jobs and sessions."
+    )
+    public static let sseHeartbeat = Self(
+        name: "sse-heartbeat",
+        defaultDescription: "15s",
+        summary: "An idle event stream gets a comment this often; keep it below every proxy's idle timeout."
+    )
+    public static let sseRetry = Self(name: "sse-retry", defaultDescription: "2s", summary: "The retry: delay event-stream clients wait before reconnecting.")
+    public static let sseBatchSize = Self(
+        name: "sse-batch-size",
+        defaultDescription: "256",
+        summary: "Events read and written per batch on a stream: what a slow client can make the server hold."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
     public static let all: [ConfigurationKnob] = [
         .host, .port, .store, .instanceID, .secret, .sessionIdleTimeout, .sessionRefreshInterval, .sessionMaxBytes,
         .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .drainDelay, .drainTimeout,
-        .sqliteBusyTimeout, .sqliteSynchronous, .logFormat, .logLevel,
+        .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
+        .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize, .logFormat,
+        .logLevel,
     ]
 }

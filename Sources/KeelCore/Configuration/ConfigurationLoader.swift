@@ -82,6 +82,18 @@ public struct ConfigurationLoader: Sendable {
             let mode = value.lowercased()
             guard ["full", "normal"].contains(mode) else { throw invalid(value, knob, expected: "full or normal") }
             configuration.sqlite.synchronous = mode
+        case .sqlitePollInterval: configuration.sqlite.pollInterval = try positive(duration(value, knob), value, knob)
+        case .workers: configuration.jobs.workers = try integer(value, knob, in: 0...1024)
+        case .jobLeaseDuration: configuration.jobs.leaseDuration = try positive(duration(value, knob), value, knob)
+        case .jobMaxAttempts: configuration.jobs.maxAttempts = try integer(value, knob, in: 1...100)
+        case .jobRetryBackoff: configuration.jobs.retryBackoff = try duration(value, knob)
+        case .jobRetryBackoffMax: configuration.jobs.retryBackoffMax = try duration(value, knob)
+        case .jobResultTTL: configuration.jobs.resultTTL = try positive(duration(value, knob), value, knob)
+        case .workerPollInterval: configuration.jobs.pollInterval = try positive(duration(value, knob), value, knob)
+        case .janitorInterval: configuration.jobs.janitorInterval = try positive(duration(value, knob), value, knob)
+        case .sseHeartbeat: configuration.streams.heartbeatInterval = try positive(duration(value, knob), value, knob)
+        case .sseRetry: configuration.streams.retryDelay = try duration(value, knob)
+        case .sseBatchSize: configuration.streams.batchSize = try integer(value, knob, in: 1...10_000)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -122,6 +134,15 @@ public struct ConfigurationLoader: Sendable {
                 "The session refresh interval (\(configuration.session.refreshInterval)) must be shorter than the idle timeout (\(configuration.session.idleTimeout)).",
                 hint: "Keep --session-refresh-interval a small fraction of --session-idle-timeout."
             )
+        }
+        if configuration.jobs.leaseDuration < .seconds(1) {
+            throw KeelError.invalidConfiguration(
+                "The job lease duration (\(configuration.jobs.leaseDuration)) is below one second.",
+                hint: "Workers heartbeat every third of it; keep it at a few seconds or more so a busy store cannot make live workers lose their jobs."
+            )
+        }
+        if configuration.jobs.retryBackoffMax < configuration.jobs.retryBackoff {
+            throw KeelError.invalidConfiguration("--job-retry-backoff-max must not be below --job-retry-backoff.")
         }
         if configuration.session.idleTimeout <= .zero {
             throw KeelError.invalidConfiguration("The session idle timeout must be positive.")
@@ -164,6 +185,11 @@ public struct ConfigurationLoader: Sendable {
 
     private static func list(_ value: String) -> [String] {
         value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    private static func positive(_ duration: Duration, _ value: String, _ knob: ConfigurationKnob) throws -> Duration {
+        guard duration > .zero else { throw invalid(value, knob, expected: "a duration above zero") }
+        return duration
     }
 
     private static func duration(_ value: String, _ knob: ConfigurationKnob) throws -> Duration {

@@ -22,6 +22,8 @@ public struct KeelConfiguration: Sendable, Equatable {
     /// After the drain delay, how long in-flight requests may take to finish.
     public var drainTimeout: Duration = .seconds(30)
     public var sqlite = SQLiteOptions()
+    public var jobs = JobSettings()
+    public var streams = StreamSettings()
     public var logFormat: LogFormat = .text
     public var logLevel: String = "info"
 
@@ -74,6 +76,56 @@ public struct SQLiteOptions: Sendable, Equatable {
     public var busyTimeout: Duration = .seconds(5)
     /// `full` survives power loss; `normal` only process crashes (faster writes).
     public var synchronous: String = "full"
+    /// How often each process looks for commits by other processes (new
+    /// jobs, new events); the in-process path wakes at once regardless.
+    public var pollInterval: Duration = .milliseconds(10)
+
+    public init() {}
+}
+
+/// How workers run jobs, and how long finished jobs live.
+public struct JobSettings: Sendable, Equatable {
+    /// Workers inside `keel serve` (0: this instance only serves HTTP).
+    public var workers: Int = 4
+    /// How long a claimed job stays with its worker without a heartbeat;
+    /// workers heartbeat every third of it, and a killed worker's job runs
+    /// again about this long after it died.
+    public var leaseDuration: Duration = .seconds(30)
+    /// Attempts per job unless the request asks for fewer or more.
+    public var maxAttempts: Int = 3
+    /// Delay before the second attempt; doubled for each further one.
+    public var retryBackoff: Duration = .seconds(1)
+    /// The longest delay between attempts.
+    public var retryBackoffMax: Duration = .seconds(300)
+    /// How long a finished job, its result and its events stay readable.
+    public var resultTTL: Duration = .seconds(7 * 86_400)
+    /// How often an idle worker looks for due jobs when nothing woke it
+    /// (retries whose backoff elapsed; a safety net under notifications).
+    public var pollInterval: Duration = .seconds(1)
+    /// How often the janitor runs (rescue expired leases, purge expired
+    /// jobs and sessions); one instance at a time holds the janitor lease.
+    public var janitorInterval: Duration = .seconds(5)
+
+    public init() {}
+
+    /// The delay before attempt `attempt + 1` after attempt `attempt` failed.
+    public func backoff(afterAttempt attempt: Int) -> Duration {
+        let exponent = max(0, min(attempt - 1, 30))
+        let delay = self.retryBackoff * (1 << exponent)
+        return min(delay, self.retryBackoffMax)
+    }
+}
+
+/// Server-Sent Event streams.
+public struct StreamSettings: Sendable, Equatable {
+    /// An idle stream gets a comment line this often, so load balancers
+    /// and proxies never see it idle long enough to cut it.
+    public var heartbeatInterval: Duration = .seconds(15)
+    /// The `retry:` delay browsers wait before reconnecting.
+    public var retryDelay: Duration = .seconds(2)
+    /// Events read from the store and written per batch: the most a slow
+    /// client can make the server hold for it.
+    public var batchSize: Int = 256
 
     public init() {}
 }

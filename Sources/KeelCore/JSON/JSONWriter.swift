@@ -17,6 +17,22 @@ public struct JSONWriter: Sendable {
         self.needsComma = true
     }
 
+    public mutating func array(_ body: (inout JSONWriter) -> Void) {
+        self.separate()
+        self.text += "["
+        self.needsComma = false
+        body(&self)
+        self.text += "]"
+        self.needsComma = true
+    }
+
+    /// An array element that is already JSON text.
+    public mutating func element(rawJSON: String) {
+        self.separate()
+        self.text += rawJSON
+        self.needsComma = true
+    }
+
     public mutating func field(_ name: String, _ body: (inout JSONWriter) -> Void) {
         self.key(name)
         body(&self)

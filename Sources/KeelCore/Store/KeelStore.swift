@@ -12,6 +12,8 @@ public protocol KeelStore: Sendable {
     var jobs: any JobQueue { get }
     var events: any EventLog { get }
     var leases: any LeaderLease { get }
+    /// Changes committed by other processes, for prompt wake-ups.
+    var changes: any ChangeFeed { get }
 
     /// Runs the driver's background machinery (a connection pool, say) until
     /// the task is cancelled. Other methods may wait until it has started.

@@ -14,6 +14,12 @@ public struct KeelApplication: Sendable {
     public let metrics: KeelMetrics
     public let drain: DrainState
     public let logger: Logger
+    /// Wakes this process's streams and idle workers.
+    public let hub: ChangeHub
+    /// This process's job workers (none when `--workers 0`).
+    public let workers: WorkerPool
+    /// What runs next to the HTTP server: the change feed, the workers, the janitor.
+    public let background: [any Service]
     /// The Hummingbird application; `.test(.router)` drives it in process.
     public let http: KeelHTTPApplication
 
@@ -23,11 +29,18 @@ public struct KeelApplication: Sendable {
         store: any KeelStore,
         logger: Logger,
         clock: any KeelClock = SystemClock(),
-        metrics: KeelMetrics = KeelMetrics()
+        metrics: KeelMetrics = KeelMetrics(),
+        jobTypes: JobRegistry = .builtIn
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
+        let hub = ChangeHub()
+        let jobMetrics = JobMetrics(metrics)
+        let jobRuntime = JobRuntime(
+            configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics, logger: logger,
+            workerCount: configuration.jobs.workers
+        )
 
         // Middleware must be added before the routes it wraps. Outermost first.
         let router = Router(context: KeelRequestContext.self)
@@ -44,7 +57,8 @@ public struct KeelApplication: Sendable {
             metrics: metrics,
             instanceID: configuration.instanceID,
             startedAt: clock.now(),
-            storeDescription: configuration.store.description
+            storeDescription: configuration.store.description,
+            jobs: jobRuntime
         ).register(on: &routes)
         SessionController(
             store: store.sessions,
@@ -55,6 +69,19 @@ public struct KeelApplication: Sendable {
             maxBodyBytes: configuration.maxBodyBytes,
             createdCounter: metrics.counter("keel_sessions_created_total")
         ).register(on: &routes)
+        let jobsController = JobsController(
+            queue: store.jobs,
+            authenticator: authenticator,
+            registry: jobTypes,
+            settings: configuration.jobs,
+            hub: hub,
+            clock: clock,
+            maxBodyBytes: configuration.maxBodyBytes,
+            metrics: jobMetrics
+        )
+        jobsController.register(on: &routes)
+        JobEventsController(jobs: jobsController, events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)
+            .register(on: &routes)
         routes.install(on: router)
 
         let http = Application(
@@ -62,7 +89,10 @@ public struct KeelApplication: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             logger: logger
         )
-        return KeelApplication(configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, http: http)
+        return KeelApplication(
+            configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, hub: hub, workers: jobRuntime.workers,
+            background: jobRuntime.services, http: http
+        )
     }
 
     /// Serves until SIGTERM or SIGINT, then drains: readiness turns 503 at
@@ -70,17 +100,98 @@ public struct KeelApplication: Sendable {
     /// stops accepting and in-flight requests get up to the drain timeout.
     public func runUntilShutdown() async throws {
         var configuration = ServiceGroupConfiguration(
-            services: [
+            // Shut down in reverse order: the drain first, the change feed last.
+            services: self.background.map { .init(service: $0, successTerminationBehavior: .ignore) } + [
                 .init(service: self.http),
                 .init(
-                    service: DrainService(state: self.drain, delay: self.configuration.drainDelay, logger: self.logger),
+                    service: DrainService(
+                        state: self.drain,
+                        delay: self.configuration.drainDelay,
+                        logger: self.logger,
+                        onBegin: { [workers, configuration] in
+                            workers.beginDrain(releaseAfter: configuration.drainDelay + configuration.drainTimeout)
+                        },
+                        onDelayOver: { [hub] in hub.closeStreams() }
+                    ),
                     successTerminationBehavior: .gracefullyShutdownGroup
                 ),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: self.logger
         )
-        configuration.maximumGracefulShutdownDuration = self.configuration.drainDelay + self.configuration.drainTimeout
+        configuration.maximumGracefulShutdownDuration = self.configuration.drainDelay + self.configuration.drainTimeout + JobRuntime.releaseMargin
+        try await ServiceGroup(configuration: configuration).run()
+    }
+}
+
+/// The job machinery of one process, shared by `keel serve` and `keel worker`.
+struct JobRuntime: Sendable {
+    let workers: WorkerPool
+    let services: [any Service]
+    let metrics: JobMetrics
+    let store: any KeelStore
+
+    /// Time allowed after the drain timeout for releasing unfinished jobs' leases.
+    static let releaseMargin: Duration = .seconds(5)
+
+    init(
+        configuration: KeelConfiguration, store: any KeelStore, registry: JobRegistry, hub: ChangeHub, clock: any KeelClock,
+        metrics: JobMetrics, logger: Logger, workerCount: Int
+    ) {
+        self.workers = WorkerPool(
+            count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, hub: hub,
+            settings: configuration.jobs, clock: clock, metrics: metrics, logger: logger
+        )
+        self.services = [
+            ChangeFeedService(feed: store.changes, hub: hub, logger: logger),
+            self.workers,
+            JanitorService(
+                store: store, owner: configuration.instanceID, settings: configuration.jobs, hub: hub, clock: clock, metrics: metrics, logger: logger
+            ),
+        ]
+        self.metrics = metrics
+        self.store = store
+    }
+}
+
+/// `keel worker`: the change feed, the workers and the janitor, without HTTP.
+public struct KeelWorkerProcess: Sendable {
+    let runtime: JobRuntime
+    let configuration: KeelConfiguration
+    let logger: Logger
+
+    public init(
+        configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
+        metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn
+    ) throws {
+        try ConfigurationLoader.validate(configuration)
+        self.runtime = JobRuntime(
+            configuration: configuration, store: store, registry: jobTypes, hub: ChangeHub(), clock: clock, metrics: JobMetrics(metrics),
+            logger: logger, workerCount: max(1, configuration.jobs.workers)
+        )
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM or SIGINT; then stops claiming, lets running jobs
+    /// finish for up to the drain timeout and releases the rest.
+    public func runUntilShutdown() async throws {
+        let workers = self.runtime.workers
+        let drainTimeout = self.configuration.drainTimeout
+        var configuration = ServiceGroupConfiguration(
+            services: self.runtime.services.map { .init(service: $0, successTerminationBehavior: .ignore) } + [
+                .init(
+                    service: DrainService(
+                        state: DrainState(), delay: .zero, logger: self.logger,
+                        onBegin: { workers.beginDrain(releaseAfter: drainTimeout) }
+                    ),
+                    successTerminationBehavior: .gracefullyShutdownGroup
+                )
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: self.logger
+        )
+        configuration.maximumGracefulShutdownDuration = drainTimeout + JobRuntime.releaseMargin
         try await ServiceGroup(configuration: configuration).run()
     }
 }

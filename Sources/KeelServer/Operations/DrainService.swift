@@ -8,6 +8,10 @@ struct DrainService: Service {
     let state: DrainState
     let delay: Duration
     let logger: Logger
+    /// Called at once when the drain begins (workers stop claiming).
+    var onBegin: @Sendable () -> Void = {}
+    /// Called when the delay is over and the server stops accepting (streams close).
+    var onDelayOver: @Sendable () -> Void = {}
 
     func run() async throws {
         // Returns when graceful shutdown begins; throws only on cancellation.
@@ -17,8 +21,10 @@ struct DrainService: Service {
             return
         }
         self.state.begin()
+        self.onBegin()
         self.logger.notice("draining: readiness now 503", metadata: ["keel.drain.delay": "\(self.delay)"])
         try? await Task.sleep(for: self.delay)
-        self.logger.notice("drain delay over: no longer accepting connections")
+        self.logger.notice("drain delay over: no longer accepting connections; closing event streams")
+        self.onDelayOver()
     }
 }

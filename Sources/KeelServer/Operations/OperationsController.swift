@@ -11,6 +11,7 @@ struct OperationsController: Sendable {
     let instanceID: String
     let startedAt: Date
     let storeDescription: String
+    let jobs: JobRuntime
 
     func register(on routes: inout RouteTable) {
         routes.add("/health", .get, self.health)
@@ -44,6 +45,8 @@ struct OperationsController: Sendable {
         }
         let latency = ContinuousClock.now - start
         let schemaVersion = storeError == nil ? try? await self.store.schemaVersion() : nil
+        let queueDepth = storeError == nil ? try? await self.store.jobs.queueDepth() : nil
+        if let queueDepth { self.jobs.metrics.queueDepth.record(queueDepth) }
         let uptime = Date().timeIntervalSince(self.startedAt)
         return .json(status: storeError == nil ? .ok : .serviceUnavailable, headers: [.cacheControl: "no-store"]) { json in
             json.field("instance", self.instanceID)
@@ -51,6 +54,17 @@ struct OperationsController: Sendable {
             json.field("started_at", self.startedAt)
             json.field("uptime_seconds", (uptime * 1000).rounded() / 1000)
             json.field("draining", self.drain.isDraining)
+            json.field("jobs") { json in
+                json.object { json in
+                    if let queueDepth { json.field("queue_depth", Int64(queueDepth)) }
+                    json.field("workers", Int64(self.jobs.workers.count))
+                    json.field("workers_busy", Int64(self.jobs.metrics.busyCount))
+                    json.field("workers_draining", self.jobs.workers.isDraining)
+                }
+            }
+            json.field("streams") { json in
+                json.object { json in json.field("open", Int64(self.jobs.metrics.openStreams)) }
+            }
             json.field("store") { json in
                 json.object { json in
                     json.field("driver", self.store.driverName)
@@ -65,7 +79,9 @@ struct OperationsController: Sendable {
     }
 
     @Sendable func metricsText(_ request: Request, context: KeelRequestContext) async throws -> Response {
-        Response(
+        // The queue is shared by every instance: read its depth when scraped.
+        if let depth = try? await self.store.jobs.queueDepth() { self.jobs.metrics.queueDepth.record(depth) }
+        return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render()))

@@ -1,0 +1,42 @@
+import KeelCore
+import Logging
+import PostgresNIO
+
+/// Hears the `NOTIFY`s every instance sends when it commits new events or
+/// claimable jobs: one pooled connection per process `LISTEN`s on both
+/// channels, and the server fans the changes out in process.
+final class PostgresChangeFeed: ChangeFeed {
+    let client: PostgresClient
+    let logger: Logger
+    let started: StartSignal
+
+    init(client: PostgresClient, logger: Logger, started: StartSignal) {
+        self.client = client
+        self.logger = logger
+        self.started = started
+    }
+
+    func follow(_ deliver: @escaping @Sendable ([StoreChange]) -> Void) async throws {
+        await self.started.wait()
+        try await withStoreErrors {
+            try await self.client.withConnection { connection in
+                try await connection.listen(on: PostgresSchema.eventsChannel) { events in
+                    try await connection.listen(on: PostgresSchema.jobsChannel) { jobs in
+                        // Anything committed before LISTEN took effect was not heard.
+                        deliver([.resync])
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask {
+                                for try await notification in events { deliver([.jobEvents(jobID: notification.payload)]) }
+                            }
+                            group.addTask {
+                                for try await notification in jobs { deliver([.jobReady(type: notification.payload)]) }
+                            }
+                            try await group.next()
+                            group.cancelAll()
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import KeelCore
+import Logging
+import ServiceLifecycle
+
+/// Follows the store's change feed and hands every change to the hub,
+/// reconnecting (and telling everyone to re-read) when the feed breaks.
+struct ChangeFeedService: Service {
+    let feed: any ChangeFeed
+    let hub: ChangeHub
+    let logger: Logger
+
+    func run() async throws {
+        let hub = self.hub
+        await cancelWhenGracefulShutdown {
+            var delay = Duration.milliseconds(100)
+            while !Task.isCancelled {
+                do {
+                    try await self.feed.follow { changes in hub.publish(changes) }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    if Task.isCancelled { return }
+                    self.logger.warning("change feed broke; reconnecting", metadata: ["keel.error": "\(error)", "keel.retry_in": "\(delay)"])
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+                hub.publish([.resync])
+            }
+        }
+    }
+}
+
+/// Chores one instance at a time should do, under the `janitor` leader
+/// lease: send jobs of dead workers back to the queue, purge finished jobs
+/// (with their events) and sessions past their expiry, and refresh the
+/// queue-depth gauge.
+struct JanitorService: Service {
+    let store: any KeelStore
+    let owner: String
+    let settings: JobSettings
+    let hub: ChangeHub
+    let clock: any KeelClock
+    let metrics: JobMetrics
+    let logger: Logger
+
+    static let leaseName = "janitor"
+    static let purgeBatch = 500
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.sweep()
+                try? await Task.sleep(for: self.settings.janitorInterval)
+            }
+        }
+    }
+
+    /// One round; returns whether this process held the lease.
+    @discardableResult
+    func sweep() async -> Bool {
+        do {
+            // Held for three rounds, renewed every round: a dead leader is replaced within three intervals.
+            let leader = try await self.store.leases.acquire(
+                Self.leaseName, owner: self.owner, duration: self.settings.janitorInterval * 3, now: self.clock.now())
+            guard leader else { return false }
+            let now = self.clock.now()
+            let rescued = try await self.store.jobs.rescueExpiredLeases(timing: JobTiming(now: now, resultTTL: self.settings.resultTTL))
+            if rescued > 0 {
+                self.metrics.leaseRescues.increment(by: rescued)
+                self.logger.notice("rescued jobs of workers whose leases expired", metadata: ["keel.jobs": "\(rescued)"])
+                self.hub.publish([.resync])
+            }
+            var purgedJobs = 0
+            while !Task.isCancelled {
+                let purged = try await self.store.jobs.purgeExpired(now: now, limit: Self.purgeBatch)
+                purgedJobs += purged
+                if purged < Self.purgeBatch { break }
+            }
+            var purgedSessions = 0
+            while !Task.isCancelled {
+                let purged = try await self.store.sessions.purgeExpiredSessions(before: now, limit: Self.purgeBatch)
+                purgedSessions += purged
+                if purged < Self.purgeBatch { break }
+            }
+            if purgedJobs + purgedSessions > 0 {
+                self.logger.info("purged expired state", metadata: ["keel.jobs": "\(purgedJobs)", "keel.sessions": "\(purgedSessions)"])
+            }
+            self.metrics.queueDepth.record(try await self.store.jobs.queueDepth())
+            return true
+        } catch {
+            if !Task.isCancelled { self.logger.warning("janitor round failed", metadata: ["keel.error": "\(error)"]) }
+            return false
+        }
+    }
+}

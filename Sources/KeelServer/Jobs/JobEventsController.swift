@@ -1,0 +1,167 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import NIOCore
+
+/// `GET /api/jobs/{id}/events`: the job's event log as Server-Sent Events,
+/// or with `?format=json` as a page for polling clients.
+///
+/// The stream reads the store, never memory another instance filled: it
+/// resumes after `Last-Event-ID` (or `?after=N`) on any instance, writes
+/// what the log holds, then sleeps until the hub says the log grew (this
+/// process's workers at once; other processes through the change feed) or
+/// the heartbeat interval passed. Each batch is written, and the write
+/// awaited, before the next is read: a slow client holds at most one batch
+/// here, never an unbounded queue.
+struct JobEventsController: Sendable {
+    let jobs: JobsController
+    let events: any EventLog
+    let hub: ChangeHub
+    let settings: StreamSettings
+    let metrics: JobMetrics
+
+    static let maxJSONPage = 1000
+
+    func register(on routes: inout RouteTable) {
+        routes.add("/api/jobs/:id/events", .get, self.events)
+    }
+
+    @Sendable func events(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        let session = try await self.jobs.authenticator.authenticate(request).session
+        let job = try await self.jobs.ownedJob(context, session: session)
+        let query = request.uri.queryParameters
+        let after = try Self.position(lastEventID: request.headers[.lastEventID], after: query["after"].map(String.init))
+        guard after <= job.lastSequence else {
+            throw KeelError(
+                .invalidCursor,
+                "Event \(after) is beyond the end of this job's log (its last event is \(job.lastSequence)).",
+                hint: "Resume from an id this job's stream sent you, or from 0 to replay everything."
+            )
+        }
+        switch query["format"].map(String.init) {
+        case nil, "sse"?, "event-stream"?:
+            return self.stream(jobID: job.id, after: after)
+        case "json"?:
+            return try await self.page(jobID: job.id, after: after, query: query)
+        case let other?:
+            throw KeelError(.invalidInput, "Unknown format '\(other)'.", hint: "Leave it out for Server-Sent Events, or use format=json.")
+        }
+    }
+
+    /// The resume position: `Last-Event-ID` wins (browsers send it on
+    /// reconnect with the original URL), then `?after=`, then 0.
+    static func position(lastEventID: String?, after: String?) throws -> Int64 {
+        for (name, value) in [("Last-Event-ID", lastEventID), ("after", after)] {
+            guard let value else { continue }
+            let trimmed = value.trimmingCharacters(in: .whitespaces)
+            if name == "Last-Event-ID" && trimmed.isEmpty { continue }
+            guard !trimmed.isEmpty, trimmed.utf8.count <= 19, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let position = Int64(trimmed) else {
+                throw KeelError(
+                    .invalidCursor,
+                    "\(name) '\(value)' is not an event id.",
+                    hint: "Event ids are the non-negative integers sent in the stream's id: lines."
+                )
+            }
+            return position
+        }
+        return 0
+    }
+
+    private func page(jobID: String, after: Int64, query: Parameters) async throws -> Response {
+        var limit = 100
+        if let text = query["limit"].map(String.init) {
+            guard let parsed = Int(text), (1...Self.maxJSONPage).contains(parsed) else {
+                throw KeelError(.invalidInput, "limit must be an integer from 1 to \(Self.maxJSONPage).")
+            }
+            limit = parsed
+        }
+        let events = try await self.events.events(jobID: jobID, after: after, limit: limit)
+        var json = JSONWriter()
+        json.object { json in
+            json.field("events") { json in
+                json.array { json in
+                    for event in events {
+                        json.object { json in
+                            json.field("id", event.sequence)
+                            json.field("type", event.type)
+                            json.field("data", rawJSON: event.dataJSON)
+                            json.field("created_at", event.createdAt)
+                        }
+                    }
+                }
+            }
+            json.field("last_event_id", events.last?.sequence ?? after)
+            json.field("done", events.contains { $0.type == JobEventType.done })
+        }
+        return .json(json.text, headers: [.cacheControl: "no-store"])
+    }
+
+    private func stream(jobID: String, after: Int64) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream; charset=utf-8"
+        headers[.cacheControl] = "no-cache"
+        // nginx buffers proxied responses unless told not to.
+        headers[.xAccelBuffering] = "no"
+        let hub = self.hub
+        let events = self.events
+        let settings = self.settings
+        let metrics = self.metrics
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody { writer in
+                metrics.streamOpened()
+                if after > 0 { metrics.streamResumes.increment() }
+                defer { metrics.streamClosed() }
+                let signal = WakeSignal()
+                // Follow before the first read, so nothing appended in between is missed.
+                hub.follow(jobID: jobID, signal)
+                defer { hub.unfollow(jobID: jobID, signal) }
+
+                let retry = Int64(settings.retryDelay.timeInterval * 1000)
+                try await writer.write(ByteBuffer(string: "retry: \(retry)\n\n"))
+                var cursor = after
+                var lastWrite = ContinuousClock.now
+                while !hub.streamsClosed {
+                    let batch = try await events.events(jobID: jobID, after: cursor, limit: settings.batchSize)
+                    if !batch.isEmpty {
+                        var buffer = ByteBuffer()
+                        var finished = false
+                        for event in batch {
+                            Self.write(event, to: &buffer)
+                            cursor = event.sequence
+                            if event.type == JobEventType.done { finished = true }
+                        }
+                        try await writer.write(buffer)
+                        lastWrite = .now
+                        if finished { break }
+                        if batch.count == settings.batchSize { continue }
+                    }
+                    let idle = ContinuousClock.now - lastWrite
+                    if idle >= settings.heartbeatInterval {
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        metrics.streamHeartbeats.increment()
+                        lastWrite = .now
+                        continue
+                    }
+                    _ = await signal.wait(timeout: settings.heartbeatInterval - idle)
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    /// One event in the SSE wire format; data spanning lines gets one
+    /// `data:` line per line, as the format requires.
+    static func write(_ event: JobEvent, to buffer: inout ByteBuffer) {
+        buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\n")
+        if event.dataJSON.utf8.contains(0x0A) || event.dataJSON.utf8.contains(0x0D) {
+            for line in event.dataJSON.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
+                buffer.writeString("data: \(line)\n")
+            }
+        } else {
+            buffer.writeString("data: \(event.dataJSON)\n")
+        }
+        buffer.writeString("\n")
+    }
+}

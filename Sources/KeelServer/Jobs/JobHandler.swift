@@ -1,0 +1,106 @@
+import Foundation
+import KeelCore
+
+/// Runs one type of job. Register handlers in a ``JobRegistry``; the API
+/// refuses job types nobody registered, and workers run each claimed job
+/// with the handler of its type.
+///
+/// A handler must assume it can be stopped at any moment (the process dies,
+/// the lease is lost) and run again from the start on another worker: Keel
+/// appends a `reset` event before a retried attempt so clients drop the
+/// partial output of the dead one.
+public protocol JobHandler: Sendable {
+    /// The type clients name in `POST /api/jobs`, such as `demo.generate`.
+    var type: String { get }
+
+    /// Checks the input when the job is created, so bad input is a 400 at
+    /// once rather than a failed job later. Returns the input to store
+    /// (normalized, defaults filled in). Throw ``KeelError`` with
+    /// ``KeelError/Code/invalidInput`` and a hint naming the rule.
+    func validate(_ input: JSONValue) throws -> JSONValue
+
+    /// Runs one attempt and returns the job's result. Throw
+    /// ``JobHandlerFailure`` (or any error) to fail the attempt; it is
+    /// retried with backoff while attempts remain and the failure is
+    /// retryable. Cancellation (the client cancelled the job, the lease was
+    /// lost, the process drains) arrives as task cancellation.
+    func run(_ job: JobContext) async throws -> JSONValue
+}
+
+/// A failed attempt, as the client will see it in the job's `error`.
+public struct JobHandlerFailure: Error, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    /// `false` fails the job at once, whatever attempts remain.
+    public var retryable: Bool
+
+    public init(code: String, message: String, retryable: Bool = true) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+    }
+}
+
+/// What a running handler knows about its job, and how it reports: every
+/// write carries the worker's lease, so a worker that lost its job (paused,
+/// partitioned, presumed dead) gets ``KeelError/Code/leaseLost`` instead of
+/// overwriting its successor.
+public struct JobContext: Sendable {
+    public let id: String
+    public let type: String
+    public let input: JSONValue
+    /// 1 for the first attempt.
+    public let attempt: Int
+    public let maxAttempts: Int
+    let lease: JobLease
+    let queue: any JobQueue
+    let hub: ChangeHub
+    let clock: any KeelClock
+
+    /// Appends an event of any type to the job's log (and wakes its streams).
+    @discardableResult
+    public func emit(_ type: String, _ data: JSONValue) async throws -> Int64 {
+        let sequence = try await self.queue.appendEvent(type: type, dataJSON: data.serialized(), lease: self.lease, now: self.clock.now())
+        self.hub.publish([.jobEvents(jobID: self.id)])
+        return sequence
+    }
+
+    /// Streams a piece of output: a `token` event `{"text": …}`.
+    @discardableResult
+    public func token(_ text: String) async throws -> Int64 {
+        try await self.emit(JobEventType.token, .object(["text": .string(text)]))
+    }
+
+    /// Records where the job is (readable from any instance in the job's
+    /// `progress`) and appends a `progress` event.
+    public func progress(stage: String? = nil, percent: Double? = nil, message: String? = nil) async throws {
+        let progress = JobProgress(stage: stage, percent: percent.map { min(100, max(0, $0)) }, message: message)
+        try await self.queue.setProgress(progress, lease: self.lease, now: self.clock.now())
+        var data: [String: JSONValue] = [:]
+        if let stage = progress.stage { data["stage"] = .string(stage) }
+        if let percent = progress.percent { data["percent"] = .double(percent) }
+        if let message = progress.message { data["message"] = .string(message) }
+        try await self.emit(JobEventType.progress, .object(data))
+    }
+}
+
+/// The job types this deployment runs, by name.
+public struct JobRegistry: Sendable {
+    private var handlers: [String: any JobHandler] = [:]
+
+    public init(_ handlers: [any JobHandler] = []) {
+        for handler in handlers { self.register(handler) }
+    }
+
+    /// Keel's built-in types.
+    public static let builtIn = JobRegistry([DemoGenerateHandler()])
+
+    public mutating func register(_ handler: any JobHandler) {
+        precondition(!handler.type.isEmpty, "a job type needs a name")
+        self.handlers[handler.type] = handler
+    }
+
+    public func handler(for type: String) -> (any JobHandler)? { self.handlers[type] }
+
+    public var types: [String] { self.handlers.keys.sorted() }
+}

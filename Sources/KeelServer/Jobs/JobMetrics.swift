@@ -1,0 +1,64 @@
+import Metrics
+import Synchronization
+
+/// The job and stream metrics, as Prometheus series.
+final class JobMetrics: Sendable {
+    let metrics: KeelMetrics
+    let leaseRescues: Metrics.Counter
+    let leasesLost: Metrics.Counter
+    let workerHeartbeats: Metrics.Counter
+    let queueDepth: Metrics.Gauge
+    let busyWorkers: Metrics.Gauge
+    let openStreamsGauge: Metrics.Gauge
+    let streamResumes: Metrics.Counter
+    let streamHeartbeats: Metrics.Counter
+    private let busy = Atomic<Int>(0)
+    private let streams = Atomic<Int>(0)
+
+    init(_ metrics: KeelMetrics) {
+        self.metrics = metrics
+        self.leaseRescues = metrics.counter("keel_job_lease_rescues_total")
+        self.leasesLost = metrics.counter("keel_job_leases_lost_total")
+        self.workerHeartbeats = metrics.counter("keel_job_heartbeats_total")
+        self.queueDepth = metrics.gauge("keel_job_queue_depth")
+        self.busyWorkers = metrics.gauge("keel_workers_busy")
+        self.openStreamsGauge = metrics.gauge("keel_sse_open_streams")
+        self.streamResumes = metrics.counter("keel_sse_resumes_total")
+        self.streamHeartbeats = metrics.counter("keel_sse_heartbeats_total")
+    }
+
+    func created(type: String) {
+        self.metrics.counter("keel_jobs_created_total", [("type", type)]).increment()
+    }
+
+    func finished(type: String, status: String) {
+        self.metrics.counter("keel_jobs_finished_total", [("type", type), ("status", status)]).increment()
+    }
+
+    func retried(type: String) {
+        self.metrics.counter("keel_job_retries_total", [("type", type)]).increment()
+    }
+
+    func recordRun(type: String, duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        Metrics.Timer(label: "keel_job_run_duration_seconds", dimensions: [("type", type)], factory: self.metrics.factory)
+            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    func workerBusy(_ delta: Int) {
+        let now = self.busy.add(delta, ordering: .relaxed).newValue
+        self.busyWorkers.record(now)
+    }
+
+    var busyCount: Int { self.busy.load(ordering: .relaxed) }
+
+    func streamOpened() {
+        self.openStreamsGauge.record(self.streams.add(1, ordering: .relaxed).newValue)
+    }
+
+    func streamClosed() {
+        self.openStreamsGauge.record(self.streams.subtract(1, ordering: .relaxed).newValue)
+    }
+
+    var openStreams: Int { self.streams.load(ordering: .relaxed) }
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import KeelCore
+import KeelServer
+import Logging
+
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run job workers without an HTTP server.",
+        discussion: """
+            Claims and runs jobs from the same store as the servers, with as many workers as --workers (at least one). \
+            Also takes part in the janitor election. On SIGTERM or SIGINT it stops claiming, lets running jobs finish \
+            for up to --drain-timeout, releases the rest without counting the attempt, and exits 0.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup(title: "Jobs") var jobs: JobOptions
+
+    func run() async throws {
+        try await Runtime.reportingErrors {
+            let configuration = try self.common.load(extraFlags: self.jobs.flags)
+            let logger = Runtime.bootstrapLogging(configuration)
+            let store = try Runtime.makeStore(configuration, logger: logger)
+            try await store.withRunning {
+                try await store.migrate(logger: logger)
+                let worker = try KeelWorkerProcess(configuration: configuration, store: store, logger: logger)
+                logger.notice("keel worker running", metadata: ["keel.store": "\(configuration.store)", "keel.workers": "\(max(1, configuration.jobs.workers))"])
+                try await worker.runUntilShutdown()
+                logger.notice("keel worker stopped")
+            }
+            try await store.close()
+        }
+    }
+}
