@@ -28,6 +28,8 @@ extension Job {
             json.field("attempts", Int64(self.attempts))
             json.field("max_attempts", Int64(self.maxAttempts))
             json.field("cancel_requested", self.cancelRequested)
+            // Which worker holds the job while it runs (instance/worker).
+            json.field("worker", self.status == .running ? self.leaseOwner : nil)
             json.field("created_at", self.createdAt)
             json.field("updated_at", self.updatedAt)
             json.field("started_at", self.startedAt)

@@ -57,6 +57,13 @@ public final class WorkerPool: Service, Sendable {
     var isDraining: Bool { self.draining.load(ordering: .relaxed) }
 
     public func run() async {
+        await self.runWorkers()
+        // A service group wants each service to end only when asked to, in order.
+        try? await gracefulShutdown()
+    }
+
+    /// Runs the workers until they have drained (or the task is cancelled).
+    func runWorkers() async {
         guard self.count > 0 else { return }
         self.logger.info("workers started", metadata: ["keel.workers": "\(self.count)", "keel.job_types": "\(self.registry.types)"])
         await withTaskGroup(of: Bool.self) { group in

@@ -10,6 +10,7 @@ import Testing
 func withTestApp<T: Sendable>(
     clock: any KeelClock = SystemClock(),
     configure: (inout KeelConfiguration) -> Void = { _ in },
+    runJobs: Bool = false,
     _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
 ) async throws -> T {
     var configuration = KeelConfiguration()
@@ -19,8 +20,19 @@ func withTestApp<T: Sendable>(
     let fixture = try await StoreFixture.make(.sqlite)
     return try await fixture.withStore { store in
         let app = try await KeelApplication.build(configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock)
-        return try await app.http.test(.router) { client in
-            try await body(app, client)
+        guard runJobs else {
+            return try await app.http.test(.router) { client in try await body(app, client) }
+        }
+        // The change feed, the workers and the janitor, as `keel serve` runs them.
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            for service in app.background {
+                group.addTask {
+                    try await service.run()
+                    return nil
+                }
+            }
+            defer { group.cancelAll() }
+            return try await app.http.test(.router) { client in try await body(app, client) }
         }
     }
 }
