@@ -69,6 +69,21 @@ final class KeelProcess: Sendable {
         return process
     }
 
+    /// Starts `keel worker` on `store` (it has no HTTP port to wait for).
+    static func worker(store: StoreLocation, arguments: [String] = []) throws -> KeelProcess {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-worker-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let storeArgument: String =
+            switch store {
+            case .sqlite(let path): "sqlite:\(path)"
+            case .postgres(let url): url
+            }
+        return try Self.launch(
+            ["worker", "--store", storeArgument] + arguments, environment: [:],
+            logPath: directory.appendingPathComponent("keel.log").path, directory: directory
+        )
+    }
+
     private static func launch(_ arguments: [String], environment: [String: String], logPath: String, directory: URL) throws -> KeelProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

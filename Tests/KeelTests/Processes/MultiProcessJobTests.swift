@@ -1,0 +1,169 @@
+import Foundation
+import KeelCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `keel serve` processes sharing one store run, poll and stream jobs
+/// for each other, and finish the jobs of a process killed mid-run.
+@Suite("Jobs across processes", .timeLimit(.minutes(5)))
+struct MultiProcessJobTests {
+    /// Short leases and fast chores so a killed worker's job is rescued in seconds.
+    static let fast = ["--job-lease-duration", "2s", "--janitor-interval", "300ms", "--sse-heartbeat", "500ms", "--job-retry-backoff", "100ms"]
+
+    static func createJob(_ server: String, token: String, input: String) async throws -> String {
+        let created = try await HTTP.send(.POST, server + "/api/jobs", token: token, body: #"{"type":"demo.generate","input":\#(input)}"#)
+        #expect(created.status == 202, "\(created.body)")
+        return try #require(created.json["id"]?.stringValue)
+    }
+
+    static func job(_ server: String, _ id: String, token: String) async throws -> [String: JSONValue] {
+        try await HTTP.send(.GET, server + "/api/jobs/\(id)", token: token).json
+    }
+
+    @Test("the process running a job is SIGKILLed: the job succeeds on the other, whose stream shows a reset, the full output and one done", arguments: Driver.available)
+    func killedWorker(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":40,"delay_ms":100}"#)
+
+        // Polled on B: who runs it?
+        var worker = ""
+        try await waitFor("the job to start") {
+            worker = try await Self.job(b.baseURL, id, token: token)["worker"]?.stringValue ?? ""
+            return !worker.isEmpty
+        }
+        let (victim, survivor) = worker.hasPrefix("proc-\(a.port)/") ? (a, b) : (b, a)
+
+        let streaming = Task {
+            try await SSE.read(survivor.baseURL + "/api/jobs/\(id)/events", token: token, timeout: .seconds(90))
+        }
+        try await waitFor("some output") {
+            (try await Self.job(survivor.baseURL, id, token: token)["last_event_id"]).flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0 >= 8
+        }
+        victim.signal(SIGKILL)
+        #expect(await victim.waitForExit() != 0)
+
+        let transcript = try await streaming.value
+        #expect(transcript.status == 200)
+        #expect(transcript.endedByServer)
+        #expect(transcript.problems().isEmpty, "\(transcript.problems())")
+        #expect(transcript.events.contains { $0.type == "reset" })
+        #expect(transcript.finalOutput == (0..<40).map { "t\($0) " }.joined())
+        let final = try await Self.job(survivor.baseURL, id, token: token)
+        #expect(final["status"] == .string("succeeded"))
+        #expect(final["attempts"] == .int(2))
+        #expect(await survivor.stop() == 0)
+    }
+
+    @Test("a job created on A is polled and streamed on B; a stream cut mid-way resumes on the other process without gaps or repeats", arguments: Driver.available)
+    func resumeElsewhere(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, b.baseURL + "/api/session").json["token"]?.stringValue)
+        let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":40}"#)
+        #expect(try await HTTP.send(.GET, a.baseURL + "/api/jobs/\(id)", token: token).status == 200)
+
+        // Live on B (whose own workers are off: every event comes from A through the store).
+        let first = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token) { ($0.id ?? 0) >= 10 }
+        #expect(!first.endedByServer)
+        let cut = try #require(first.events.last?.id)
+        // Resumed on A from where B's client stopped.
+        let rest = try await SSE.read(a.baseURL + "/api/jobs/\(id)/events", token: token, lastEventID: cut)
+        #expect(rest.endedByServer)
+        var whole = first
+        whole.events += rest.events
+        #expect(whole.problems().isEmpty, "\(whole.problems())")
+        #expect(whole.finalOutput == (0..<30).map { "t\($0) " }.joined())
+        #expect(try await Self.job(b.baseURL, id, token: token)["status"] == .string("succeeded"))
+
+        // The JSON form on B agrees with the streams.
+        let page = try await HTTP.send(.GET, b.baseURL + "/api/jobs/\(id)/events?format=json&limit=1000", token: token)
+        #expect(page.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"] } == whole.events.map { .int($0.id ?? -1) })
+    }
+
+    @Test("an idle stream gets heartbeats, and the job's events still arrive from the other process", arguments: Driver.available)
+    func heartbeats(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":2,"delay_ms":2000}"#)
+        let transcript = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token)
+        #expect(transcript.problems().isEmpty, "\(transcript.problems())")
+        // About 4 s with nothing to say, at one heartbeat per 500 ms of silence.
+        #expect(transcript.comments >= 4, "only \(transcript.comments) heartbeats")
+        #expect(transcript.finalOutput == "t0 t1 ")
+    }
+
+    @Test("Idempotency-Key: the same key sent to two processes at once makes one job", arguments: Driver.available)
+    func idempotencyRace(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let servers = [a.baseURL, b.baseURL]
+        let results = try await withThrowingTaskGroup(of: HTTP.Result.self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    try await HTTP.send(
+                        .POST, servers[index % 2] + "/api/jobs", token: token, body: #"{"type":"demo.generate"}"#, headers: [("Idempotency-Key", "same")])
+                }
+            }
+            return try await group.reduce(into: [HTTP.Result]()) { $0.append($1) }
+        }
+        #expect(Set(results.compactMap { $0.json["id"]?.stringValue }).count == 1)
+        #expect(results.filter { $0.status == 202 }.count == 1)
+        #expect(results.filter { $0.status == 200 }.count == 19)
+        let list = try await HTTP.send(.GET, b.baseURL + "/api/jobs", token: token)
+        #expect(list.json["jobs"]?.arrayValue?.count == 1)
+    }
+
+    @Test("keel worker runs jobs for a server without workers, and drains on SIGTERM releasing its unfinished job", arguments: Driver.available)
+    func separateWorker(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let server = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        let worker = try KeelProcess.worker(store: fixture.location, arguments: ["--workers", "1", "--drain-timeout", "1s", "--instance-id", "the-worker"])
+        defer {
+            server.signal(SIGKILL)
+            worker.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, server.baseURL + "/api/session").json["token"]?.stringValue)
+        let quick = try await Self.createJob(server.baseURL, token: token, input: #"{"tokens":3,"delay_ms":10}"#)
+        let done = try await SSE.read(server.baseURL + "/api/jobs/\(quick)/events", token: token)
+        #expect(done.problems().isEmpty)
+        #expect(try await Self.job(server.baseURL, quick, token: token)["status"] == .string("succeeded"))
+
+        let slow = try await Self.createJob(server.baseURL, token: token, input: #"{"tokens":100,"delay_ms":100}"#)
+        try await waitFor("the worker to take the slow job") {
+            try await Self.job(server.baseURL, slow, token: token)["worker"]?.stringValue?.hasPrefix("the-worker/") == true
+        }
+        #expect(await worker.stop() == 0)
+        // Released, not failed: queued again with the attempt not counted.
+        let released = try await Self.job(server.baseURL, slow, token: token)
+        #expect(released["status"] == .string("queued"))
+        #expect(released["attempts"] == .int(0))
+        #expect(worker.log.contains("released unfinished"))
+    }
+}
