@@ -72,6 +72,14 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        .executableTarget(
+            name: "keel-bench",
+            dependencies: [
+                "KeelCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         .testTarget(
             name: "KeelTests",
             dependencies: [

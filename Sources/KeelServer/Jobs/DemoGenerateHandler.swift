@@ -70,7 +70,9 @@ public struct DemoGenerateHandler: JobHandler {
         // A failing attempt streams half its output first, so clients see a reset.
         let count = failing ? input.tokens / 2 : input.tokens
         let progressEvery = max(1, input.tokens / 10)
-        try await job.progress(stage: "generating", percent: 0)
+        // With no tokens it is a no-op job: no writes beyond claim and completion.
+        let reportsProgress = input.tokens > 0
+        if reportsProgress { try await job.progress(stage: "generating", percent: 0) }
         for index in 0..<count {
             if input.delayMilliseconds > 0 { try await Task.sleep(for: .milliseconds(input.delayMilliseconds)) }
             try Task.checkCancellation()
@@ -85,7 +87,7 @@ public struct DemoGenerateHandler: JobHandler {
                 message: "Deliberate failure of attempt \(job.attempt) (fail_attempts is \(input.failAttempts))."
             )
         }
-        try await job.progress(stage: "done", percent: 100)
+        if reportsProgress { try await job.progress(stage: "done", percent: 100) }
         return .object(["tokens": .int(Int64(input.tokens)), "attempt": .int(Int64(job.attempt))])
     }
 }
