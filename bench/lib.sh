@@ -203,3 +203,28 @@ bench_finish() {
     bench_die "some runs had non-2xx responses (or none at all): see the FAIL rows above"
   fi
 }
+
+# --- release builds of keel and keel-bench -----------------------------------
+
+# bench_ensure_release_tools: set KEEL_BIN and KEEL_BENCH_BIN (absolute),
+# building the release products when they are missing.
+bench_ensure_release_tools() {
+  local built=false
+  for var in KEEL_BIN KEEL_BENCH_BIN; do
+    if [ -n "${!var:-}" ]; then
+      case ${!var} in /*) ;; *) printf -v "$var" '%s' "$PWD/${!var}" ;; esac
+    fi
+  done
+  if [ -z "${KEEL_BIN:-}" ] || [ -z "${KEEL_BENCH_BIN:-}" ]; then
+    if [ ! -x .build/release/keel ] || [ ! -x .build/release/keel-bench ]; then
+      bench_log "building keel and keel-bench (release)…"
+      swift build -c release --product keel && swift build -c release --product keel-bench
+      built=true
+    fi
+    KEEL_BIN=${KEEL_BIN:-$PWD/.build/release/keel}
+    KEEL_BENCH_BIN=${KEEL_BENCH_BIN:-$PWD/.build/release/keel-bench}
+  fi
+  [ -x "$KEEL_BIN" ] || bench_die "KEEL_BIN=$KEEL_BIN is not an executable"
+  [ -x "$KEEL_BENCH_BIN" ] || bench_die "KEEL_BENCH_BIN=$KEEL_BENCH_BIN is not an executable"
+  $built || bench_log "using $KEEL_BIN and $KEEL_BENCH_BIN (delete them or set KEEL_BIN/KEEL_BENCH_BIN to rebuild)"
+}

@@ -80,6 +80,18 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 3,
+            name: "job indexes in claim and list order",
+            statements: [
+                // Claims take the oldest due job: (run_at, created_at) straight from the index, no sort of the queue.
+                "DROP INDEX keel_jobs_claim",
+                "CREATE INDEX keel_jobs_claim ON keel_jobs (status, run_at, created_at)",
+                // Lists page newest first with id as the tie-break: straight from the index too.
+                "DROP INDEX keel_jobs_session",
+                "CREATE INDEX keel_jobs_session ON keel_jobs (session_id, created_at, id)",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

@@ -52,8 +52,10 @@ final class SQLiteChangeFeed: ChangeFeed {
                     // Purged rows can lower the largest rowid; follow it down.
                     rowID = min(rowID, try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
                 }
-                let types = try String.fetchAll(db, sql: "SELECT DISTINCT type FROM keel_jobs WHERE status = 'queued' AND run_at <= ?", arguments: [now])
-                changes += types.map { StoreChange.jobReady(type: $0) }
+                // Idle workers wake for any due job (one indexed probe, not a scan of the queue).
+                if let type = try String.fetchOne(db, sql: "SELECT type FROM keel_jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1", arguments: [now]) {
+                    changes.append(.jobReady(type: type))
+                }
                 return (version, rowID, changes)
             }
             lastVersion = poll.version

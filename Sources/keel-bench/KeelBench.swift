@@ -131,7 +131,7 @@ struct JobThroughput: AsyncParsableCommand {
             let queued = try await Client.send(client, .GET, statusBase + "/api/jobs?status=queued&limit=1", token: token)
             let running = try await Client.send(client, .GET, statusBase + "/api/jobs?status=running&limit=1", token: token)
             if queued.json["jobs"] == .array([]) && running.json["jobs"] == .array([]) { break }
-            try await Task.sleep(for: .milliseconds(5))
+            try await Task.sleep(for: .milliseconds(50))
         }
         let finished = ContinuousClock.now - start
         let failed = try await Client.send(client, .GET, statusBase + "/api/jobs?status=failed&limit=1", token: token)

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Job benchmarks: end-to-end throughput of no-op jobs created over HTTP, and
+# pickup latency (creation to start) with workers in the same process and in
+# a separate `keel worker` process.
+#
+#   bench/jobs.sh [sqlite|postgres|all]
+#
+# Knobs (environment): JOBS=5000 CONCURRENCY=32 WORKERS=8 SAMPLES=300,
+# KEEL_BIN / KEEL_BENCH_BIN (default: release builds, built when missing).
+# Results go to stdout; copy them to docs/benchmarks.md with the date.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source bench/lib.sh
+
+which_stores=${1:-all}
+case $which_stores in
+  sqlite) stores=(sqlite) ;;
+  postgres) stores=(postgres) ;;
+  all) stores=(sqlite postgres) ;;
+  *)
+    echo "usage: $0 [sqlite|postgres|all]" >&2
+    exit 2
+    ;;
+esac
+
+JOBS=${JOBS:-5000}
+CONCURRENCY=${CONCURRENCY:-32}
+WORKERS=${WORKERS:-8}
+SAMPLES=${SAMPLES:-300}
+
+bench_ensure_release_tools
+bench_init
+
+KEEL_PID=
+WORKER_PID=
+stop_all() {
+  bench_stop_pid "$WORKER_PID"
+  bench_stop_pid "$KEEL_PID"
+  KEEL_PID=
+  WORKER_PID=
+}
+bench_on_exit stop_all
+
+start_keel() {
+  local store_url=$1 label=$2 port log
+  shift 2
+  port=$(bench_free_port)
+  log="$BENCH_TMP/keel-$label.log"
+  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" --log-level warning \
+    --drain-delay 0s --drain-timeout 5s "$@" >"$log" 2>&1 &
+  KEEL_PID=$!
+  KEEL_URL="http://127.0.0.1:$port"
+  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
+}
+
+start_worker() {
+  local store_url=$1 label=$2
+  shift 2
+  "$KEEL_BIN" worker --store "$store_url" --log-level warning --drain-timeout 5s "$@" >"$BENCH_TMP/worker-$label.log" 2>&1 &
+  WORKER_PID=$!
+  sleep 1
+}
+
+run_store() {
+  local store=$1 url=$2
+  echo "## $store"
+  start_keel "$url" "$store-throughput" --workers "$WORKERS"
+  bench_log "$store: $JOBS no-op jobs, $CONCURRENCY creating clients, $WORKERS workers in the server"
+  "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" | sed 's/^/throughput: /'
+  bench_log "$store: pickup, workers in the same process"
+  "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/in-process /'
+  stop_all
+
+  start_keel "$url" "$store-cross" --workers 0
+  start_worker "$url" "$store-cross" --workers 2
+  bench_log "$store: pickup, workers in a separate keel worker process"
+  "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/cross-process /'
+  stop_all
+}
+
+echo "# keel jobs benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, keel $("$KEEL_BIN" --version)"
+for store in "${stores[@]}"; do
+  case $store in
+    sqlite)
+      run_store sqlite "sqlite:$BENCH_TMP/keel.sqlite"
+      ;;
+    postgres)
+      bench_on_exit pg_stop
+      pg_start
+      "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres keelbench
+      run_store postgres "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable"
+      pg_stop
+      ;;
+  esac
+done
