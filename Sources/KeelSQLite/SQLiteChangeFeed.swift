@@ -28,8 +28,8 @@ final class SQLiteChangeFeed: ChangeFeed {
         defer { try? queue.close() }
 
         var (lastVersion, lastRowID) = try await queue.read { db in
-            (try Int64.fetchOne(db, sql: "PRAGMA data_version") ?? 0,
-             try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
+            (try Int64.fetchOne(cached: db, sql: "PRAGMA data_version") ?? 0,
+             try Int64.fetchOne(cached: db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
         }
         while true {
             try await Task.sleep(for: self.interval)
@@ -37,11 +37,11 @@ final class SQLiteChangeFeed: ChangeFeed {
             let seenRowID = lastRowID
             let now = Date().millisecondsSince1970
             let poll = try await queue.read { db -> (version: Int64, rowID: Int64, changes: [StoreChange]) in
-                let version = try Int64.fetchOne(db, sql: "PRAGMA data_version") ?? 0
+                let version = try Int64.fetchOne(cached: db, sql: "PRAGMA data_version") ?? 0
                 guard version != seenVersion else { return (version, seenRowID, []) }
                 var changes: [StoreChange] = []
                 var rowID = seenRowID
-                let rows = try Row.fetchAll(db, sql: "SELECT rowid, job_id FROM keel_job_events WHERE rowid > ? ORDER BY rowid LIMIT 5000", arguments: [seenRowID])
+                let rows = try Row.fetchAll(cached: db, sql: "SELECT rowid, job_id FROM keel_job_events WHERE rowid > ? ORDER BY rowid LIMIT 5000", arguments: [seenRowID])
                 var jobs = Set<String>()
                 for row in rows {
                     rowID = row[0]
@@ -50,10 +50,10 @@ final class SQLiteChangeFeed: ChangeFeed {
                 }
                 if rows.isEmpty {
                     // Purged rows can lower the largest rowid; follow it down.
-                    rowID = min(rowID, try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
+                    rowID = min(rowID, try Int64.fetchOne(cached: db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
                 }
                 // Idle workers wake for any due job (one indexed probe, not a scan of the queue).
-                if let type = try String.fetchOne(db, sql: "SELECT type FROM keel_jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1", arguments: [now]) {
+                if let type = try String.fetchOne(cached: db, sql: "SELECT type FROM keel_jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1", arguments: [now]) {
                     changes.append(.jobReady(type: type))
                 }
                 return (version, rowID, changes)

@@ -27,7 +27,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                     return (existing, false)
                 }
                 let ms = now.millisecondsSince1970
-                try db.execute(
+                try db.executeCached(
                     sql: """
                         INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
                             idempotency_key, created_at, updated_at, run_at)
@@ -61,7 +61,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                     arguments += [position.createdAt, position.createdAt, position.id]
                 }
                 let rows = try Row.fetchAll(
-                    db,
+                    cached: db,
                     sql: "SELECT \(Self.columns) FROM keel_jobs WHERE \(conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?",
                     arguments: StatementArguments(arguments + [limit + 1])
                 )
@@ -81,7 +81,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                 arguments += types
                 guard
                     let row = try Row.fetchOne(
-                        db,
+                        cached: db,
                         sql: """
                             SELECT id, attempts, last_seq FROM keel_jobs
                             WHERE status = 'queued' AND run_at <= ? AND type IN (\(placeholders))
@@ -97,7 +97,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                 if lastSequence > 0 {
                     try Self.appendUnfenced(db, jobID: id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(attempts + 1)}"#, now: ms)
                 }
-                try db.execute(
+                try db.executeCached(
                     sql: """
                         UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_token = ?,
                             lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, cancel_requested = 0
@@ -113,12 +113,12 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     func heartbeat(_ lease: JobLease, leaseDuration: Duration, now: Date) async throws -> HeartbeatReply {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: "UPDATE keel_jobs SET lease_expires_at = ? WHERE \(Self.fence)",
                     arguments: [now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970, lease.jobID, lease.token]
                 )
                 guard db.changesCount > 0 else { return .lost }
-                let cancel = try Bool.fetchOne(db, sql: "SELECT cancel_requested FROM keel_jobs WHERE id = ?", arguments: [lease.jobID]) ?? false
+                let cancel = try Bool.fetchOne(cached: db, sql: "SELECT cancel_requested FROM keel_jobs WHERE id = ?", arguments: [lease.jobID]) ?? false
                 return .active(cancelRequested: cancel)
             }
         }
@@ -127,7 +127,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     func setProgress(_ progress: JobProgress, lease: JobLease, now: Date) async throws {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: "UPDATE keel_jobs SET progress = ?, updated_at = ? WHERE \(Self.fence)",
                     arguments: [progress.jsonRepresentation(), now.millisecondsSince1970, lease.jobID, lease.token]
                 )
@@ -147,7 +147,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
 
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
         try await self.finish(lease, timing: timing) { db, ms in
-            try db.execute(
+            try db.executeCached(
                 sql: """
                     UPDATE keel_jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?,
                         expires_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -164,7 +164,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         return try await self.finish(lease, timing: timing) { db, ms in
             let (attempts, maxAttempts) = try Self.attempts(db, id: lease.jobID)
             if let retryAt, attempts < maxAttempts {
-                try db.execute(
+                try db.executeCached(
                     sql: """
                         UPDATE keel_jobs SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
                             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -190,7 +190,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         try await withStoreErrors {
             try await self.pool.write { db in
                 let ms = now.millisecondsSince1970
-                try db.execute(
+                try db.executeCached(
                     sql: """
                         UPDATE keel_jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), run_at = ?, updated_at = ?,
                             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -213,7 +213,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                     try Self.markCancelled(db, id: id, ms: ms, expiry: timing.expiry.millisecondsSince1970)
                     return try Self.appendDone(db, id: id, ms: ms)
                 case .running:
-                    try db.execute(sql: "UPDATE keel_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", arguments: [ms, id])
+                    try db.executeCached(sql: "UPDATE keel_jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", arguments: [ms, id])
                     return try Self.fetch(db, id: id)
                 case .succeeded, .failed, .cancelled:
                     return job
@@ -227,7 +227,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
             try await self.pool.write { db in
                 let ms = timing.now.millisecondsSince1970
                 let rows = try Row.fetchAll(
-                    db,
+                    cached: db,
                     sql: "SELECT id, attempts, max_attempts FROM keel_jobs WHERE status = 'running' AND lease_expires_at < ?",
                     arguments: [ms]
                 )
@@ -237,7 +237,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                     let attempts: Int = row[1]
                     let maxAttempts: Int = row[2]
                     if attempts < maxAttempts {
-                        try db.execute(
+                        try db.executeCached(
                             sql: """
                                 UPDATE keel_jobs SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
                                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -259,13 +259,13 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         try await withStoreErrors {
             try await self.pool.write { db in
                 let ids = try String.fetchAll(
-                    db,
+                    cached: db,
                     sql: "SELECT id FROM keel_jobs WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?",
                     arguments: [now.millisecondsSince1970, limit]
                 )
                 for id in ids {
-                    try db.execute(sql: "DELETE FROM keel_job_events WHERE job_id = ?", arguments: [id])
-                    try db.execute(sql: "DELETE FROM keel_jobs WHERE id = ?", arguments: [id])
+                    try db.executeCached(sql: "DELETE FROM keel_job_events WHERE job_id = ?", arguments: [id])
+                    try db.executeCached(sql: "DELETE FROM keel_jobs WHERE id = ?", arguments: [id])
                 }
                 return ids.count
             }
@@ -275,7 +275,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     func queueDepth() async throws -> Int {
         try await withStoreErrors {
             try await self.pool.read { db in
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM keel_jobs WHERE status = 'queued'") ?? 0
+                try Int.fetchOne(cached: db, sql: "SELECT COUNT(*) FROM keel_jobs WHERE status = 'queued'") ?? 0
             }
         }
     }
@@ -284,7 +284,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         try await withStoreErrors {
             try await self.pool.read { db in
                 try Row.fetchAll(
-                    db,
+                    cached: db,
                     sql: "SELECT seq, type, data, created_at FROM keel_job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                     arguments: [jobID, after, limit]
                 ).map { row in
@@ -297,7 +297,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     func acquire(_ name: String, owner: String, duration: Duration, now: Date) async throws -> Bool {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: """
                         INSERT INTO keel_leases (name, owner, expires_at) VALUES (?, ?, ?)
                         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
@@ -305,7 +305,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                         """,
                     arguments: [name, owner, now.addingTimeInterval(duration.timeInterval).millisecondsSince1970, now.millisecondsSince1970]
                 )
-                return try String.fetchOne(db, sql: "SELECT owner FROM keel_leases WHERE name = ?", arguments: [name]) == owner
+                return try String.fetchOne(cached: db, sql: "SELECT owner FROM keel_leases WHERE name = ?", arguments: [name]) == owner
             }
         }
     }
@@ -327,15 +327,15 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     private static func requireLease(_ db: Database, _ lease: JobLease) throws {
-        let held = try Bool.fetchOne(db, sql: "SELECT 1 FROM keel_jobs WHERE \(Self.fence)", arguments: [lease.jobID, lease.token]) ?? false
+        let held = try Bool.fetchOne(cached: db, sql: "SELECT 1 FROM keel_jobs WHERE \(Self.fence)", arguments: [lease.jobID, lease.token]) ?? false
         guard held else { throw KeelError.leaseLost }
     }
 
     @discardableResult
     private static func appendUnfenced(_ db: Database, jobID: String, type: String, dataJSON: String, now ms: Int64) throws -> Int64 {
-        try db.execute(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?", arguments: [ms, jobID])
-        let sequence = try Int64.fetchOne(db, sql: "SELECT last_seq FROM keel_jobs WHERE id = ?", arguments: [jobID]) ?? 0
-        try db.execute(
+        try db.executeCached(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?", arguments: [ms, jobID])
+        let sequence = try Int64.fetchOne(cached: db, sql: "SELECT last_seq FROM keel_jobs WHERE id = ?", arguments: [jobID]) ?? 0
+        try db.executeCached(
             sql: "INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
             arguments: [jobID, sequence, type, dataJSON, ms]
         )
@@ -344,9 +344,9 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
 
     /// Appends the terminal `done` event, whose data is the final job.
     private static func appendDone(_ db: Database, id: String, ms: Int64) throws -> Job {
-        try db.execute(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1 WHERE id = ?", arguments: [id])
+        try db.executeCached(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1 WHERE id = ?", arguments: [id])
         let job = try Self.fetch(db, id: id)!
-        try db.execute(
+        try db.executeCached(
             sql: "INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
             arguments: [id, job.lastSequence, JobEventType.done, job.jsonRepresentation(), ms]
         )
@@ -354,7 +354,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     private static func markFailed(_ db: Database, id: String, errorJSON: String, ms: Int64, expiry: Int64) throws {
-        try db.execute(
+        try db.executeCached(
             sql: """
                 UPDATE keel_jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?, expires_at = ?,
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -365,7 +365,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     private static func markCancelled(_ db: Database, id: String, ms: Int64, expiry: Int64) throws {
-        try db.execute(
+        try db.executeCached(
             sql: """
                 UPDATE keel_jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, expires_at = ?,
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
@@ -376,7 +376,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     private static func attempts(_ db: Database, id: String) throws -> (Int, Int) {
-        let row = try Row.fetchOne(db, sql: "SELECT attempts, max_attempts FROM keel_jobs WHERE id = ?", arguments: [id])!
+        let row = try Row.fetchOne(cached: db, sql: "SELECT attempts, max_attempts FROM keel_jobs WHERE id = ?", arguments: [id])!
         return (row[0], row[1])
     }
 
@@ -385,7 +385,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     private static func fetch(_ db: Database, where condition: String, _ arguments: [any DatabaseValueConvertible]) throws -> Job? {
-        try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM keel_jobs WHERE \(condition)", arguments: StatementArguments(arguments)).map(Self.decode)
+        try Row.fetchOne(cached: db, sql: "SELECT \(Self.columns) FROM keel_jobs WHERE \(condition)", arguments: StatementArguments(arguments)).map(Self.decode)
     }
 
     private static func decode(_ row: Row) throws -> Job {

@@ -11,7 +11,7 @@ struct SQLiteSessionStore: SessionStore {
     func createSession(_ session: Session) async throws {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: "INSERT INTO keel_sessions (\(Self.columns)) VALUES (?, ?, ?, ?, ?, ?)",
                     arguments: [
                         session.id, session.dataJSON, session.version, session.createdAt.millisecondsSince1970,
@@ -43,7 +43,7 @@ struct SQLiteSessionStore: SessionStore {
                 updated.id = current.id
                 updated.createdAt = current.createdAt
                 updated.version = current.version + 1
-                try db.execute(
+                try db.executeCached(
                     sql: "UPDATE keel_sessions SET data = ?, version = ?, last_seen_at = ?, expires_at = ? WHERE id = ? AND version = ?",
                     arguments: [
                         updated.dataJSON, updated.version, updated.lastSeenAt.millisecondsSince1970,
@@ -58,7 +58,7 @@ struct SQLiteSessionStore: SessionStore {
     func touchSession(id: String, lastSeenAt: Date, expiresAt: Date) async throws {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: "UPDATE keel_sessions SET last_seen_at = ?, expires_at = ? WHERE id = ? AND expires_at < ?",
                     arguments: [lastSeenAt.millisecondsSince1970, expiresAt.millisecondsSince1970, id, expiresAt.millisecondsSince1970]
                 )
@@ -69,7 +69,7 @@ struct SQLiteSessionStore: SessionStore {
     func deleteSession(id: String) async throws -> Bool {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(sql: "DELETE FROM keel_sessions WHERE id = ?", arguments: [id])
+                try db.executeCached(sql: "DELETE FROM keel_sessions WHERE id = ?", arguments: [id])
                 return db.changesCount > 0
             }
         }
@@ -78,7 +78,7 @@ struct SQLiteSessionStore: SessionStore {
     func purgeExpiredSessions(before cutoff: Date, limit: Int) async throws -> Int {
         try await withStoreErrors {
             try await self.pool.write { db in
-                try db.execute(
+                try db.executeCached(
                     sql: "DELETE FROM keel_sessions WHERE id IN (SELECT id FROM keel_sessions WHERE expires_at < ? LIMIT ?)",
                     arguments: [cutoff.millisecondsSince1970, limit]
                 )
@@ -88,7 +88,7 @@ struct SQLiteSessionStore: SessionStore {
     }
 
     private static func fetch(_ db: Database, id: String) throws -> Session? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT \(columns) FROM keel_sessions WHERE id = ?", arguments: [id]) else {
+        guard let row = try Row.fetchOne(cached: db, sql: "SELECT \(columns) FROM keel_sessions WHERE id = ?", arguments: [id]) else {
             return nil
         }
         return Session(
