@@ -68,34 +68,19 @@ extension JSONValue {
     /// Parses UTF-8 JSON text, throwing ``KeelError/Code/invalidJSON`` with the
     /// parser's explanation when it is not JSON.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
+        var parser = JSONParser(Array(bytes))
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw KeelError(.invalidJSON, "The request body is not valid JSON: \(error.shortDescription)", hint: "Send a UTF-8 JSON document.")
+            return try parser.parseDocument()
+        } catch {
+            throw KeelError(
+                .invalidJSON, "The request body is not valid JSON: \(error.message) at byte \(error.offset).", hint: "Send a UTF-8 JSON document.")
         }
     }
 
     /// Compact JSON text with sorted keys, so equal values serialize alike.
     public func serialized() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding a JSONValue cannot fail: every case maps to a JSON value.
-        guard let data = try? encoder.encode(self) else { return "null" }
-        return String(decoding: data, as: UTF8.self)
-    }
-}
-
-extension DecodingError {
-    /// The debug description of the error without the coding path noise.
-    var shortDescription: String {
-        switch self {
-        case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context):
-            if let underlying = context.underlyingError as NSError?, let detail = underlying.userInfo[NSDebugDescriptionErrorKey] as? String {
-                return detail
-            }
-            return context.debugDescription
-        @unknown default:
-            return "\(self)"
-        }
+        var text = ""
+        self.write(to: &text)
+        return text
     }
 }

@@ -43,12 +43,39 @@ extension JobFailure {
 
 /// JSON columns of the job tables (progress, error), shared by the drivers.
 public enum JobRowCoding {
-    public static func decode<T: Decodable>(_ type: T.Type, from text: String?) throws -> T? {
+    public static func decode(_ type: JobProgress.Type, from text: String?) throws -> JobProgress? {
         guard let text, !text.isEmpty else { return nil }
-        return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+        if text == "{}" { return JobProgress() }
+        guard case .object(let members) = try JSONValue.parse(Array(text.utf8)) else { return JobProgress() }
+        var progress = JobProgress()
+        if case .string(let stage)? = members["stage"] { progress.stage = stage }
+        switch members["percent"] {
+        case .int(let value)?: progress.percent = Double(value)
+        case .double(let value)?: progress.percent = value
+        default: break
+        }
+        if case .string(let message)? = members["message"] { progress.message = message }
+        return progress
     }
 
-    public static func encode<T: Encodable>(_ value: T) throws -> String {
-        String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+    public static func decode(_ type: JobFailure.Type, from text: String?) throws -> JobFailure? {
+        guard let text, !text.isEmpty, text != "null" else { return nil }
+        guard case .object(let members) = try JSONValue.parse(Array(text.utf8)) else { return nil }
+        guard case .string(let code)? = members["code"] else { return nil }
+        let message: String
+        if case .string(let text)? = members["message"] { message = text } else { message = "" }
+        return JobFailure(code: code, message: message)
+    }
+
+    public static func encode(_ failure: JobFailure) throws -> String {
+        JSONValue.object(["code": .string(failure.code), "message": .string(failure.message)]).serialized()
+    }
+
+    public static func encode(_ progress: JobProgress) throws -> String {
+        var members: [String: JSONValue] = [:]
+        if let stage = progress.stage { members["stage"] = .string(stage) }
+        if let percent = progress.percent { members["percent"] = .double(percent) }
+        if let message = progress.message { members["message"] = .string(message) }
+        return JSONValue.object(members).serialized()
     }
 }

@@ -180,7 +180,7 @@ struct JobsAPITests {
 
             let job = try await client.send(.get, "/api/jobs/\(id)", token: token)
             #expect(job.json["status"] == .string("succeeded"))
-            #expect(job.json["progress"]?.objectValue?["percent"] == .int(100))
+            #expect(job.json["progress"]?.objectValue?["percent"] == .double(100))
             let last = try #require(transcript.events.last?.id)
             #expect(job.json["last_event_id"] == .int(last))
 
