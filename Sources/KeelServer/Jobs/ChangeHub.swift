@@ -77,7 +77,27 @@ public final class ChangeHub: Sendable {
         var streams: [String: [ObjectIdentifier: WakeSignal]] = [:]
         var workers: [ObjectIdentifier: WakeSignal] = [:]
         var streamsClosed = false
+        /// Shared reads of the logs of jobs that several streams follow.
+        var tails: [String: LogTail] = [:]
     }
+
+    /// The recent end of one job's log, read once for all its followers.
+    /// Events never change once written, so serving them from here is as
+    /// good as reading the store; what is new is always fetched.
+    private struct LogTail {
+        var events: [JobEvent] = []
+        /// The log is known up to this sequence (the last cached event, or
+        /// where a fetch found nothing more); `nil` before the first fetch.
+        var end: Int64?
+        /// Bumped by every change published for the job.
+        var generation: UInt64 = 1
+        /// The generation at the start of the newest fetch that completed.
+        var fetchedGeneration: UInt64 = 0
+        var inFlight: Task<[JobEvent], any Error>?
+    }
+
+    /// Most events kept per shared tail.
+    static let tailCapacity = 256
 
     private let state = Mutex(State())
 
@@ -91,10 +111,12 @@ public final class ChangeHub: Sendable {
                 switch change {
                 case .jobEvents(let jobID):
                     if let followers = state.streams[jobID] { signals += followers.values }
+                    state.tails[jobID]?.generation += 1
                 case .jobReady:
                     wakeWorkers = true
                 case .resync:
                     wakeWorkers = true
+                    for jobID in state.tails.keys { state.tails[jobID]?.generation += 1 }
                     for followers in state.streams.values { signals += followers.values }
                 }
             }
@@ -111,6 +133,7 @@ public final class ChangeHub: Sendable {
         self.state.withLock { state in
             state.streams[jobID]?[ObjectIdentifier(signal)] = nil
             if state.streams[jobID]?.isEmpty == true { state.streams[jobID] = nil }
+            if (state.streams[jobID]?.count ?? 0) < 2 { state.tails[jobID] = nil }
         }
     }
 
@@ -135,6 +158,78 @@ public final class ChangeHub: Sendable {
             return state.streams.values.flatMap(\.values)
         }
         for signal in signals { signal.fire() }
+    }
+
+    /// Events of `jobID` after `after`, for a stream following the job:
+    /// when several streams follow it, they share one store read per change
+    /// instead of each reading (1,000 streams on one job would otherwise
+    /// mean 1,000 reads per event). Anything published before the call is
+    /// in the answer, exactly as if the store had been read directly.
+    func events(jobID: String, after: Int64, limit: Int, log: any EventLog) async throws -> [JobEvent] {
+        enum Step {
+            case answer([JobEvent])
+            case direct
+            case wait(Task<[JobEvent], any Error>)
+        }
+        var needed: UInt64?
+        while true {
+            let step = self.state.withLock { state -> Step in
+                guard (state.streams[jobID]?.count ?? 0) >= 2 else { return .direct }
+                var tail = state.tails[jobID] ?? LogTail()
+                defer { state.tails[jobID] = tail }
+                let generation = needed ?? tail.generation
+                needed = generation
+                if let first = tail.events.first, let last = tail.events.last, after >= first.sequence - 1, after < last.sequence {
+                    let start = Int(after - first.sequence + 1)
+                    return .answer(Array(tail.events[start..<min(tail.events.count, start + limit)]))
+                }
+                if let inFlight = tail.inFlight { return .wait(inFlight) }
+                if let end = tail.end {
+                    // Only a stream at the end of what is known can share the next read.
+                    guard after == end else { return .direct }
+                    // Nothing beyond it: known as of this stream's wake-up?
+                    if tail.fetchedGeneration >= generation { return .answer([]) }
+                }
+                let from = after
+                let started = tail.generation
+                let task = Task<[JobEvent], any Error> {
+                    let result: Result<[JobEvent], any Error>
+                    do {
+                        result = .success(try await log.events(jobID: jobID, after: from, limit: Self.tailCapacity))
+                    } catch {
+                        result = .failure(error)
+                    }
+                    self.completeFetch(jobID: jobID, started: started, from: from, result: result)
+                    return try result.get()
+                }
+                tail.inFlight = task
+                return .wait(task)
+            }
+            switch step {
+            case .answer(let events): return events
+            case .direct: return try await log.events(jobID: jobID, after: after, limit: limit)
+            case .wait(let task): _ = try await task.value
+            }
+        }
+    }
+
+    private func completeFetch(jobID: String, started: UInt64, from: Int64, result: Result<[JobEvent], any Error>) {
+        self.state.withLock { state in
+            guard var tail = state.tails[jobID] else { return }
+            tail.inFlight = nil
+            if case .success(let fetched) = result {
+                if tail.end == from {
+                    tail.events += fetched
+                    if tail.events.count > Self.tailCapacity { tail.events.removeFirst(tail.events.count - Self.tailCapacity) }
+                } else {
+                    tail.events = fetched
+                }
+                tail.end = fetched.last?.sequence ?? from
+                // A full page may have more behind it: only a short page proves the end.
+                if fetched.count < Self.tailCapacity { tail.fetchedGeneration = max(tail.fetchedGeneration, started) }
+            }
+            state.tails[jobID] = tail
+        }
     }
 
     var streamsClosed: Bool { self.state.withLock { $0.streamsClosed } }

@@ -123,7 +123,7 @@ struct JobEventsController: Sendable {
                 var cursor = after
                 var lastWrite = ContinuousClock.now
                 while !hub.streamsClosed {
-                    let batch = try await events.events(jobID: jobID, after: cursor, limit: settings.batchSize)
+                    let batch = try await hub.events(jobID: jobID, after: cursor, limit: settings.batchSize, log: events)
                     if !batch.isEmpty {
                         var buffer = ByteBuffer()
                         var finished = false

@@ -208,6 +208,46 @@ struct JobsAPITests {
         }
     }
 
+    @Test("many streams on one live job share its reads, and each sees every event once, in order")
+    func sharedStreams() async throws {
+        try await withTestApp(configure: { $0.jobs.workers = 1; $0.jobs.retryBackoff = .milliseconds(20) }, runJobs: true) { _, client in
+            let token = try await client.createSession()
+            let id = try #require(
+                try await client.send(.post, "/api/jobs", token: token, body: #"{"type":"demo.generate","input":{"tokens":40,"delay_ms":5,"fail_attempts":1}}"#)
+                    .json["id"]?.stringValue)
+            let transcripts = try await withThrowingTaskGroup(of: SSETranscript.self) { group in
+                for index in 0..<12 {
+                    group.addTask {
+                        // Some join late, some resume from the middle.
+                        try await Task.sleep(for: .milliseconds(index * 15))
+                        let resumes = index % 4 == 3
+                        if resumes {
+                            // A client can only resume from an id it was sent: wait until there is one.
+                            try await waitFor("event 3") {
+                                if case .int(let last)? = try await client.send(.get, "/api/jobs/\(id)", token: token).json["last_event_id"] { return last >= 3 }
+                                return false
+                            }
+                        }
+                        let headers: HTTPFields = resumes ? [.init("Last-Event-ID")!: "3"] : [:]
+                        let response = try await client.send(.get, "/api/jobs/\(id)/events", token: token, headers: headers)
+                        var parser = SSEParser()
+                        _ = parser.feed(response.text)
+                        return parser.transcript
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let full = try #require(transcripts.first { $0.events.first?.id == 1 })
+            #expect(full.finalOutput == (0..<40).map { "t\($0) " }.joined())
+            for transcript in transcripts {
+                let start = (transcript.events.first?.id ?? 1) - 1
+                #expect(transcript.problems(startingAfter: start).isEmpty, "\(transcript.problems(startingAfter: start))")
+                #expect(transcript.events.map(\.id) == full.events.dropFirst(Int(start)).map(\.id))
+                #expect(transcript.events.map(\.data) == full.events.dropFirst(Int(start)).map(\.data))
+            }
+        }
+    }
+
     @Test("a failing attempt is retried: the log has a reset, the job succeeds on attempt 2")
     func retries() async throws {
         try await withTestApp(configure: { $0.jobs.workers = 1; $0.jobs.retryBackoff = .milliseconds(50) }, runJobs: true) { _, client in
