@@ -79,21 +79,36 @@ public final class ChangeHub: Sendable {
         var streamsClosed = false
         /// Shared reads of the logs of jobs that several streams follow.
         var tails: [String: LogTail] = [:]
+        /// One clock for every tail's generations, so a generation means the
+        /// same thing even across a tail dropped and made again.
+        var clock: UInt64 = 0
+
+        mutating func tick() -> UInt64 {
+            self.clock += 1
+            return self.clock
+        }
     }
 
     /// The recent end of one job's log, read once for all its followers.
     /// Events never change once written, so serving them from here is as
     /// good as reading the store; what is new is always fetched.
     private struct LogTail {
+        /// Which tail this is: a fetch only completes into the tail that started it.
+        var identity: UInt64
         var events: [JobEvent] = []
         /// The log is known up to this sequence (the last cached event, or
         /// where a fetch found nothing more); `nil` before the first fetch.
         var end: Int64?
-        /// Bumped by every change published for the job.
-        var generation: UInt64 = 1
+        /// Advanced (from the hub's clock) by every change published for the job.
+        var generation: UInt64
         /// The generation at the start of the newest fetch that completed.
         var fetchedGeneration: UInt64 = 0
         var inFlight: Task<[JobEvent], any Error>?
+
+        init(clock: UInt64) {
+            self.identity = clock
+            self.generation = clock
+        }
     }
 
     /// Most events kept per shared tail.
@@ -111,12 +126,18 @@ public final class ChangeHub: Sendable {
                 switch change {
                 case .jobEvents(let jobID):
                     if let followers = state.streams[jobID] { signals += followers.values }
-                    state.tails[jobID]?.generation += 1
+                    if state.tails[jobID] != nil {
+                        let generation = state.tick()
+                        state.tails[jobID]?.generation = generation
+                    }
                 case .jobReady:
                     wakeWorkers = true
                 case .resync:
                     wakeWorkers = true
-                    for jobID in state.tails.keys { state.tails[jobID]?.generation += 1 }
+                    for jobID in Array(state.tails.keys) {
+                        let generation = state.tick()
+                        state.tails[jobID]?.generation = generation
+                    }
                     for followers in state.streams.values { signals += followers.values }
                 }
             }
@@ -175,7 +196,7 @@ public final class ChangeHub: Sendable {
         while true {
             let step = self.state.withLock { state -> Step in
                 guard (state.streams[jobID]?.count ?? 0) >= 2 else { return .direct }
-                var tail = state.tails[jobID] ?? LogTail()
+                var tail = state.tails[jobID] ?? LogTail(clock: state.tick())
                 defer { state.tails[jobID] = tail }
                 let generation = needed ?? tail.generation
                 needed = generation
@@ -192,6 +213,7 @@ public final class ChangeHub: Sendable {
                 }
                 let from = after
                 let started = tail.generation
+                let identity = tail.identity
                 let task = Task<[JobEvent], any Error> {
                     let result: Result<[JobEvent], any Error>
                     do {
@@ -199,7 +221,7 @@ public final class ChangeHub: Sendable {
                     } catch {
                         result = .failure(error)
                     }
-                    self.completeFetch(jobID: jobID, started: started, from: from, result: result)
+                    self.completeFetch(jobID: jobID, identity: identity, started: started, from: from, result: result)
                     return try result.get()
                 }
                 tail.inFlight = task
@@ -213,9 +235,10 @@ public final class ChangeHub: Sendable {
         }
     }
 
-    private func completeFetch(jobID: String, started: UInt64, from: Int64, result: Result<[JobEvent], any Error>) {
+    private func completeFetch(jobID: String, identity: UInt64, started: UInt64, from: Int64, result: Result<[JobEvent], any Error>) {
         self.state.withLock { state in
-            guard var tail = state.tails[jobID] else { return }
+            // The tail may have been dropped (and made again) meanwhile: then this read is not its.
+            guard var tail = state.tails[jobID], tail.identity == identity else { return }
             tail.inFlight = nil
             if case .success(let fetched) = result {
                 if tail.end == from {
