@@ -19,26 +19,28 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         """
 
     func enqueue(_ new: NewJob, now: Date) async throws -> (job: Job, created: Bool) {
-        try await self.transaction { connection in
+        try await self.operation {
             let ms = now.millisecondsSince1970
+            // One statement (its own transaction): insert, announce, return the row.
             let inserted = try await self.jobs(
-                connection,
+                self.client,
                 """
-                INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
-                    idempotency_key, created_at, updated_at, run_at)
-                VALUES (\(new.id), \(new.sessionID), \(new.type), \(new.inputJSON), 'queued', '{}', 0, \(new.maxAttempts),
-                    \(new.idempotencyKey), \(ms), \(ms), \(ms))
-                ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                RETURNING \(unescaped: Self.columns)
+                WITH inserted AS (
+                    INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
+                        idempotency_key, created_at, updated_at, run_at)
+                    VALUES (\(new.id), \(new.sessionID), \(new.type), \(new.inputJSON), 'queued', '{}', 0, \(new.maxAttempts),
+                        \(new.idempotencyKey), \(ms), \(ms), \(ms))
+                    ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                    RETURNING \(unescaped: Self.columns)
+                )
+                SELECT inserted.*, announced.count FROM inserted
+                CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify(\(PostgresSchema.jobsChannel), inserted.type)) AS notify) AS announced
                 """
             )
-            if let job = inserted.first {
-                try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
-                return (job, true)
-            }
-            // The key was taken, possibly by a racing request that just committed.
+            if let job = inserted.first { return (job, true) }
+            // The key was taken, possibly by a racing request: ON CONFLICT waited for it to commit.
             let existing = try await self.jobs(
-                connection,
+                self.client,
                 "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE session_id = \(new.sessionID) AND idempotency_key = \(new.idempotencyKey)"
             )
             guard let job = existing.first else { throw KeelError(.internalError, "idempotent enqueue found no job") }
@@ -86,18 +88,16 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
                     SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= \(ms) AND type = ANY(\(types))
                     ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
                 )
-                RETURNING id, attempts, last_seq
+                RETURNING \(unescaped: Self.columns)
                 """,
                 logger: self.logger
             )
-            var claimed: (String, Int32, Int64)?
-            for try await row in rows.decode((String, Int32, Int64).self) { claimed = row }
-            guard let (id, attempts, lastSequence) = claimed else { return nil }
-            if lastSequence > 0 {
-                try await self.appendUnfenced(connection, jobID: id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(attempts)}"#, ms: ms)
+            guard var job = try await Self.decode(rows).first else { return nil }
+            if job.lastSequence > 0 {
+                job.lastSequence = try await self.appendUnfenced(
+                    connection, jobID: job.id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, ms: ms)
             }
-            let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(id)").first!
-            return ClaimedJob(job: job, lease: JobLease(jobID: id, token: token, owner: owner))
+            return ClaimedJob(job: job, lease: JobLease(jobID: job.id, token: token, owner: owner))
         }
     }
 
@@ -134,23 +134,48 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     func appendEvent(type: String, dataJSON: String, lease: JobLease, now: Date) async throws -> Int64 {
-        try await self.transaction { connection in
-            try await self.requireLease(connection, lease)
-            return try await self.appendUnfenced(connection, jobID: lease.jobID, type: type, dataJSON: dataJSON, ms: now.millisecondsSince1970)
+        try await self.operation {
+            let ms = now.millisecondsSince1970
+            // One statement: the fenced bump of last_seq locks the row, so appends get gap-free numbers in commit order.
+            let rows = try await self.client.query(
+                """
+                WITH bumped AS (
+                    UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = \(ms)
+                    WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
+                    RETURNING id, last_seq
+                ), inserted AS (
+                    INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
+                    SELECT id, last_seq, \(type), \(dataJSON), \(ms) FROM bumped
+                    RETURNING job_id, seq
+                )
+                SELECT inserted.seq, announced.count FROM inserted
+                CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify(\(PostgresSchema.eventsChannel), inserted.job_id)) AS notify) AS announced
+                """,
+                logger: self.logger
+            )
+            var sequence: Int64?
+            for try await (value, _) in rows.decode((Int64, Int64).self) { sequence = value }
+            guard let sequence else { throw KeelError.leaseLost }
+            return sequence
         }
     }
 
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
-        try await self.finish(lease, timing: timing) { connection, ms in
-            try await connection.query(
+        let ms = timing.now.millisecondsSince1970
+        return try await self.transaction { connection in
+            let rows = try await connection.query(
                 """
                 UPDATE keel_jobs SET status = 'succeeded', result = \(resultJSON), error = NULL, finished_at = \(ms), updated_at = \(ms),
-                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                WHERE id = \(lease.jobID)
+                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    last_seq = last_seq + 1
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
+                RETURNING \(unescaped: Self.columns)
                 """,
                 logger: self.logger
             )
-            return true
+            guard let job = try await Self.decode(rows).first else { throw KeelError.leaseLost }
+            try await self.insertDone(connection, job, ms: ms)
+            return job
         }
     }
 
@@ -375,6 +400,21 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         )
         try await connection.query("SELECT pg_notify(\(PostgresSchema.eventsChannel), \(jobID))", logger: self.logger)
         return sequence
+    }
+
+    /// Appends the `done` event of a job whose row already counts it in `last_seq`, and announces it.
+    private func insertDone(_ connection: PostgresConnection, _ job: Job, ms: Int64) async throws {
+        try await connection.query(
+            """
+            WITH inserted AS (
+                INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
+                VALUES (\(job.id), \(job.lastSequence), \(JobEventType.done), \(job.jsonRepresentation()), \(ms))
+                RETURNING job_id
+            )
+            SELECT count(*) FROM inserted, LATERAL (SELECT pg_notify(\(PostgresSchema.eventsChannel), inserted.job_id)) AS notify
+            """,
+            logger: self.logger
+        )
     }
 
     private func appendDone(_ connection: PostgresConnection, id: String, ms: Int64) async throws -> Job {
