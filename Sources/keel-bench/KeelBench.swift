@@ -188,31 +188,39 @@ struct Streams: AsyncParsableCommand {
     @Option(help: "Jobs they follow (clients are spread evenly).") var jobs = 10
     @Option(help: "Token events per job.") var events = 50
     @Option(help: "Milliseconds between a job's events.") var intervalMs = 20
+    @Option(help: "Stream this URL instead of Keel jobs (a peer server sending the same events, then done).") var rawURL: String?
 
     func run() async throws {
         let client = Client.make(connections: self.clients + 8)
         defer { Client.shutdown(client) }
         let base = self.server.url
-        let token = try await Client.session(client, base)
-        var ids: [String] = []
-        for _ in 0..<self.jobs {
-            ids.append(try await Client.createJob(client, base, token: token, input: #"{"tokens":\#(self.events),"delay_ms":\#(self.intervalMs)}"#))
+        var token = ""
+        var urls: [String] = []
+        if let rawURL = self.rawURL {
+            urls = [rawURL]
+        } else {
+            token = try await Client.session(client, base)
+            for _ in 0..<self.jobs {
+                let id = try await Client.createJob(client, base, token: token, input: #"{"tokens":\#(self.events),"delay_ms":\#(self.intervalMs)}"#)
+                urls.append(base + "/api/jobs/\(id)/events")
+            }
         }
-        let jobIDs = ids
+        let streamURLs = urls
+        let bearer = token
         let expectedTokens = self.events
         let start = ContinuousClock.now
         let results = try await withThrowingTaskGroup(of: (firstEvent: Double, complete: Bool).self) { group in
             for index in 0..<self.clients {
                 group.addTask {
-                    var request = HTTPClientRequest(url: base + "/api/jobs/\(jobIDs[index % jobIDs.count])/events")
-                    request.headers.add(name: "Authorization", value: "Bearer \(token)")
+                    var request = HTTPClientRequest(url: streamURLs[index % streamURLs.count])
+                    if !bearer.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
                     let connected = ContinuousClock.now
                     let response = try await client.execute(request, timeout: .seconds(120))
                     var first: Double?
                     var text = ""
                     for try await buffer in response.body {
                         text += String(buffer: buffer)
-                        if first == nil, text.contains("\nevent: ") || text.hasPrefix("id: ") || text.contains("\nid: ") {
+                        if first == nil, text.contains("event: ") || text.contains("id: ") {
                             first = (ContinuousClock.now - connected).milliseconds
                         }
                     }
@@ -235,7 +243,7 @@ struct Streams: AsyncParsableCommand {
         var tokenCount = 0
         var done = 0
         var lastType = ""
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             if line.hasPrefix("id: ") {
                 guard Int64(line.dropFirst(4)) == expected else { return false }
                 expected += 1
