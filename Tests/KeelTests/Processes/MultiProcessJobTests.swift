@@ -95,6 +95,34 @@ struct MultiProcessJobTests {
         #expect(page.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"] } == whole.events.map { .int($0.id ?? -1) })
     }
 
+    @Test("SIGTERM closes open streams; the client resumes on the other process and misses nothing", arguments: Driver.available)
+    func drainClosesStreams(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0", "--drain-delay", "500ms"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try #require(try await HTTP.send(.POST, b.baseURL + "/api/session").json["token"]?.stringValue)
+        let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":100}"#)
+        let streaming = Task { try await SSE.read(a.baseURL + "/api/jobs/\(id)/events", token: token) }
+        try await waitFor("some output") {
+            (try await Self.job(b.baseURL, id, token: token)["last_event_id"]).flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0 >= 5
+        }
+        a.signal(SIGTERM)
+        let cut = try await streaming.value
+        #expect(cut.endedByServer)
+        #expect(!cut.events.contains { $0.type == "done" }, "the job outlives the drain, so the stream must have been cut")
+        #expect(await a.waitForExit() == 0)
+        let last = try #require(cut.events.last?.id)
+        let rest = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token, lastEventID: last)
+        var whole = cut
+        whole.events += rest.events
+        #expect(whole.problems().isEmpty, "\(whole.problems())")
+        #expect(whole.finalOutput == (0..<30).map { "t\($0) " }.joined())
+    }
+
     @Test("an idle stream gets heartbeats, and the job's events still arrive from the other process", arguments: Driver.available)
     func heartbeats(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)
