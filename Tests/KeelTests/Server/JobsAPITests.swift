@@ -302,6 +302,28 @@ struct JobsAPITests {
         }
     }
 
+    @Test("finished jobs expire after the result TTL: 404, and the janitor purges them with their events")
+    func resultTTL() async throws {
+        let configure: (inout KeelConfiguration) -> Void = {
+            $0.jobs.workers = 1
+            $0.jobs.resultTTL = .milliseconds(600)
+            $0.jobs.janitorInterval = .milliseconds(100)
+        }
+        try await withTestApp(configure: configure, runJobs: true) { app, client in
+            let token = try await client.createSession()
+            let id = try #require(
+                try await client.send(.post, "/api/jobs", token: token, body: #"{"type":"demo.generate","input":{"tokens":1,"delay_ms":0}}"#)
+                    .json["id"]?.stringValue)
+            _ = try await client.send(.get, "/api/jobs/\(id)/events", token: token)
+            #expect(try await client.send(.get, "/api/jobs/\(id)", token: token).json["status"] == .string("succeeded"))
+            try await waitFor("the job to expire") { try await client.send(.get, "/api/jobs/\(id)", token: token).status == .notFound }
+            #expect(try await client.send(.get, "/api/jobs/\(id)/events?format=json", token: token).status == .notFound)
+            // Purged from the store, not just hidden.
+            try await waitFor("the janitor to purge it") { try await app.store.jobs.job(id: id) == nil }
+            #expect(try await app.store.events.events(jobID: id, after: 0, limit: 10).isEmpty)
+        }
+    }
+
     @Test("system health reports the queue and workers; metrics count jobs")
     func operations() async throws {
         try await withTestApp(configure: { $0.jobs.workers = 0 }) { _, client in
