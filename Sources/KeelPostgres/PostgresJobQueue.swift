@@ -80,19 +80,11 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         return try await self.transaction { connection -> ClaimedJob? in
             let ms = now.millisecondsSince1970
             let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
-            let rows = try await connection.query(
-                """
-                UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = \(owner), lease_token = \(token),
-                    lease_expires_at = \(leaseUntil), started_at = COALESCE(started_at, \(ms)), updated_at = \(ms), cancel_requested = FALSE
-                WHERE id = (
-                    SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= \(ms) AND type = ANY(\(types))
-                    ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-                )
-                RETURNING \(unescaped: Self.columns)
-                """,
-                logger: self.logger
-            )
-            guard var job = try await Self.decode(rows).first else { return nil }
+            var claimed: Job?
+            let rows = try await connection.execute(
+                ClaimJobStatement(owner: owner, token: token, leaseUntil: leaseUntil, now: ms, types: types), logger: self.logger)
+            for try await job in rows { claimed = job }
+            guard var job = claimed else { return nil }
             if job.lastSequence > 0 {
                 job.lastSequence = try await self.appendUnfenced(
                     connection, jobID: job.id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, ms: ms)
@@ -137,24 +129,10 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         try await self.operation {
             let ms = now.millisecondsSince1970
             // One statement: the fenced bump of last_seq locks the row, so appends get gap-free numbers in commit order.
-            let rows = try await self.client.query(
-                """
-                WITH bumped AS (
-                    UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = \(ms)
-                    WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
-                    RETURNING id, last_seq
-                ), inserted AS (
-                    INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
-                    SELECT id, last_seq, \(type), \(dataJSON), \(ms) FROM bumped
-                    RETURNING job_id, seq
-                )
-                SELECT inserted.seq, announced.count FROM inserted
-                CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify(\(PostgresSchema.eventsChannel), inserted.job_id)) AS notify) AS announced
-                """,
-                logger: self.logger
-            )
+            let rows = try await self.client.execute(
+                AppendEventStatement(jobID: lease.jobID, token: lease.token, now: ms, type: type, data: dataJSON), logger: self.logger)
             var sequence: Int64?
-            for try await (value, _) in rows.decode((Int64, Int64).self) { sequence = value }
+            for try await value in rows { sequence = value }
             guard let sequence else { throw KeelError.leaseLost }
             return sequence
         }
@@ -463,37 +441,38 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
 
     private static func decode(_ rows: PostgresRowSequence) async throws -> [Job] {
         var jobs: [Job] = []
-        for try await row in rows {
-            let columns = row.makeRandomAccess()
-            func date(_ name: String) throws -> Date? {
-                try columns[name].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
-            }
-            jobs.append(
-                Job(
-                    id: try columns["id"].decode(String.self),
-                    sessionID: try columns["session_id"].decode(String.self),
-                    type: try columns["type"].decode(String.self),
-                    inputJSON: try columns["input"].decode(String.self),
-                    status: JobStatus(rawValue: try columns["status"].decode(String.self)) ?? .failed,
-                    progress: try JobRowCoding.decode(JobProgress.self, from: columns["progress"].decode(String.self)) ?? JobProgress(),
-                    resultJSON: try columns["result"].decode(String?.self),
-                    error: try JobRowCoding.decode(JobFailure.self, from: columns["error"].decode(String?.self)),
-                    attempts: Int(try columns["attempts"].decode(Int32.self)),
-                    maxAttempts: Int(try columns["max_attempts"].decode(Int32.self)),
-                    idempotencyKey: try columns["idempotency_key"].decode(String?.self),
-                    createdAt: try date("created_at")!,
-                    updatedAt: try date("updated_at")!,
-                    runAt: try date("run_at")!,
-                    startedAt: try date("started_at"),
-                    finishedAt: try date("finished_at"),
-                    expiresAt: try date("expires_at"),
-                    leaseOwner: try columns["lease_owner"].decode(String?.self),
-                    leaseExpiresAt: try date("lease_expires_at"),
-                    cancelRequested: try columns["cancel_requested"].decode(Bool.self),
-                    lastSequence: try columns["last_seq"].decode(Int64.self)
-                )
-            )
-        }
+        for try await row in rows { jobs.append(try Self.job(from: row)) }
         return jobs
+    }
+
+    /// A job from a row holding ``columns`` (by name, so extra columns are fine).
+    static func job(from row: PostgresRow) throws -> Job {
+        let columns = row.makeRandomAccess()
+        func date(_ name: String) throws -> Date? {
+            try columns[name].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
+        }
+        return Job(
+            id: try columns["id"].decode(String.self),
+            sessionID: try columns["session_id"].decode(String.self),
+            type: try columns["type"].decode(String.self),
+            inputJSON: try columns["input"].decode(String.self),
+            status: JobStatus(rawValue: try columns["status"].decode(String.self)) ?? .failed,
+            progress: try JobRowCoding.decode(JobProgress.self, from: columns["progress"].decode(String.self)) ?? JobProgress(),
+            resultJSON: try columns["result"].decode(String?.self),
+            error: try JobRowCoding.decode(JobFailure.self, from: columns["error"].decode(String?.self)),
+            attempts: Int(try columns["attempts"].decode(Int32.self)),
+            maxAttempts: Int(try columns["max_attempts"].decode(Int32.self)),
+            idempotencyKey: try columns["idempotency_key"].decode(String?.self),
+            createdAt: try date("created_at")!,
+            updatedAt: try date("updated_at")!,
+            runAt: try date("run_at")!,
+            startedAt: try date("started_at"),
+            finishedAt: try date("finished_at"),
+            expiresAt: try date("expires_at"),
+            leaseOwner: try columns["lease_owner"].decode(String?.self),
+            leaseExpiresAt: try date("lease_expires_at"),
+            cancelRequested: try columns["cancel_requested"].decode(Bool.self),
+            lastSequence: try columns["last_seq"].decode(Int64.self)
+        )
     }
 }
