@@ -33,27 +33,14 @@ SAMPLES=${SAMPLES:-300}
 bench_ensure_release_tools
 bench_init
 
-KEEL_PID=
+
 WORKER_PID=
 stop_all() {
   bench_stop_pid "$WORKER_PID"
-  bench_stop_pid "$KEEL_PID"
-  KEEL_PID=
   WORKER_PID=
+  bench_stop_keel
 }
 bench_on_exit stop_all
-
-start_keel() {
-  local store_url=$1 label=$2 port log
-  shift 2
-  port=$(bench_free_port)
-  log="$BENCH_TMP/keel-$label.log"
-  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" --log-level warning \
-    --drain-delay 0s --drain-timeout 5s "$@" >"$log" 2>&1 &
-  KEEL_PID=$!
-  KEEL_URL="http://127.0.0.1:$port"
-  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
-}
 
 start_worker() {
   local store_url=$1 label=$2
@@ -66,14 +53,14 @@ start_worker() {
 run_store() {
   local store=$1 url=$2
   echo "## $store"
-  start_keel "$url" "$store-throughput" --workers "$WORKERS"
+  bench_start_keel "$url" "$store-throughput" --log-level warning --workers "$WORKERS"
   bench_log "$store: $JOBS no-op jobs, $CONCURRENCY creating clients, $WORKERS workers in the server"
   "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" | sed 's/^/throughput: /'
   bench_log "$store: pickup, workers in the same process"
   "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/in-process /'
   stop_all
 
-  start_keel "$url" "$store-cross" --workers 0
+  bench_start_keel "$url" "$store-cross" --log-level warning --workers 0
   start_worker "$url" "$store-cross" --workers 2
   bench_log "$store: pickup, workers in a separate keel worker process"
   "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/cross-process /'

@@ -228,3 +228,34 @@ bench_ensure_release_tools() {
   [ -x "$KEEL_BENCH_BIN" ] || bench_die "KEEL_BENCH_BIN=$KEEL_BENCH_BIN is not an executable"
   $built || bench_log "using $KEEL_BIN and $KEEL_BENCH_BIN (delete them or set KEEL_BIN/KEEL_BENCH_BIN to rebuild)"
 }
+
+# --- one keel server at a time ----------------------------------------------
+
+KEEL_PID=
+KEEL_URL=
+
+# bench_start_keel STORE_URL LABEL [SERVE_ARGS...]: start `$KEEL_BIN serve` on
+# a free port of 127.0.0.1 and wait for /ready; sets KEEL_PID and KEEL_URL.
+# Its log is $BENCH_TMP/keel-LABEL.log. Stopped by bench_stop_keel, and on exit.
+bench_start_keel() {
+  local store_url=$1 label=$2 port log
+  shift 2
+  port=$(bench_free_port)
+  log="$BENCH_TMP/keel-$label.log"
+  bench_log "starting keel ($label) on 127.0.0.1:$port"
+  # Started directly (not in a subshell) so $! is keel's own pid.
+  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
+    --drain-delay 0s --drain-timeout 5s "$@" >"$log" 2>&1 &
+  KEEL_PID=$!
+  KEEL_URL="http://127.0.0.1:$port"
+  if [ -z "${BENCH_KEEL_CLEANUP:-}" ]; then
+    BENCH_KEEL_CLEANUP=1
+    bench_on_exit bench_stop_keel
+  fi
+  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
+}
+
+bench_stop_keel() {
+  bench_stop_pid "$KEEL_PID"
+  KEEL_PID=
+}

@@ -54,26 +54,6 @@ bench_log "keel $("$KEEL_BIN" --version) at $KEEL_BIN; tree $(git rev-parse --sh
 bench_ensure_wrk
 bench_init
 
-KEEL_PID=
-stop_keel() {
-  bench_stop_pid "$KEEL_PID"
-  KEEL_PID=
-}
-bench_on_exit stop_keel
-
-# start_keel STORE_URL LABEL: start keel on a free port; sets KEEL_URL.
-start_keel() {
-  local store_url=$1 label=$2 port log
-  port=$(bench_free_port)
-  log="$BENCH_TMP/keel-$label.log"
-  bench_log "starting keel ($label) on 127.0.0.1:$port: $KEEL_BIN"
-  # Started directly (not in a subshell) so $! is keel's own pid.
-  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
-    --drain-delay 0s --drain-timeout 5s >"$log" 2>&1 &
-  KEEL_PID=$!
-  KEEL_URL="http://127.0.0.1:$port"
-  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
-}
 
 # bench_store LABEL: create a session on the running keel, check it reads
 # back, then run wrk keep-alive and with Connection: close.
@@ -91,18 +71,18 @@ bench_store() {
 for store in "${stores[@]}"; do
   case $store in
     sqlite)
-      start_keel "sqlite:$BENCH_TMP/keel.sqlite" sqlite
+      bench_start_keel "sqlite:$BENCH_TMP/keel.sqlite" sqlite
       bench_store sqlite
-      stop_keel
+      bench_stop_keel
       ;;
     postgres)
       bench_on_exit pg_stop
       pg_start # scripts/lib/postgres.sh: runs as the postgres user when we are root
       "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres keelbench
       bench_log "PostgreSQL on 127.0.0.1:$PG_PORT ($("$(pg_bindir)/postgres" --version))"
-      start_keel "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable" postgres
+      bench_start_keel "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable" postgres
       bench_store postgres
-      stop_keel
+      bench_stop_keel
       pg_stop
       ;;
   esac

@@ -41,36 +41,18 @@ case $store in
     ;;
 esac
 
-KEEL_PID=
-stop_keel() {
-  bench_stop_pid "$KEEL_PID"
-  KEEL_PID=
-}
-bench_on_exit stop_keel
-
-start_keel() {
-  local label=$1 port log
-  shift
-  port=$(bench_free_port)
-  log="$BENCH_TMP/keel-$label.log"
-  "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" --log-level warning \
-    --drain-delay 0s --drain-timeout 5s "$@" >"$log" 2>&1 &
-  KEEL_PID=$!
-  KEEL_URL="http://127.0.0.1:$port"
-  bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
-}
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 echo "# keel streams benchmark ($store), $(date -u +%Y-%m-%d), $(nproc) cores, keel $("$KEEL_BIN" --version)"
 
-start_keel live --workers "$STREAM_JOBS"
+bench_start_keel "$store_url" live --log-level warning --workers "$STREAM_JOBS"
 bench_log "$CLIENTS clients on $STREAM_JOBS live jobs, $EVENTS events $INTERVAL_MS ms apart"
 "$KEEL_BENCH_BIN" streams --url "$KEEL_URL" --clients "$CLIENTS" --jobs "$STREAM_JOBS" --events "$EVENTS" --interval-ms "$INTERVAL_MS"
 echo "server resident memory after: $(rss_mb "$KEEL_PID") MB"
-stop_keel
+bench_stop_keel
 
-start_keel idle --workers 1 --sse-heartbeat "$HEARTBEAT"
+bench_start_keel "$store_url" idle --log-level warning --workers 1 --sse-heartbeat "$HEARTBEAT"
 baseline=$(rss_mb "$KEEL_PID")
 bench_log "$IDLE_CLIENTS idle streams held $HOLD_SECONDS s (heartbeat $HEARTBEAT)"
 out="$BENCH_TMP/idle.txt"
@@ -85,4 +67,4 @@ done
 wait "$bench_pid" || { cat "$out"; bench_die "keel-bench idle failed"; }
 cat "$out"
 echo "server resident memory: ${baseline} MB idle before, peak ${peak} MB while holding $IDLE_CLIENTS streams"
-stop_keel
+bench_stop_keel

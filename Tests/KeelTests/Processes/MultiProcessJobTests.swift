@@ -13,6 +13,22 @@ struct MultiProcessJobTests {
     /// Short leases and fast chores so a killed worker's job is rescued in seconds.
     static let fast = ["--job-lease-duration", "2s", "--janitor-interval", "300ms", "--sse-heartbeat", "500ms", "--job-retry-backoff", "100ms"]
 
+    /// Two `keel serve` processes sharing a fresh store of `driver`.
+    static func pair(_ driver: Driver, a: [String], b: [String]) async throws -> (StoreFixture, KeelProcess, KeelProcess) {
+        let fixture = try await StoreFixture.make(driver)
+        let first = try await KeelProcess.serve(store: fixture.location, arguments: a)
+        do {
+            return (fixture, first, try await KeelProcess.serve(store: fixture.location, arguments: b))
+        } catch {
+            first.signal(SIGKILL)
+            throw error
+        }
+    }
+
+    static func session(on server: KeelProcess) async throws -> String {
+        try #require(try await HTTP.send(.POST, server.baseURL + "/api/session").json["token"]?.stringValue)
+    }
+
     static func createJob(_ server: String, token: String, input: String) async throws -> String {
         let created = try await HTTP.send(.POST, server + "/api/jobs", token: token, body: #"{"type":"demo.generate","input":\#(input)}"#)
         #expect(created.status == 202, "\(created.body)")
@@ -25,14 +41,12 @@ struct MultiProcessJobTests {
 
     @Test("the process running a job is SIGKILLed: the job succeeds on the other, whose stream shows a reset, the full output and one done", arguments: Driver.available)
     func killedWorker(driver: Driver) async throws {
-        let fixture = try await StoreFixture.make(driver)
-        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
-        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1"], b: Self.fast + ["--workers", "1"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
-        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let token = try await Self.session(on: a)
         let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":40,"delay_ms":100}"#)
 
         // Polled on B: who runs it?
@@ -66,14 +80,12 @@ struct MultiProcessJobTests {
 
     @Test("a job created on A is polled and streamed on B; a stream cut mid-way resumes on the other process without gaps or repeats", arguments: Driver.available)
     func resumeElsewhere(driver: Driver) async throws {
-        let fixture = try await StoreFixture.make(driver)
-        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
-        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0"])
+        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1"], b: Self.fast + ["--workers", "0"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
-        let token = try #require(try await HTTP.send(.POST, b.baseURL + "/api/session").json["token"]?.stringValue)
+        let token = try await Self.session(on: b)
         let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":40}"#)
         #expect(try await HTTP.send(.GET, a.baseURL + "/api/jobs/\(id)", token: token).status == 200)
 
@@ -97,14 +109,12 @@ struct MultiProcessJobTests {
 
     @Test("SIGTERM closes open streams; the client resumes on the other process and misses nothing", arguments: Driver.available)
     func drainClosesStreams(driver: Driver) async throws {
-        let fixture = try await StoreFixture.make(driver)
-        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0", "--drain-delay", "500ms"])
-        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
+        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "0", "--drain-delay", "500ms"], b: Self.fast + ["--workers", "1"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
-        let token = try #require(try await HTTP.send(.POST, b.baseURL + "/api/session").json["token"]?.stringValue)
+        let token = try await Self.session(on: b)
         let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":100}"#)
         let streaming = Task { try await SSE.read(a.baseURL + "/api/jobs/\(id)/events", token: token) }
         try await waitFor("some output") {
@@ -125,14 +135,12 @@ struct MultiProcessJobTests {
 
     @Test("an idle stream gets heartbeats, and the job's events still arrive from the other process", arguments: Driver.available)
     func heartbeats(driver: Driver) async throws {
-        let fixture = try await StoreFixture.make(driver)
-        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "1"])
-        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.fast + ["--workers", "0"])
+        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1"], b: Self.fast + ["--workers", "0"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
-        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let token = try await Self.session(on: a)
         let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":2,"delay_ms":2000}"#)
         let transcript = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token)
         #expect(transcript.problems().isEmpty, "\(transcript.problems())")
@@ -143,14 +151,12 @@ struct MultiProcessJobTests {
 
     @Test("Idempotency-Key: the same key sent to two processes at once makes one job", arguments: Driver.available)
     func idempotencyRace(driver: Driver) async throws {
-        let fixture = try await StoreFixture.make(driver)
-        let a = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
-        let b = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        let (_, a, b) = try await Self.pair(driver, a: ["--workers", "0"], b: ["--workers", "0"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
-        let token = try #require(try await HTTP.send(.POST, a.baseURL + "/api/session").json["token"]?.stringValue)
+        let token = try await Self.session(on: a)
         let servers = [a.baseURL, b.baseURL]
         let results = try await withThrowingTaskGroup(of: HTTP.Result.self) { group in
             for index in 0..<20 {

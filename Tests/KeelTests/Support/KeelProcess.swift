@@ -54,11 +54,7 @@ final class KeelProcess: Sendable {
         let port = try port ?? freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-proc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let storeArgument: String =
-            switch store {
-            case .sqlite(let path): "sqlite:\(path)"
-            case .postgres(let url): url
-            }
+        let storeArgument = Self.argument(for: store)
         let process = try Self.launch(
             ["serve", "--port", String(port), "--store", storeArgument, "--drain-delay", "0s", "--instance-id", "proc-\(port)"] + arguments,
             environment: environment,
@@ -69,15 +65,19 @@ final class KeelProcess: Sendable {
         return process
     }
 
+    /// `store` as `--store` takes it.
+    static func argument(for store: StoreLocation) -> String {
+        switch store {
+        case .sqlite(let path): "sqlite:\(path)"
+        case .postgres(let url): url
+        }
+    }
+
     /// Starts `keel worker` on `store` (it has no HTTP port to wait for).
     static func worker(store: StoreLocation, arguments: [String] = []) throws -> KeelProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-worker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let storeArgument: String =
-            switch store {
-            case .sqlite(let path): "sqlite:\(path)"
-            case .postgres(let url): url
-            }
+        let storeArgument = Self.argument(for: store)
         return try Self.launch(
             ["worker", "--store", storeArgument] + arguments, environment: [:],
             logPath: directory.appendingPathComponent("keel.log").path, directory: directory
