@@ -22,21 +22,10 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         try await self.operation {
             let ms = now.millisecondsSince1970
             // One statement (its own transaction): insert, announce, return the row.
-            let inserted = try await self.jobs(
-                self.client,
-                """
-                WITH inserted AS (
-                    INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
-                        idempotency_key, created_at, updated_at, run_at)
-                    VALUES (\(new.id), \(new.sessionID), \(new.type), \(new.inputJSON), 'queued', '{}', 0, \(new.maxAttempts),
-                        \(new.idempotencyKey), \(ms), \(ms), \(ms))
-                    ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                    RETURNING \(unescaped: Self.columns)
-                )
-                SELECT inserted.*, announced.count FROM inserted
-                CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify(\(PostgresSchema.jobsChannel), inserted.type)) AS notify) AS announced
-                """
-            )
+            var inserted: [Job] = []
+            for try await job in try await self.client.execute(EnqueueJobStatement(job: new, now: ms), logger: self.logger) {
+                inserted.append(job)
+            }
             if let job = inserted.first { return (job, true) }
             // The key was taken, possibly by a racing request: ON CONFLICT waited for it to commit.
             let existing = try await self.jobs(
@@ -141,17 +130,11 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
         let ms = timing.now.millisecondsSince1970
         return try await self.transaction { connection in
-            let rows = try await connection.query(
-                """
-                UPDATE keel_jobs SET status = 'succeeded', result = \(resultJSON), error = NULL, finished_at = \(ms), updated_at = \(ms),
-                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                    last_seq = last_seq + 1
-                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
-                RETURNING \(unescaped: Self.columns)
-                """,
-                logger: self.logger
-            )
-            guard let job = try await Self.decode(rows).first else { throw KeelError.leaseLost }
+            var finished: Job?
+            let rows = try await connection.execute(
+                SucceedJobStatement(lease: lease, resultJSON: resultJSON, now: ms, expiry: timing.expiry.millisecondsSince1970), logger: self.logger)
+            for try await job in rows { finished = job }
+            guard let job = finished else { throw KeelError.leaseLost }
             try await self.insertDone(connection, job, ms: ms)
             return job
         }

@@ -73,3 +73,67 @@ struct AppendEventStatement: PostgresPreparedStatement {
 
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode((Int64, Int64).self).0 }
 }
+
+/// Stores a new job and announces it, in one statement; no row when the
+/// session already used the idempotency key.
+struct EnqueueJobStatement: PostgresPreparedStatement {
+    static let sql = """
+        WITH inserted AS (
+            INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
+                idempotency_key, created_at, updated_at, run_at)
+            VALUES ($1, $2, $3, $4, 'queued', '{}', 0, $5, $6, $7, $7, $7)
+            ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING \(PostgresJobQueue.columns)
+        )
+        SELECT inserted.*, announced.count FROM inserted
+        CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', inserted.type)) AS notify) AS announced
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .text, .int4, .text, .int8]
+    typealias Row = Job
+
+    var job: NewJob
+    var now: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 7)
+        bindings.append(self.job.id)
+        bindings.append(self.job.sessionID)
+        bindings.append(self.job.type)
+        bindings.append(self.job.inputJSON)
+        bindings.append(Int32(clamping: self.job.maxAttempts))
+        bindings.append(self.job.idempotencyKey)
+        bindings.append(self.now)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
+}
+
+/// Ends a job successfully if the lease is still current, counting its `done` event in `last_seq`.
+struct SucceedJobStatement: PostgresPreparedStatement {
+    static let sql = """
+        UPDATE keel_jobs SET status = 'succeeded', result = $3, error = NULL, finished_at = $4, updated_at = $4,
+            expires_at = $5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+        WHERE id = $1 AND lease_token = $2 AND status = 'running'
+        RETURNING \(PostgresJobQueue.columns)
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .int8]
+    typealias Row = Job
+
+    var lease: JobLease
+    var resultJSON: String
+    var now: Int64
+    var expiry: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 5)
+        bindings.append(self.lease.jobID)
+        bindings.append(self.lease.token)
+        bindings.append(self.resultJSON)
+        bindings.append(self.now)
+        bindings.append(self.expiry)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
+}
