@@ -129,42 +129,57 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
 
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
         let ms = timing.now.millisecondsSince1970
-        return try await self.transaction { connection in
+        return try await self.finish(lease, ms: ms) { connection in
             var finished: Job?
             let rows = try await connection.execute(
                 SucceedJobStatement(lease: lease, resultJSON: resultJSON, now: ms, expiry: timing.expiry.millisecondsSince1970), logger: self.logger)
             for try await job in rows { finished = job }
-            guard let job = finished else { throw KeelError.leaseLost }
-            try await self.insertDone(connection, job, ms: ms)
-            return job
+            return finished
         }
     }
 
     func fail(_ lease: JobLease, error: JobFailure, retryAt: Date?, timing: JobTiming) async throws -> Job {
         let errorJSON = try JobRowCoding.encode(error)
-        return try await self.finish(lease, timing: timing) { connection, ms in
+        let ms = timing.now.millisecondsSince1970
+        return try await self.finish(lease, ms: ms) { connection in
             if let retryAt {
-                let rows = try await connection.query(
+                let requeued = try await self.jobs(
+                    connection,
                     """
                     UPDATE keel_jobs SET status = 'queued', error = \(errorJSON), run_at = \(retryAt.millisecondsSince1970), updated_at = \(ms),
                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                    WHERE id = \(lease.jobID) AND attempts < max_attempts RETURNING type
-                    """,
-                    logger: self.logger
+                    WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running' AND attempts < max_attempts
+                    RETURNING \(unescaped: Self.columns)
+                    """
                 )
-                var requeued = false
-                for try await _ in rows.decode(String.self) { requeued = true }
-                if requeued { return false }
+                if let job = requeued.first { return job }
             }
-            try await self.markFailed(connection, id: lease.jobID, errorJSON: errorJSON, ms: ms, expiry: timing.expiry.millisecondsSince1970)
-            return true
+            return try await self.jobs(
+                connection,
+                """
+                UPDATE keel_jobs SET status = 'failed', error = \(errorJSON), finished_at = \(ms), updated_at = \(ms),
+                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    last_seq = last_seq + 1
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
+                RETURNING \(unescaped: Self.columns)
+                """
+            ).first
         }
     }
 
     func acknowledgeCancel(_ lease: JobLease, timing: JobTiming) async throws -> Job {
-        try await self.finish(lease, timing: timing) { connection, ms in
-            try await self.markCancelled(connection, id: lease.jobID, ms: ms, expiry: timing.expiry.millisecondsSince1970)
-            return true
+        let ms = timing.now.millisecondsSince1970
+        return try await self.finish(lease, ms: ms) { connection in
+            try await self.jobs(
+                connection,
+                """
+                UPDATE keel_jobs SET status = 'cancelled', finished_at = \(ms), updated_at = \(ms),
+                    expires_at = \(timing.expiry.millisecondsSince1970), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    last_seq = last_seq + 1
+                WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running'
+                RETURNING \(unescaped: Self.columns)
+                """
+            ).first
         }
     }
 
@@ -317,32 +332,20 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
         }
     }
 
-    private func finish(
-        _ lease: JobLease,
-        timing: JobTiming,
-        _ transition: (PostgresConnection, Int64) async throws -> Bool
-    ) async throws -> Job {
+    /// A worker's last write: `update` is a single UPDATE fenced by the lease
+    /// that returns the row (or nothing once the lease is lost). A job that
+    /// ended gets its `done` event (the UPDATE counted it in `last_seq`); one
+    /// queued again for a retry is announced to idle workers.
+    private func finish(_ lease: JobLease, ms: Int64, _ update: (PostgresConnection) async throws -> Job?) async throws -> Job {
         try await self.transaction { connection in
-            try await self.requireLease(connection, lease)
-            let ms = timing.now.millisecondsSince1970
-            if try await transition(connection, ms) {
-                return try await self.appendDone(connection, id: lease.jobID, ms: ms)
+            guard let job = try await update(connection) else { throw KeelError.leaseLost }
+            if job.status.isTerminal {
+                try await self.insertDone(connection, job, ms: ms)
+            } else {
+                try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
             }
-            let job = try await self.jobs(connection, "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE id = \(lease.jobID)").first!
-            try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
             return job
         }
-    }
-
-    /// Locks the job row if the lease is current; throws ``KeelError/leaseLost`` otherwise.
-    private func requireLease(_ connection: PostgresConnection, _ lease: JobLease) async throws {
-        let rows = try await connection.query(
-            "SELECT id FROM keel_jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token) AND status = 'running' FOR UPDATE",
-            logger: self.logger
-        )
-        var held = false
-        for try await _ in rows.decode(String.self) { held = true }
-        guard held else { throw KeelError.leaseLost }
     }
 
     @discardableResult
