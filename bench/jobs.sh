@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source bench/lib.sh
 
-which_stores=${1:-all}
-case $which_stores in
-  sqlite) stores=(sqlite) ;;
-  postgres) stores=(postgres) ;;
-  all) stores=(sqlite postgres) ;;
-  *)
-    echo "usage: $0 [sqlite|postgres|all]" >&2
-    exit 2
-    ;;
-esac
+bench_parse_stores "${1:-all}"
 
 JOBS=${JOBS:-5000}
 CONCURRENCY=${CONCURRENCY:-32}

@@ -259,3 +259,18 @@ bench_stop_keel() {
   bench_stop_pid "$KEEL_PID"
   KEEL_PID=
 }
+
+# bench_parse_stores sqlite|postgres|all: set the array `stores`, or print the
+# usage and exit 2.
+bench_parse_stores() {
+  # shellcheck disable=SC2034 # read by the scripts that call this
+  case $1 in
+    sqlite) stores=(sqlite) ;;
+    postgres) stores=(postgres) ;;
+    all) stores=(sqlite postgres) ;;
+    *)
+      echo "usage: $0 [sqlite|postgres|all]" >&2
+      exit 2
+      ;;
+  esac
+}

@@ -30,16 +30,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source bench/lib.sh
 
-which_stores=${1:-all}
-case $which_stores in
-  sqlite) stores=(sqlite) ;;
-  postgres) stores=(postgres) ;;
-  all) stores=(sqlite postgres) ;;
-  *)
-    echo "usage: $0 [sqlite|postgres|all]" >&2
-    exit 2
-    ;;
-esac
+bench_parse_stores "${1:-all}"
 
 if [ -z "${KEEL_BIN:-}" ]; then
   KEEL_BIN="$PWD/.build/release/keel"

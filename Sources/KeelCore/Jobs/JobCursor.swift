@@ -70,12 +70,4 @@ public enum JobRowCoding {
     public static func encode(_ failure: JobFailure) throws -> String {
         JSONValue.object(["code": .string(failure.code), "message": .string(failure.message)]).serialized()
     }
-
-    public static func encode(_ progress: JobProgress) throws -> String {
-        var members: [String: JSONValue] = [:]
-        if let stage = progress.stage { members["stage"] = .string(stage) }
-        if let percent = progress.percent { members["percent"] = .double(percent) }
-        if let message = progress.message { members["message"] = .string(message) }
-        return JSONValue.object(members).serialized()
-    }
 }

@@ -129,7 +129,6 @@ struct JobRuntime: Sendable {
     let workers: WorkerPool
     let services: [any Service]
     let metrics: JobMetrics
-    let store: any KeelStore
 
     /// Time allowed after the drain timeout for releasing unfinished jobs' leases.
     static let releaseMargin: Duration = .seconds(5)
@@ -150,7 +149,6 @@ struct JobRuntime: Sendable {
             ),
         ]
         self.metrics = metrics
-        self.store = store
     }
 }
 

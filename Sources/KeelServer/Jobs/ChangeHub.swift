@@ -256,6 +256,4 @@ public final class ChangeHub: Sendable {
     }
 
     var streamsClosed: Bool { self.state.withLock { $0.streamsClosed } }
-
-    var openStreams: Int { self.state.withLock { $0.streams.values.reduce(0) { $0 + $1.count } } }
 }

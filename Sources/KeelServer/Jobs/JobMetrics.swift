@@ -14,6 +14,9 @@ final class JobMetrics: Sendable {
     let streamHeartbeats: Metrics.Counter
     private let busy = Atomic<Int>(0)
     private let streams = Atomic<Int>(0)
+    /// Handles by label and dimensions, made once: these are recorded for every job.
+    private let counters = Mutex<[String: Metrics.Counter]>([:])
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
 
     init(_ metrics: KeelMetrics) {
         self.metrics = metrics
@@ -28,21 +31,36 @@ final class JobMetrics: Sendable {
     }
 
     func created(type: String) {
-        self.metrics.counter("keel_jobs_created_total", [("type", type)]).increment()
+        self.counter("keel_jobs_created_total", [("type", type)]).increment()
     }
 
     func finished(type: String, status: String) {
-        self.metrics.counter("keel_jobs_finished_total", [("type", type), ("status", status)]).increment()
+        self.counter("keel_jobs_finished_total", [("type", type), ("status", status)]).increment()
     }
 
     func retried(type: String) {
-        self.metrics.counter("keel_job_retries_total", [("type", type)]).increment()
+        self.counter("keel_job_retries_total", [("type", type)]).increment()
     }
 
     func recordRun(type: String, duration: Duration) {
+        let timer = self.timers.withLock { timers in
+            if let timer = timers[type] { return timer }
+            let timer = Metrics.Timer(label: "keel_job_run_duration_seconds", dimensions: [("type", type)], factory: self.metrics.factory)
+            timers[type] = timer
+            return timer
+        }
         let (seconds, attoseconds) = duration.components
-        Metrics.Timer(label: "keel_job_run_duration_seconds", dimensions: [("type", type)], factory: self.metrics.factory)
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Counter {
+        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        return self.counters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = self.metrics.counter(label, dimensions)
+            counters[key] = counter
+            return counter
+        }
     }
 
     func workerBusy(_ delta: Int) {
