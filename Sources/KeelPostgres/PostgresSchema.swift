@@ -92,6 +92,54 @@ enum PostgresSchema {
                 "CREATE INDEX keel_jobs_session ON keel_jobs (session_id, created_at, id)",
             ]
         ),
+        Migration(
+            version: 4,
+            name: "uploads",
+            statements: [
+                """
+                CREATE TABLE keel_uploads (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    length BIGINT,
+                    upload_offset BIGINT NOT NULL,
+                    metadata TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    completed_at BIGINT,
+                    announced_at BIGINT,
+                    sha256 TEXT,
+                    lease_owner TEXT,
+                    lease_token TEXT,
+                    lease_renewed_at BIGINT
+                )
+                """,
+                "CREATE INDEX keel_uploads_expires_at ON keel_uploads (expires_at) WHERE expires_at IS NOT NULL",
+                "CREATE INDEX keel_uploads_ended ON keel_uploads (updated_at) WHERE status IN ('terminated', 'expired')",
+                "CREATE INDEX keel_uploads_unannounced ON keel_uploads (completed_at) WHERE status = 'complete' AND announced_at IS NULL",
+                """
+                CREATE TABLE keel_upload_segments (
+                    upload_id TEXT NOT NULL,
+                    start BIGINT NOT NULL,
+                    length BIGINT NOT NULL,
+                    blob_key TEXT NOT NULL,
+                    PRIMARY KEY (upload_id, start)
+                )
+                """,
+                """
+                CREATE TABLE keel_upload_blobs (
+                    blob_key TEXT NOT NULL,
+                    part INTEGER NOT NULL,
+                    upload_id TEXT NOT NULL,
+                    data BYTEA NOT NULL,
+                    PRIMARY KEY (blob_key, part)
+                )
+                """,
+                "ALTER TABLE keel_upload_blobs ALTER COLUMN data SET STORAGE EXTERNAL",
+                "CREATE INDEX keel_upload_blobs_upload ON keel_upload_blobs (upload_id)",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

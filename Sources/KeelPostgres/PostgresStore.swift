@@ -16,6 +16,8 @@ public final class PostgresStore: KeelStore {
     public let events: any EventLog
     public let leases: any LeaderLease
     public let changes: any ChangeFeed
+    public let uploads: any UploadStore
+    public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
 
@@ -31,6 +33,8 @@ public final class PostgresStore: KeelStore {
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
+        self.uploads = PostgresUploadStore(client: self.client, logger: logger, started: self.started)
+        self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }
 

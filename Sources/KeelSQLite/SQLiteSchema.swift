@@ -92,6 +92,43 @@ enum SQLiteSchema {
                 "CREATE INDEX keel_jobs_session ON keel_jobs (session_id, created_at, id)",
             ]
         ),
+        Migration(
+            version: 4,
+            name: "uploads",
+            statements: [
+                """
+                CREATE TABLE keel_uploads (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    length INTEGER,
+                    upload_offset INTEGER NOT NULL,
+                    metadata TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    completed_at INTEGER,
+                    announced_at INTEGER,
+                    sha256 TEXT,
+                    lease_owner TEXT,
+                    lease_token TEXT,
+                    lease_renewed_at INTEGER
+                )
+                """,
+                "CREATE INDEX keel_uploads_expires_at ON keel_uploads (expires_at) WHERE expires_at IS NOT NULL",
+                "CREATE INDEX keel_uploads_ended ON keel_uploads (updated_at) WHERE status IN ('terminated', 'expired')",
+                "CREATE INDEX keel_uploads_unannounced ON keel_uploads (completed_at) WHERE status = 'complete' AND announced_at IS NULL",
+                """
+                CREATE TABLE keel_upload_segments (
+                    upload_id TEXT NOT NULL,
+                    start INTEGER NOT NULL,
+                    length INTEGER NOT NULL,
+                    blob_key TEXT NOT NULL,
+                    PRIMARY KEY (upload_id, start)
+                )
+                """,
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

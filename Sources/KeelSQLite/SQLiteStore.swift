@@ -18,6 +18,9 @@ public final class SQLiteStore: KeelStore {
     public let events: any EventLog
     public let leases: any LeaderLease
     public let changes: any ChangeFeed
+    public let uploads: any UploadStore
+    /// SQLite keeps upload bytes in files, never in the database.
+    public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
     let sessionReader: SQLiteSessionReader
 
@@ -48,6 +51,7 @@ public final class SQLiteStore: KeelStore {
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
+        self.uploads = SQLiteUploadStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

@@ -119,6 +119,33 @@ extension ConfigurationKnob {
         defaultDescription: "256",
         summary: "Events read and written per batch on a stream: what a slow client can make the server hold."
     )
+    public static let uploadBlobs = Self(
+        name: "upload-blobs",
+        defaultDescription: "auto",
+        summary: "Where upload bytes live: auto (a directory beside the SQLite file, or the database on PostgreSQL), dir:PATH (a shared volume for several machines), or database (PostgreSQL only)."
+    )
+    public static let uploadMaxSize = Self(name: "upload-max-size", defaultDescription: "10737418240 (10 GiB)", summary: "Largest resumable upload, in bytes (413 above).")
+    public static let uploadExpiry = Self(
+        name: "upload-expiry",
+        defaultDescription: "24h",
+        summary: "An unfinished upload with no bytes for this long expires; the janitor deletes its bytes."
+    )
+    public static let uploadRetention = Self(name: "upload-retention", defaultDescription: "0 (keep)", summary: "How long finished uploads are kept; 0 keeps them until deleted.")
+    public static let uploadCommitBytes = Self(
+        name: "upload-commit-bytes",
+        defaultDescription: "8388608 (8 MiB)",
+        summary: "A PATCH syncs and commits what it received at least this often, so an interrupted PATCH keeps most of its bytes."
+    )
+    public static let uploadLockTimeout = Self(
+        name: "upload-lock-timeout",
+        defaultDescription: "5s",
+        summary: "A PATCH that wrote nothing for this long (its instance died or its client stalled) is taken over by a newer PATCH; sooner, the newer one gets 423 and retries."
+    )
+    public static let fileMaxBytes = Self(
+        name: "file-max-bytes",
+        defaultDescription: "10485760 (10 MB)",
+        summary: "Largest body of a multipart POST /api/files; bigger files go through the resumable /api/uploads."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -126,7 +153,8 @@ extension ConfigurationKnob {
         .host, .port, .store, .instanceID, .secret, .sessionIdleTimeout, .sessionRefreshInterval, .sessionMaxBytes,
         .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .drainDelay, .drainTimeout,
         .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
-        .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize, .logFormat,
+        .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
+        .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes, .logFormat,
         .logLevel,
     ]
 }

@@ -94,6 +94,23 @@ public struct ConfigurationLoader: Sendable {
         case .sseHeartbeat: configuration.streams.heartbeatInterval = try positive(duration(value, knob), value, knob)
         case .sseRetry: configuration.streams.retryDelay = try duration(value, knob)
         case .sseBatchSize: configuration.streams.batchSize = try integer(value, knob, in: 1...10_000)
+        case .uploadBlobs:
+            let text = value.trimmingCharacters(in: .whitespaces)
+            if text.lowercased() == "auto" {
+                configuration.uploads.blobs = .automatic
+            } else if text.lowercased() == "database" {
+                configuration.uploads.blobs = .database
+            } else if text.hasPrefix("dir:"), text.count > 4 {
+                configuration.uploads.blobs = .directory(String(text.dropFirst(4)))
+            } else {
+                throw invalid(value, knob, expected: "auto, database or dir:PATH")
+            }
+        case .uploadMaxSize: configuration.uploads.maxSize = Int64(try integer(value, knob, in: 1...(1 << 50)))
+        case .uploadExpiry: configuration.uploads.expiry = try positive(duration(value, knob), value, knob)
+        case .uploadRetention: configuration.uploads.retention = try duration(value, knob)
+        case .uploadCommitBytes: configuration.uploads.commitBytes = try integer(value, knob, in: 65_536...1_073_741_824)
+        case .uploadLockTimeout: configuration.uploads.lockTimeout = try positive(duration(value, knob), value, knob)
+        case .fileMaxBytes: configuration.uploads.maxFileBytes = try integer(value, knob, in: 1...1_073_741_824)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -143,6 +160,12 @@ public struct ConfigurationLoader: Sendable {
         }
         if configuration.jobs.retryBackoffMax < configuration.jobs.retryBackoff {
             throw KeelError.invalidConfiguration("--job-retry-backoff-max must not be below --job-retry-backoff.")
+        }
+        if case .database = configuration.uploads.blobs, case .sqlite = configuration.store {
+            throw KeelError.invalidConfiguration(
+                "--upload-blobs database needs a PostgreSQL store; SQLite keeps upload bytes in a directory.",
+                hint: "Use --upload-blobs auto (a directory beside the SQLite file) or dir:PATH."
+            )
         }
         if configuration.session.idleTimeout <= .zero {
             throw KeelError.invalidConfiguration("The session idle timeout must be positive.")

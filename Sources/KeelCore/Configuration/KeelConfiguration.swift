@@ -24,6 +24,7 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var sqlite = SQLiteOptions()
     public var jobs = JobSettings()
     public var streams = StreamSettings()
+    public var uploads = UploadSettings()
     public var logFormat: LogFormat = .text
     public var logLevel: String = "info"
 
@@ -126,6 +127,37 @@ public struct StreamSettings: Sendable, Equatable {
     /// Events read from the store and written per batch: the most a slow
     /// client can make the server hold for it.
     public var batchSize: Int = 256
+
+    public init() {}
+}
+
+/// Resumable (tus) and small-file uploads.
+public struct UploadSettings: Sendable, Equatable {
+    /// Where upload bytes live.
+    public enum BlobLocation: Sendable, Equatable {
+        /// A directory beside the SQLite file; the database itself on PostgreSQL.
+        case automatic
+        /// Files under this directory (a shared volume for several machines).
+        case directory(String)
+        /// Inside the store's database (PostgreSQL only).
+        case database
+    }
+
+    public var blobs: BlobLocation = .automatic
+    /// The largest upload accepted, in bytes (413 above; advertised as Tus-Max-Size).
+    public var maxSize: Int64 = 10 * 1_073_741_824
+    /// An unfinished upload that received no bytes for this long expires and its bytes are deleted.
+    public var expiry: Duration = .seconds(86_400)
+    /// How long finished uploads are kept (zero: until deleted).
+    public var retention: Duration = .zero
+    /// A PATCH makes what it received durable and commits it at least every this many bytes,
+    /// so an interrupted PATCH keeps most of its bytes.
+    public var commitBytes: Int = 8 * 1_048_576
+    /// A PATCH whose holder wrote nothing for this long (dead, partitioned or stalled)
+    /// is taken over by a newer PATCH for the same upload; a newer PATCH sooner gets 423.
+    public var lockTimeout: Duration = .seconds(5)
+    /// The largest body `POST /api/files` takes (413 above, pointing at /api/uploads).
+    public var maxFileBytes: Int = 10 * 1_048_576
 
     public init() {}
 }

@@ -29,6 +29,13 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case schemaTooNew = "schema_too_new"
         case invalidConfiguration = "invalid_configuration"
         case internalError = "internal_error"
+        case offsetMismatch = "offset_mismatch"
+        case checksumMismatch = "checksum_mismatch"
+        case uploadLocked = "upload_locked"
+        case uploadExpired = "upload_expired"
+        case uploadIncomplete = "upload_incomplete"
+        case tusVersionUnsupported = "tus_version_unsupported"
+        case rangeNotSatisfiable = "range_not_satisfiable"
     }
 
     public var code: Code

@@ -12,6 +12,9 @@ public protocol KeelStore: Sendable {
     var jobs: any JobQueue { get }
     var events: any EventLog { get }
     var leases: any LeaderLease { get }
+    var uploads: any UploadStore { get }
+    /// Blob storage inside the database, for drivers that have it (PostgreSQL).
+    var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.
     var changes: any ChangeFeed { get }
 

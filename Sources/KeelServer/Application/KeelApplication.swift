@@ -30,16 +30,18 @@ public struct KeelApplication: Sendable {
         logger: Logger,
         clock: any KeelClock = SystemClock(),
         metrics: KeelMetrics = KeelMetrics(),
-        jobTypes: JobRegistry = .builtIn
+        jobTypes: JobRegistry = .builtIn,
+        uploadHooks: UploadHooks = UploadHooks()
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
         let hub = ChangeHub()
         let jobMetrics = JobMetrics(metrics)
+        let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobRuntime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics, logger: logger,
-            workerCount: configuration.jobs.workers
+            workerCount: configuration.jobs.workers, uploads: uploads
         )
 
         // Middleware must be added before the routes it wraps. Outermost first.
@@ -82,6 +84,10 @@ public struct KeelApplication: Sendable {
         jobsController.register(on: &routes)
         JobEventsController(jobs: jobsController, events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)
             .register(on: &routes)
+        UploadsController(
+            store: store.uploads, blobs: uploads.blobs, authenticator: authenticator, settings: configuration.uploads, clock: clock,
+            instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger
+        ).register(on: &routes)
         routes.install(on: router)
 
         let http = Application(
@@ -135,7 +141,7 @@ struct JobRuntime: Sendable {
 
     init(
         configuration: KeelConfiguration, store: any KeelStore, registry: JobRegistry, hub: ChangeHub, clock: any KeelClock,
-        metrics: JobMetrics, logger: Logger, workerCount: Int
+        metrics: JobMetrics, logger: Logger, workerCount: Int, uploads: UploadRuntime
     ) {
         self.workers = WorkerPool(
             count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, hub: hub,
@@ -145,7 +151,8 @@ struct JobRuntime: Sendable {
             ChangeFeedService(feed: store.changes, hub: hub, logger: logger),
             self.workers,
             JanitorService(
-                store: store, owner: configuration.instanceID, settings: configuration.jobs, hub: hub, clock: clock, metrics: metrics, logger: logger
+                store: store, owner: configuration.instanceID, settings: configuration.jobs, hub: hub, clock: clock, metrics: metrics, logger: logger,
+                uploads: uploads
             ),
         ]
         self.metrics = metrics
@@ -160,12 +167,13 @@ public struct KeelWorkerProcess: Sendable {
 
     public init(
         configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
-        metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn
+        metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks()
     ) throws {
         try ConfigurationLoader.validate(configuration)
+        let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: ChangeHub(), clock: clock, metrics: JobMetrics(metrics),
-            logger: logger, workerCount: max(1, configuration.jobs.workers)
+            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads
         )
         self.configuration = configuration
         self.logger = logger
@@ -191,5 +199,41 @@ public struct KeelWorkerProcess: Sendable {
         )
         configuration.maximumGracefulShutdownDuration = drainTimeout + JobRuntime.releaseMargin
         try await ServiceGroup(configuration: configuration).run()
+    }
+}
+
+/// The upload machinery of one process: where bytes go, metrics, completion hooks.
+struct UploadRuntime: Sendable {
+    let blobs: any BlobStore
+    let metrics: UploadMetrics
+    let announcer: UploadAnnouncer
+    let settings: UploadSettings
+
+    init(configuration: KeelConfiguration, store: any KeelStore, hooks: UploadHooks, clock: any KeelClock, metrics: KeelMetrics, logger: Logger) throws {
+        self.blobs = try Self.blobStore(configuration, store: store)
+        self.metrics = UploadMetrics(metrics)
+        self.announcer = UploadAnnouncer(store: store.uploads, hooks: hooks, clock: clock, metrics: self.metrics, logger: logger)
+        self.settings = configuration.uploads
+    }
+
+    /// `auto`: a directory beside the SQLite file, or the database itself on PostgreSQL.
+    static func blobStore(_ configuration: KeelConfiguration, store: any KeelStore) throws -> any BlobStore {
+        switch configuration.uploads.blobs {
+        case .directory(let path):
+            return try DirectoryBlobStore(root: path)
+        case .database:
+            guard let blobs = store.databaseBlobs else {
+                throw KeelError.invalidConfiguration("This store cannot keep upload bytes in its database.", hint: "Use --upload-blobs auto or dir:PATH.")
+            }
+            return blobs
+        case .automatic:
+            if let blobs = store.databaseBlobs { return blobs }
+            switch configuration.store {
+            case .sqlite(let path):
+                return try DirectoryBlobStore(root: URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("uploads").path)
+            case .postgres:
+                return try DirectoryBlobStore(root: "./keel-data/uploads")
+            }
+        }
     }
 }

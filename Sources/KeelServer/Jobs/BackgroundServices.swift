@@ -43,6 +43,7 @@ struct JanitorService: Service {
     let clock: any KeelClock
     let metrics: JobMetrics
     let logger: Logger
+    let uploads: UploadRuntime
 
     static let leaseName = "janitor"
     static let purgeBatch = 500
@@ -83,6 +84,7 @@ struct JanitorService: Service {
                 purgedSessions += purged
                 if purged < Self.purgeBatch { break }
             }
+            try await self.sweepUploads(now: now)
             if purgedJobs + purgedSessions > 0 {
                 self.logger.info("purged expired state", metadata: ["keel.jobs": "\(purgedJobs)", "keel.sessions": "\(purgedSessions)"])
             }
@@ -91,6 +93,39 @@ struct JanitorService: Service {
         } catch {
             if !Task.isCancelled { self.logger.warning("janitor round failed", metadata: ["keel.error": "\(error)"]) }
             return false
+        }
+    }
+}
+
+extension JanitorService {
+    /// How long after completion an upload's announcement counts as lost (its instance died before the hooks ran).
+    static let announcementGrace: Duration = .seconds(30)
+
+    /// Expires unfinished uploads (deleting their bytes), removes finished
+    /// ones past retention, forgets ended ones after a day, and reruns
+    /// completion hooks that never ran.
+    func sweepUploads(now: Date) async throws {
+        let store = self.store.uploads
+        var expired = 0
+        while !Task.isCancelled {
+            let batch = try await store.expire(now: now, limit: Self.purgeBatch)
+            for (upload, _) in batch {
+                do {
+                    try await self.uploads.blobs.deleteBlobs(uploadID: upload.id, keeping: [])
+                } catch {
+                    self.logger.warning("could not delete an expired upload's bytes", metadata: ["keel.upload": "\(upload.id)", "keel.error": "\(error)"])
+                }
+                if upload.status == .uploading { self.uploads.metrics.expired.increment() }
+            }
+            expired += batch.count
+            if batch.count < Self.purgeBatch { break }
+        }
+        let forgotten = try await store.purgeEnded(before: now.addingTimeInterval(-86_400), limit: Self.purgeBatch)
+        if expired + forgotten > 0 {
+            self.logger.info("expired uploads", metadata: ["keel.uploads.expired": "\(expired)", "keel.uploads.forgotten": "\(forgotten)"])
+        }
+        for upload in try await store.unannounced(before: now.addingTimeInterval(-Self.announcementGrace.timeInterval), limit: 100) {
+            await self.uploads.announcer.announce(upload)
         }
     }
 }

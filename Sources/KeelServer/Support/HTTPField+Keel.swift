@@ -10,3 +10,18 @@ extension HTTPField.Name {
     static let idempotentReplayed = Self("Idempotent-Replayed")!
     static let lastEventID = Self("Last-Event-ID")!
 }
+
+extension HTTPField.Name {
+    static let tusResumable = Self("Tus-Resumable")!
+    static let tusVersion = Self("Tus-Version")!
+    static let tusExtension = Self("Tus-Extension")!
+    static let tusMaxSize = Self("Tus-Max-Size")!
+    static let tusChecksumAlgorithm = Self("Tus-Checksum-Algorithm")!
+    static let uploadOffset = Self("Upload-Offset")!
+    static let uploadLength = Self("Upload-Length")!
+    static let uploadDeferLength = Self("Upload-Defer-Length")!
+    static let uploadMetadata = Self("Upload-Metadata")!
+    static let uploadExpires = Self("Upload-Expires")!
+    static let uploadChecksum = Self("Upload-Checksum")!
+    static let uploadConcat = Self("Upload-Concat")!
+}

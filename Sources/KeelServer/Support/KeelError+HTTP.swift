@@ -18,6 +18,12 @@ extension KeelError.Code {
         case .corsOriginNotAllowed: .forbidden
         case .draining, .storeUnavailable, .schemaTooNew: .serviceUnavailable
         case .invalidConfiguration, .internalError: .internalServerError
+        case .offsetMismatch, .uploadIncomplete: .conflict
+        case .checksumMismatch: HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch")
+        case .uploadLocked: HTTPResponse.Status(code: 423, reasonPhrase: "Locked")
+        case .uploadExpired: .gone
+        case .tusVersionUnsupported: .preconditionFailed
+        case .rangeNotSatisfiable: .rangeNotSatisfiable
         }
     }
 }
