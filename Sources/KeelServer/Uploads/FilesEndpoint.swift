@@ -50,7 +50,10 @@ extension UploadsController {
     /// upload, a durable blob, one fenced commit that completes it.
     private func storeFile(_ part: MultipartPart, sessionID: String) async throws -> Upload {
         let now = self.clock.now()
-        var metadata = "filename " + Data((part.filename ?? "file").utf8).base64EncodedString()
+        // Browsers may send a path ("C:\\Users\\me\\a.txt"); keep the last component.
+        let sent = part.filename ?? "file"
+        let filename = sent.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? "file"
+        var metadata = "filename " + Data(filename.utf8).base64EncodedString()
         if let type = part.contentType { metadata += ",filetype " + Data(type.utf8).base64EncodedString() }
         metadata += ",field " + Data(part.name.utf8).base64EncodedString()
         let length = Int64(part.body.count)

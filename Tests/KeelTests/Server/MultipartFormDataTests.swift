@@ -26,7 +26,6 @@ struct MultipartFormDataTests {
         let error = #expect(throws: KeelError.self, sourceLocation: sourceLocation) {
             try MultipartFormData.parse(body, boundary: boundary, maxParts: maxParts)
         }
-        print("DEBUG \(sourceLocation.line): \(error.map { String(describing: $0) } ?? "nil")")
         #expect(error?.code == .badRequest, sourceLocation: sourceLocation)
     }
 
@@ -110,7 +109,6 @@ struct MultipartFormDataTests {
                 try MultipartFormData.boundary(fromContentType: contentType)
             }
             #expect(error?.code == .badRequest, "\(contentType)")
-            print("DEBUG ct \(contentType): \(error.map { String(describing: $0) } ?? "nil")")
         }
     }
 
@@ -215,19 +213,6 @@ struct MultipartFormDataTests {
         let parts = try MultipartFormData.parse(three, boundary: "b", maxParts: 3)
         #expect(parts.count == 3)
         expectBadRequest(three, boundary: "b", maxParts: 2)
-    }
-
-    @Test("perf")
-    func perf() throws {
-        let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
-        var content = [UInt8](repeating: 0, count: 10_000_000)
-        for i in content.indices { content[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
-        let input = body(boundary: boundary, [(["Content-Disposition: form-data; name=\"f\"; filename=\"a\""], content)])
-        let clock = ContinuousClock()
-        var parts: [MultipartPart] = []
-        let elapsed = try clock.measure { parts = try MultipartFormData.parse(input, boundary: boundary) }
-        print("DEBUG perf \(elapsed) \(parts.first?.body.count ?? -1)")
-        #expect(parts.first.map { Array($0.body) } == content)
     }
 
     @Test("a form with no parts is empty")
