@@ -386,7 +386,7 @@ final class PostgresBlobWriter: BlobWriter {
             let full: (ByteBuffer, Int32)? = self.state.withLock { state in
                 let room = PostgresBlobStore.partSize - state.pending.readableBytes
                 let taken = remaining.prefix(room)
-                state.pending.writeBytes(taken)
+                _ = taken.withUnsafeBytes { state.pending.writeBytes($0) }
                 remaining = remaining.dropFirst(taken.count)
                 guard state.pending.readableBytes == PostgresBlobStore.partSize else { return nil }
                 defer {

@@ -35,6 +35,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("sse-retry"), help: ArgumentHelp(ConfigurationKnob.sseRetry.help)) var sseRetry: String?
     @Option(name: .customLong("sse-batch-size"), help: ArgumentHelp(ConfigurationKnob.sseBatchSize.help)) var sseBatchSize: String?
     @OptionGroup(title: "Jobs") var jobs: JobOptions
+    @OptionGroup(title: "Uploads") var uploads: UploadOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -46,6 +47,7 @@ struct Serve: AsyncParsableCommand {
         ]
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
             .merging(self.jobs.flags) { $1 }
+            .merging(self.uploads.flags) { $1 }
     }
 
     func run() async throws {

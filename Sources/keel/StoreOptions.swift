@@ -77,6 +77,25 @@ struct JobOptions: ParsableArguments {
     }
 }
 
+/// Settings of uploads, shared by `serve` and `worker` (whose janitor expires uploads).
+struct UploadOptions: ParsableArguments {
+    @Option(name: .customLong("upload-blobs"), help: ArgumentHelp(ConfigurationKnob.uploadBlobs.help)) var blobs: String?
+    @Option(name: .customLong("upload-max-size"), help: ArgumentHelp(ConfigurationKnob.uploadMaxSize.help)) var maxSize: String?
+    @Option(name: .customLong("upload-expiry"), help: ArgumentHelp(ConfigurationKnob.uploadExpiry.help)) var expiry: String?
+    @Option(name: .customLong("upload-retention"), help: ArgumentHelp(ConfigurationKnob.uploadRetention.help)) var retention: String?
+    @Option(name: .customLong("upload-commit-bytes"), help: ArgumentHelp(ConfigurationKnob.uploadCommitBytes.help)) var commitBytes: String?
+    @Option(name: .customLong("upload-lock-timeout"), help: ArgumentHelp(ConfigurationKnob.uploadLockTimeout.help)) var lockTimeout: String?
+    @Option(name: .customLong("file-max-bytes"), help: ArgumentHelp(ConfigurationKnob.fileMaxBytes.help)) var fileMaxBytes: String?
+
+    var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.uploadBlobs, self.blobs), (.uploadMaxSize, self.maxSize), (.uploadExpiry, self.expiry), (.uploadRetention, self.retention),
+            (.uploadCommitBytes, self.commitBytes), (.uploadLockTimeout, self.lockTimeout), (.fileMaxBytes, self.fileMaxBytes),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+    }
+}
+
 enum Runtime {
     /// Sets up swift-log once for the process, as text or JSON lines.
     static func bootstrapLogging(_ configuration: KeelConfiguration) -> Logger {
