@@ -1,0 +1,55 @@
+import Crypto
+import Foundation
+import KeelCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real clients from other ecosystems against a real `keel serve`. They run
+/// when `KEEL_TEST_PYTHON` names a Python with the packages of
+/// `Tests/Clients/requirements.txt` (`scripts/test` always provides one).
+@Suite("Third-party clients", .timeLimit(.minutes(3)))
+struct ThirdPartyClientTests {
+    static var python: String? {
+        ProcessInfo.processInfo.environment["KEEL_TEST_PYTHON"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    static var clientsDirectory: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Clients")
+    }
+
+    @Test("tuspy (the official Python tus client) uploads, resumes from HEAD with sha1 checksums, and the stored file matches", .enabled(if: python != nil))
+    func tuspy() async throws {
+        let fixture = try await StoreFixture.make(.sqlite)
+        let server = try await KeelProcess.serve(store: fixture.location)
+        defer { server.signal(SIGKILL) }
+        let token = try await MultiProcessJobTests.session(on: server)
+        let content = MultiProcessUploadTests.content(megabytes: 7)
+        let file = fixture.directory.appendingPathComponent("source.bin")
+        try Data(content).write(to: file)
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(Self.python))
+        process.arguments = [Self.clientsDirectory.appendingPathComponent("tuspy_upload.py").path, server.baseURL, token, file.path]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
+        let complaints = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(String(decoding: complaints, as: UTF8.self))")
+        let report = try JSONValue.parse(Array(printed)).objectValue ?? [:]
+        // The first uploader stopped at half; the second learned that from HEAD.
+        #expect(report["resumed_from"] == .int(Int64(content.count / 2)))
+        let url = try #require(report["url"]?.stringValue)
+        #expect(url.hasPrefix(server.baseURL + "/api/uploads/"))
+        let location = String(url.dropFirst(server.baseURL.count))
+        try await MultiProcessUploadTests.verify(server, location, token: token, content: content)
+        #expect(server.log.contains("upload complete"))
+    }
+}
