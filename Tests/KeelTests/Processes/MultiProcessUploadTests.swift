@@ -144,6 +144,47 @@ struct MultiProcessUploadTests {
         #expect(b.log.contains("upload complete") || restarted.log.contains("upload complete"))
     }
 
+    @Test("a client that disconnects mid-PATCH and a server stopped by SIGTERM mid-PATCH both leave every received byte, and no lock behind", arguments: [Driver.sqlite])
+    func brokenOff(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let a = try await KeelProcess.serve(store: fixture.location, arguments: Self.arguments + ["--drain-timeout", "1s"])
+        let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.arguments)
+        let servers = ServerList([a, b])
+        defer { servers.killAll() }
+        let content = Self.content(megabytes: 10)
+        let token = try await MultiProcessJobTests.session(on: a)
+        let location = try await Self.create(b, token: token, length: content.count)
+
+        // The client gives up after 1.5 MiB (not a multiple of the commit size).
+        let sent = 1_048_576 + 524_288
+        let abandoned = Task {
+            try await Self.patch(b, location, token: token, offset: 0, bytes: content[0..<Self.chunk], pauseAfter: sent, whilePaused: {
+                try await Task.sleep(for: .seconds(60))
+            })
+        }
+        try await Task.sleep(for: .milliseconds(800))
+        abandoned.cancel()
+        try await waitFor("the disconnected PATCH's bytes to be committed") {
+            try await Self.offset(a, location, token: token) == sent
+        }
+        // Its lease was released: the next PATCH proceeds at once.
+        let next = try await Self.patch(a, location, token: token, offset: sent, bytes: content[sent..<(sent + 1_048_576)])
+        #expect(next.status == 204, "\(next.body)")
+
+        // A receives 2.5 MiB more, then gets SIGTERM while the body is still open.
+        let start = sent + 1_048_576
+        let stopped = try? await Self.patch(
+            a, location, token: token, offset: start, bytes: content[start..<(start + Self.chunk)], pauseAfter: 2 * 1_048_576 + 524_288,
+            whilePaused: {
+                a.signal(SIGTERM)
+                #expect(await a.waitForExit() == 0)
+            })
+        #expect(stopped?.status != 204)
+        #expect(try await Self.offset(b, location, token: token) == start + 2 * 1_048_576 + 524_288)
+        try await Self.upload(content, location: location, token: token, servers: { [b] })
+        try await Self.verify(b, location, token: token, content: content)
+    }
+
     @Test("two clients racing PATCHes on one upload through two processes never corrupt it", arguments: Driver.available)
     func racingClients(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)
