@@ -5,6 +5,7 @@ import HummingbirdTesting
 import KeelCore
 import KeelServer
 import NIOCore
+import Synchronization
 import Testing
 
 /// The tus 1.0.0 protocol as clients see it, in process on SQLite.
@@ -266,6 +267,54 @@ struct UploadsAPITests {
             #expect(big.json["error"]?.objectValue?["hint"]?.stringValue?.contains("/api/uploads") == true)
             let notMultipart = try await client.send(.post, "/api/files", token: token, body: "{}")
             #expect(notMultipart.status == .unsupportedMediaType)
+        }
+    }
+
+    @Test("completion hooks run once per upload; a failed hook is retried by the janitor; the janitor expires unfinished uploads and deletes their bytes")
+    func hooksAndJanitor() async throws {
+        let clock = ManualClock(Date())
+        let calls = Mutex<[String]>([])
+        let failFirst = Mutex(true)
+        var hooks = UploadHooks()
+        hooks.onCompletion { upload in
+            #expect(upload.status == .complete)
+            calls.withLock { $0.append(upload.id) }
+            if failFirst.withLock({ flag in defer { flag = false }; return flag }) {
+                throw KeelError(.internalError, "hook down")
+            }
+        }
+        try await withTestApp(clock: clock, configure: { configuration in
+            configuration.uploads.expiry = .seconds(3600)
+            configuration.jobs.janitorInterval = .milliseconds(50)
+            configuration.jobs.workers = 0
+        }, runJobs: true, uploadHooks: hooks) { app, client in
+            let token = try await client.createSession()
+            let location = try #require(try await client.tusCreate(token: token, length: 3).headers[.location])
+            let id = String(location.split(separator: "/").last!)
+            #expect(try await client.tusPatch(location, token: token, offset: 0, bytes: Array("abc".utf8)[...]).status == .noContent)
+            #expect(calls.withLock { $0 } == [id])
+            #expect(try await app.store.uploads.upload(id: id)?.announcedAt == nil)
+            // After the grace period the janitor runs the hook again, and this time it sticks.
+            clock.advance(by: .seconds(31))
+            try await waitFor("the janitor to announce the upload") { try await app.store.uploads.upload(id: id)?.announcedAt != nil }
+            #expect(calls.withLock { $0 } == [id, id])
+
+            // An unfinished upload with bytes on disk expires and its directory goes.
+            let unfinished = try #require(try await client.tusCreate(token: token, length: 10).headers[.location])
+            let unfinishedID = String(unfinished.split(separator: "/").last!)
+            #expect(try await client.tusPatch(unfinished, token: token, offset: 0, bytes: Array("abc".utf8)[...]).status == .noContent)
+            guard case .sqlite(let path) = app.configuration.store else { return }
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("uploads/\(unfinishedID)").path
+            #expect(FileManager.default.fileExists(atPath: directory))
+            clock.advance(by: .seconds(3601))
+            try await waitFor("the janitor to expire the upload") { try await app.store.uploads.upload(id: unfinishedID)?.status == .expired }
+            try await waitFor("the bytes to be deleted") { !FileManager.default.fileExists(atPath: directory) }
+            #expect(try await client.tusHead(unfinished, token: token).status == .gone)
+            let metrics = String(decoding: app.metrics.render(), as: UTF8.self)
+            for series in ["keel_uploads_created_total 2", "keel_uploads_finished_total 1", "keel_uploads_expired_total 1", "keel_upload_bytes_received_total 6"] {
+                #expect(metrics.contains(series), "\(series)")
+            }
+            #expect(metrics.contains("keel_upload_patch_duration_seconds_count"))
         }
     }
 

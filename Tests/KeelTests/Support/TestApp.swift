@@ -11,6 +11,7 @@ func withTestApp<T: Sendable>(
     clock: any KeelClock = SystemClock(),
     configure: (inout KeelConfiguration) -> Void = { _ in },
     runJobs: Bool = false,
+    uploadHooks: UploadHooks = UploadHooks(),
     _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
 ) async throws -> T {
     var configuration = KeelConfiguration()
@@ -19,7 +20,8 @@ func withTestApp<T: Sendable>(
     let frozen = configuration
     let fixture = try await StoreFixture.make(.sqlite)
     return try await fixture.withStore { store in
-        let app = try await KeelApplication.build(configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock)
+        let app = try await KeelApplication.build(
+            configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock, uploadHooks: uploadHooks)
         guard runJobs else {
             return try await app.http.test(.router) { client in try await body(app, client) }
         }
