@@ -235,6 +235,12 @@ struct UploadsController: Sendable {
             for try await buffer in request.body {
                 try await session.take(buffer)
             }
+        } catch let error as KeelError where error.code == .payloadTooLarge {
+            // Past the length: none of this PATCH's bytes are kept.
+            await session.discard()
+            let (store, lease) = (self.store, lease)
+            _ = try? await Task { try await store.release(lease) }.value
+            throw error
         } catch {
             // Broken off: keep what arrived (unless a checksum must vouch for it), then answer with the error.
             await session.salvage()
@@ -360,6 +366,7 @@ struct UploadsController: Sendable {
             if upload.status == .complete {
                 controller.metrics.finished.increment()
                 controller.logger.info("upload complete", metadata: ["keel.upload": "\(upload.id)", "keel.bytes": "\(upload.offset)"])
+                await controller.removeStrayBlobs(upload.id)
                 await controller.announcer.announce(upload)
             }
             return upload
@@ -381,6 +388,16 @@ struct UploadsController: Sendable {
             self.writer = nil
             self.staging.removeAll(keepingCapacity: true)
             self.segmentBytes = 0
+        }
+    }
+
+    /// Deletes blobs that no segment names: left by PATCHes killed or taken over before they committed.
+    func removeStrayBlobs(_ uploadID: String) async {
+        do {
+            let keys = Set(try await self.store.segments(uploadID: uploadID).map(\.key))
+            try await self.blobs.deleteBlobs(uploadID: uploadID, keeping: keys)
+        } catch {
+            self.logger.warning("could not remove stray blobs of a finished upload", metadata: ["keel.upload": "\(uploadID)", "keel.error": "\(error)"])
         }
     }
 

@@ -318,6 +318,28 @@ struct UploadsAPITests {
         }
     }
 
+    @Test("a blob left by a PATCH that never committed is removed when the upload completes; bytes past the length are refused whole")
+    func strayBlobs() async throws {
+        try await withTestApp { app, client in
+            let token = try await client.createSession()
+            let location = try #require(try await client.tusCreate(token: token, length: 6).headers[.location])
+            let id = String(location.split(separator: "/").last!)
+            guard case .sqlite(let path) = app.configuration.store else { return }
+            let blobs = try DirectoryBlobStore(root: URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("uploads").path)
+            // A PATCH killed before its commit left this behind.
+            let stray = try await blobs.makeWriter(uploadID: id)
+            try await stray.write(Array("zzz".utf8))
+            try await stray.finish()
+            #expect(try await client.tusPatch(location, token: token, offset: 0, bytes: Array("abc".utf8)[...]).status == .noContent)
+            #expect(try await blobs.read(key: stray.key, offset: 0, count: 3) == Array("zzz".utf8))
+            #expect(try await client.tusPatch(location, token: token, offset: 3, bytes: Array("def".utf8)[...]).status == .noContent)
+            #expect(try await blobs.read(key: stray.key, offset: 0, count: 3).isEmpty)
+            #expect(String(buffer: try await client.send(.get, location, token: token).body) == "abcdef")
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("uploads/\(id)").path
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory).count == 2)
+        }
+    }
+
     @Test("CORS exposes the tus headers and Location to browsers")
     func corsExposesTusHeaders() async throws {
         try await withTestApp(configure: { $0.cors.allowedOrigins = ["https://app.example.com"] }) { _, client in
