@@ -17,6 +17,12 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
+    /// The text of a string, `nil` for every other kind of value.
+    public var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
     /// A short name of the value's JSON type, for error messages.
     public var kindName: String {
         switch self {

@@ -60,7 +60,9 @@ public struct KeelApplication: Sendable {
             instanceID: configuration.instanceID,
             startedAt: clock.now(),
             storeDescription: configuration.store.description,
-            jobs: jobRuntime
+            jobs: jobRuntime,
+            streams: configuration.streams,
+            uploads: uploads
         ).register(on: &routes)
         SessionController(
             store: store.sessions,

@@ -38,9 +38,15 @@ struct JobEventsController: Sendable {
                 hint: "Resume from an id this job's stream sent you, or from 0 to replay everything."
             )
         }
+        var heartbeats = true
+        switch query["heartbeat"].map(String.init) {
+        case nil, "on"?: break
+        case "off"?: heartbeats = false
+        case let other?: throw KeelError(.invalidInput, "heartbeat must be on or off, not '\(other)'.")
+        }
         switch query["format"].map(String.init) {
         case nil, "sse"?, "event-stream"?:
-            return self.stream(jobID: job.id, after: after)
+            return self.stream(jobID: job.id, after: after, heartbeats: heartbeats)
         case "json"?:
             return try await self.page(jobID: job.id, after: after, query: query)
         case let other?:
@@ -96,7 +102,10 @@ struct JobEventsController: Sendable {
         return .json(json.text, headers: [.cacheControl: "no-store"])
     }
 
-    private func stream(jobID: String, after: Int64) -> Response {
+    /// `heartbeats: false` (`?heartbeat=off`) leaves an idle stream silent:
+    /// `keel probe` uses it to measure how long the path in front of Keel
+    /// keeps an idle connection open.
+    private func stream(jobID: String, after: Int64, heartbeats: Bool) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -138,6 +147,10 @@ struct JobEventsController: Sendable {
                         if batch.count == settings.batchSize { continue }
                     }
                     let idle = ContinuousClock.now - lastWrite
+                    if !heartbeats {
+                        _ = await signal.wait(timeout: settings.heartbeatInterval)
+                        continue
+                    }
                     if idle >= settings.heartbeatInterval {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         metrics.streamHeartbeats.increment()

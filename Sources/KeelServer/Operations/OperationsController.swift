@@ -12,6 +12,8 @@ struct OperationsController: Sendable {
     let startedAt: Date
     let storeDescription: String
     let jobs: JobRuntime
+    let streams: StreamSettings
+    let uploads: UploadRuntime
 
     func register(on routes: inout RouteTable) {
         routes.add("/health", .get, self.health)
@@ -63,7 +65,17 @@ struct OperationsController: Sendable {
                 }
             }
             json.field("streams") { json in
-                json.object { json in json.field("open", Int64(self.jobs.metrics.openStreams)) }
+                json.object { json in
+                    json.field("open", Int64(self.jobs.metrics.openStreams))
+                    json.field("heartbeat_seconds", self.streams.heartbeatInterval.timeInterval)
+                }
+            }
+            json.field("uploads") { json in
+                json.object { json in
+                    json.field("blobs", self.uploads.blobs.kind)
+                    json.field("max_size", self.uploads.settings.maxSize)
+                    json.field("lock_timeout_seconds", self.uploads.settings.lockTimeout.timeInterval)
+                }
             }
             json.field("store") { json in
                 json.object { json in

@@ -75,9 +75,3 @@ extension TestResponse {
     }
 }
 
-extension JSONValue {
-    var stringValue: String? {
-        if case .string(let value) = self { return value }
-        return nil
-    }
-}
