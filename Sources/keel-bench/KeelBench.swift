@@ -14,7 +14,7 @@ struct KeelBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keel-bench",
         abstract: "Load generators for Keel's benchmarks (see bench/).",
-        subcommands: [JobThroughput.self, Pickup.self, Streams.self, IdleStreams.self]
+        subcommands: [JobThroughput.self, Pickup.self, Streams.self, IdleStreams.self, Cluster.self]
     )
 }
 
