@@ -83,6 +83,8 @@ public final class PostgresStore: KeelStore {
         return report
     }
 
+    public var supportedSchemaVersion: Int { PostgresSchema.latestVersion }
+
     public func schemaVersion() async throws -> Int {
         await self.started.wait()
         return try await withStoreErrors {

@@ -100,6 +100,8 @@ public final class SQLiteStore: KeelStore {
         return report
     }
 
+    public var supportedSchemaVersion: Int { SQLiteSchema.latestVersion }
+
     public func schemaVersion() async throws -> Int {
         try await withStoreErrors {
             try await self.pool.read { db in

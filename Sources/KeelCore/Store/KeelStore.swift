@@ -31,6 +31,9 @@ public protocol KeelStore: Sendable {
     /// The schema version recorded in the store (0 before any migration).
     func schemaVersion() async throws -> Int
 
+    /// The newest schema version this binary knows (what `migrate` brings the store to).
+    var supportedSchemaVersion: Int { get }
+
     /// One round trip to the store, for readiness checks.
     func ping() async throws
 

@@ -46,7 +46,7 @@ public struct KeelApplication: Sendable {
 
         // Middleware must be added before the routes it wraps. Outermost first.
         let router = Router(context: KeelRequestContext.self)
-        router.add(middleware: RequestIdentityMiddleware(instanceID: configuration.instanceID))
+        router.add(middleware: RequestIdentityMiddleware(instanceID: configuration.instanceID, drain: drain))
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: CORSAllowlistMiddleware(policy: configuration.cors))
         router.add(middleware: ErrorMiddleware())

@@ -8,6 +8,7 @@ import Logging
 struct RequestIdentityMiddleware: RouterMiddleware {
     typealias Context = KeelRequestContext
     let instanceID: String
+    let drain: DrainState
     let ids = RequestIDGenerator()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -24,6 +25,10 @@ struct RequestIdentityMiddleware: RouterMiddleware {
         // The server closes such connections; say so, as RFC 9112 asks, so
         // clients do not try to reuse the socket.
         if let connection = request.headers[.connection], connection.lowercased().contains("close") {
+            response.headers[.connection] = "close"
+        } else if self.drain.isDraining {
+            // Draining: ask clients and proxies not to reuse this connection, so their
+            // keep-alive pools empty before the listener closes.
             response.headers[.connection] = "close"
         }
         return response

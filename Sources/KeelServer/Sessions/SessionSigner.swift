@@ -51,7 +51,7 @@ public struct SessionSigner: Sendable {
     }
 
     /// Meta key under which a generated secret is kept in the store.
-    static let storedSecretKey = "session_signing_secret"
+    public static let storedSecretKey = "session_signing_secret"
 
     /// The signer for this deployment: configured secrets, or else the secret
     /// generated once and kept in the store, so every instance signs alike.
