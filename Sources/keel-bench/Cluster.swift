@@ -176,7 +176,9 @@ struct ClusterFire: AsyncParsableCommand {
             for index in 0..<jobs {
                 group.addTask {
                     let key = "cluster-\(run)-\(index)"
-                    let input = #"{"type":"demo.generate","input":{"tokens":\#(tokens),"delay_ms":\#(delay)}}"#
+                    // Every kill of the instance running a job costs it an attempt (a crashing job must not loop forever):
+                    // under a chaos loop, allow plenty.
+                    let input = #"{"type":"demo.generate","input":{"tokens":\#(tokens),"delay_ms":\#(delay)},"max_attempts":20}"#
                     let created = try await http.send(.POST, "/api/jobs", token: token, headers: [("Idempotency-Key", key)], json: input)
                     guard [200, 202].contains(created.status), let id = created.json["id"]?.stringValue else {
                         tally.fail("job \(key): create answered \(created.status) \(created.text)")

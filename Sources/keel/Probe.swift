@@ -46,7 +46,10 @@ struct Probe: AsyncParsableCommand {
         guard let base = URL(string: self.url), base.scheme == "http" || base.scheme == "https", base.host != nil else {
             throw ValidationError("'\(self.url)' is not an http(s) URL.")
         }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(timeout: .init(connect: .seconds(5))))
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(5)))
+        // Streams are asked for as browsers ask (gzip accepted), so a proxy that compresses, and so buffers, them shows up.
+        configuration.decompression = .enabled(limit: .none)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let probe = Prober(
             client: client, base: self.url.hasSuffix("/") ? String(self.url.dropLast()) : self.url, origin: self.origin,
             chunkSize: self.chunkSize, idleWait: self.idleWait, requests: max(4, self.requests), disruptive: self.disruptive
@@ -306,7 +309,7 @@ struct Prober: Sendable {
             let evidence = "\(tokens.count) events sent 300 ms apart arrived over \(String(format: "%.2f", spread)) s (expected ≈ \(String(format: "%.1f", expected)) s)"
             if spread < expected * 0.4 {
                 return .fail("buffering", evidence + ": something in front buffers responses",
-                    fix: "nginx: proxy_buffering off (Keel also sends X-Accel-Buffering: no); other proxies and CDNs: disable response buffering for /api/jobs/*/events.")
+                    fix: "Turn off response buffering and compression for /api/jobs/*/events: nginx proxy_buffering off (Keel also sends X-Accel-Buffering: no, unless proxy_ignore_headers drops it) and no gzip for text/event-stream; CDNs: bypass caching and buffering for that path.")
             }
             return .pass("buffering", evidence)
         } catch {
@@ -475,6 +478,7 @@ struct Prober: Sendable {
         var request = HTTPClientRequest(url: self.base + path)
         request.headers.add(name: "Cookie", value: "keel_session=\(token)")
         request.headers.add(name: "Accept", value: "text/event-stream")
+        request.headers.add(name: "Accept-Encoding", value: "gzip, deflate")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
         let response = try await self.client.execute(request, timeout: .seconds(Int64(timeout.timeInterval.rounded(.up)) + 5))
         let head = ProbeResponse(status: Int(response.status.code), headers: response.headers, body: ByteBuffer())
@@ -486,24 +490,31 @@ struct Prober: Sendable {
                 var pending = ""
                 var id: Int64?
                 var type = "message"
-                for try await buffer in body {
-                    pending += String(buffer: buffer)
-                    while let newline = pending.firstIndex(of: "\n") {
-                        let line = String(pending[..<newline]).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
-                        pending = String(pending[pending.index(after: newline)...])
-                        if line.isEmpty {
-                            if let eventID = id {
-                                events.append(StreamEvent(id: eventID, type: type, arrival: .now))
-                                if events.count >= maxEvents || type == "done" { return events }
+                // A connection the path cuts mid-stream ends the stream: what arrived is the answer.
+                do {
+                    for try await buffer in body {
+                        pending += String(buffer: buffer)
+                        while let newline = pending.firstIndex(of: "\n") {
+                            let line = String(pending[..<newline]).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+                            pending = String(pending[pending.index(after: newline)...])
+                            if line.isEmpty {
+                                if let eventID = id {
+                                    events.append(StreamEvent(id: eventID, type: type, arrival: .now))
+                                    if events.count >= maxEvents || type == "done" { return events }
+                                }
+                                id = nil
+                                type = "message"
+                            } else if line.hasPrefix("id:") {
+                                id = Int64(line.dropFirst(3).trimmingCharacters(in: .whitespaces))
+                            } else if line.hasPrefix("event:") {
+                                type = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
                             }
-                            id = nil
-                            type = "message"
-                        } else if line.hasPrefix("id:") {
-                            id = Int64(line.dropFirst(3).trimmingCharacters(in: .whitespaces))
-                        } else if line.hasPrefix("event:") {
-                            type = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
                         }
                     }
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    return events
                 }
                 return events
             }
