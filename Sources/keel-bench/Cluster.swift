@@ -106,6 +106,17 @@ struct Balanced: Sendable {
 struct ClusterOptions: ParsableArguments {
     @Option(help: "The balancer's base URL.") var url = "http://127.0.0.1:8080"
 
+    /// Runs a phase with its client, shutting the client down on every path.
+    func run(_ body: @Sendable (HTTPClient, Tally, Balanced) async throws -> Void) async throws {
+        let (client, tally, http) = self.make()
+        do {
+            try await body(client, tally, http)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
     func make() -> (HTTPClient, Tally, Balanced) {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
@@ -138,18 +149,19 @@ struct ClusterSessions: AsyncParsableCommand {
     @Option(help: "Patch-then-read rounds.") var rounds = 150
 
     func run() async throws {
-        let (client, tally, http) = self.options.make()
-        let token = try await http.session()
-        for round in 1...self.rounds {
-            let patch = try await http.send(.PATCH, "/api/session", token: token, headers: [("Content-Type", "application/merge-patch+json")], bytes: ByteBuffer(string: #"{"round":\#(round)}"#))
-            if patch.status != 200 { tally.fail("PATCH round \(round): \(patch.status) \(patch.text)") }
-            let read = try await http.send(.GET, "/api/session", token: token)
-            if read.status != 200 || read.json["data"]?.objectValue?["round"] != .int(Int64(round)) {
-                tally.fail("GET after round \(round) on \(read.headers.first(name: "Keel-Instance") ?? "?"): \(read.status) \(read.text.prefix(200))")
+        try await self.options.run { client, tally, http in
+            let token = try await http.session()
+            for round in 1...self.rounds {
+                let patch = try await http.send(.PATCH, "/api/session", token: token, headers: [("Content-Type", "application/merge-patch+json")], bytes: ByteBuffer(string: #"{"round":\#(round)}"#))
+                if patch.status != 200 { tally.fail("PATCH round \(round): \(patch.status) \(patch.text)") }
+                let read = try await http.send(.GET, "/api/session", token: token)
+                if read.status != 200 || read.json["data"]?.objectValue?["round"] != .int(Int64(round)) {
+                    tally.fail("GET after round \(round) on \(read.headers.first(name: "Keel-Instance") ?? "?"): \(read.status) \(read.text.prefix(200))")
+                }
             }
+            print("sessions: \(self.rounds) patch+read rounds")
+            try await finish(phase: "sessions", tally: tally, client: client)
         }
-        print("sessions: \(self.rounds) patch+read rounds")
-        try await finish(phase: "sessions", tally: tally, client: client)
     }
 }
 
@@ -166,46 +178,47 @@ struct ClusterFire: AsyncParsableCommand {
     @Option(help: "Chunk size in MiB.") var chunkMib = 5
 
     func run() async throws {
-        let (client, tally, http) = self.options.make()
-        let token = try await http.session()
-        let run = Identifiers.random(byteCount: 6)
-        let (jobs, tokens, delay) = (self.jobs, self.tokens, self.delayMs)
-        let (uploads, uploadBytes, chunk) = (self.uploads, self.uploadMib * 1_048_576, self.chunkMib * 1_048_576)
-        let started = ContinuousClock.now
-        let streamed = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for index in 0..<jobs {
-                group.addTask {
-                    let key = "cluster-\(run)-\(index)"
-                    // Every kill of the instance running a job costs it an attempt (a crashing job must not loop forever):
-                    // under a chaos loop, allow plenty.
-                    let input = #"{"type":"demo.generate","input":{"tokens":\#(tokens),"delay_ms":\#(delay)},"max_attempts":20}"#
-                    let created = try await http.send(.POST, "/api/jobs", token: token, headers: [("Idempotency-Key", key)], json: input)
-                    guard [200, 202].contains(created.status), let id = created.json["id"]?.stringValue else {
-                        tally.fail("job \(key): create answered \(created.status) \(created.text)")
+        try await self.options.run { client, tally, http in
+            let token = try await http.session()
+            let run = Identifiers.random(byteCount: 6)
+            let (jobs, tokens, delay) = (self.jobs, self.tokens, self.delayMs)
+            let (uploads, uploadBytes, chunk) = (self.uploads, self.uploadMib * 1_048_576, self.chunkMib * 1_048_576)
+            let started = ContinuousClock.now
+            let streamed = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<jobs {
+                    group.addTask {
+                        let key = "cluster-\(run)-\(index)"
+                        // Every kill of the instance running a job costs it an attempt (a crashing job must not loop forever):
+                        // under a chaos loop, allow plenty.
+                        let input = #"{"type":"demo.generate","input":{"tokens":\#(tokens),"delay_ms":\#(delay)},"max_attempts":20}"#
+                        let created = try await http.send(.POST, "/api/jobs", token: token, headers: [("Idempotency-Key", key)], json: input)
+                        guard [200, 202].contains(created.status), let id = created.json["id"]?.stringValue else {
+                            tally.fail("job \(key): create answered \(created.status) \(created.text)")
+                            return false
+                        }
+                        return await Self.follow(http, token: token, id: id, tokens: tokens)
+                    }
+                }
+                for index in 0..<uploads {
+                    group.addTask {
+                        await Self.upload(http, token: token, index: index, size: uploadBytes, chunk: chunk)
                         return false
                     }
-                    return await Self.follow(http, token: token, id: id, tokens: tokens)
                 }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
-            for index in 0..<uploads {
-                group.addTask {
-                    await Self.upload(http, token: token, index: index, size: uploadBytes, chunk: chunk)
-                    return false
-                }
-            }
-            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            // Exactly one job per key: list the session's jobs.
+            let listed = try await http.send(.GET, "/api/jobs?limit=100", token: token)
+            let all = listed.json["jobs"].flatMap { value -> [JSONValue]? in if case .array(let items) = value { return items } else { return nil } } ?? []
+            if all.count != jobs { tally.fail("the session has \(all.count) jobs, expected \(jobs) (duplicates or losses)") }
+            let succeeded = all.filter { $0.objectValue?["status"] == .string("succeeded") }.count
+            if succeeded != jobs { tally.fail("\(succeeded) of \(jobs) jobs succeeded") }
+            let seconds = (ContinuousClock.now - started).timeInterval
+            print("fire: \(jobs) jobs (\(streamed) streams complete), \(uploads) uploads of \(self.uploadMib) MiB, \(String(format: "%.1f", seconds)) s")
+            try await finish(
+                phase: "fire", tally: tally,
+                extra: ["jobs": "\(jobs)", "jobs_succeeded": "\(succeeded)", "uploads": "\(uploads)", "bytes": "\(uploads * uploadBytes)"], client: client)
         }
-        // Exactly one job per key: list the session's jobs.
-        let listed = try await http.send(.GET, "/api/jobs?limit=100", token: token)
-        let all = listed.json["jobs"].flatMap { value -> [JSONValue]? in if case .array(let items) = value { return items } else { return nil } } ?? []
-        if all.count != jobs { tally.fail("the session has \(all.count) jobs, expected \(jobs) (duplicates or losses)") }
-        let succeeded = all.filter { $0.objectValue?["status"] == .string("succeeded") }.count
-        if succeeded != jobs { tally.fail("\(succeeded) of \(jobs) jobs succeeded") }
-        let seconds = (ContinuousClock.now - started).timeInterval
-        print("fire: \(jobs) jobs (\(streamed) streams complete), \(uploads) uploads of \(self.uploadMib) MiB, \(String(format: "%.1f", seconds)) s")
-        try await finish(
-            phase: "fire", tally: tally,
-            extra: ["jobs": "\(jobs)", "jobs_succeeded": "\(succeeded)", "uploads": "\(uploads)", "bytes": "\(uploads * uploadBytes)"], client: client)
     }
 
     /// Streams a job's events to the end, resuming with Last-Event-ID after every break: ids must run 1, 2, 3… with no gap or
@@ -344,38 +357,39 @@ struct ClusterIdle: AsyncParsableCommand {
     @Option(help: "Seconds the stream must stay idle (three times the balancer's read timeout).") var seconds = 30
 
     func run() async throws {
-        let (client, tally, http) = self.options.make()
-        let token = try await http.session()
-        let created = try await http.send(
-            .POST, "/api/jobs", token: token, headers: [("Idempotency-Key", "idle-\(Identifiers.random(byteCount: 6))")],
-            json: #"{"type":"demo.generate","input":{"tokens":1,"delay_ms":\#(self.seconds * 1000 + 2000)}}"#)
-        guard let id = created.json["id"]?.stringValue else { throw ValidationError("could not create a job: \(created.text)") }
-        var request = HTTPClientRequest(url: self.options.url + "/api/jobs/\(id)/events")
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        let opened = ContinuousClock.now
-        var heartbeats = 0
-        var sawToken = false
-        var sawDone = false
-        do {
-            let response = try await client.execute(request, timeout: .seconds(Int64(self.seconds) * 3))
-            tally.request(response.headers.first(name: "Keel-Instance"))
-            for try await buffer in response.body {
-                let text = String(buffer: buffer)
-                heartbeats += text.components(separatedBy: ": keep-alive").count - 1
-                if text.contains("event: token") { sawToken = true }
-                if text.contains("event: done") { sawDone = true }
+        try await self.options.run { client, tally, http in
+            let token = try await http.session()
+            let created = try await http.send(
+                .POST, "/api/jobs", token: token, headers: [("Idempotency-Key", "idle-\(Identifiers.random(byteCount: 6))")],
+                json: #"{"type":"demo.generate","input":{"tokens":1,"delay_ms":\#(self.seconds * 1000 + 2000)}}"#)
+            guard let id = created.json["id"]?.stringValue else { throw ValidationError("could not create a job: \(created.text)") }
+            var request = HTTPClientRequest(url: self.options.url + "/api/jobs/\(id)/events")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            let opened = ContinuousClock.now
+            var heartbeats = 0
+            var sawToken = false
+            var sawDone = false
+            do {
+                let response = try await client.execute(request, timeout: .seconds(Int64(self.seconds) * 3))
+                tally.request(response.headers.first(name: "Keel-Instance"))
+                for try await buffer in response.body {
+                    let text = String(buffer: buffer)
+                    heartbeats += text.components(separatedBy: ": keep-alive").count - 1
+                    if text.contains("event: token") { sawToken = true }
+                    if text.contains("event: done") { sawDone = true }
+                }
+            } catch {
+                tally.fail("the idle stream broke after \(String(format: "%.1f", (ContinuousClock.now - opened).timeInterval)) s: \(error)")
             }
-        } catch {
-            tally.fail("the idle stream broke after \(String(format: "%.1f", (ContinuousClock.now - opened).timeInterval)) s: \(error)")
+            let held = (ContinuousClock.now - opened).timeInterval
+            if !(sawToken && sawDone) {
+                tally.fail("the idle stream ended after \(String(format: "%.1f", held)) s without the job's output (cut by the balancer?)")
+            } else if held < Double(self.seconds) {
+                tally.fail("the job finished after only \(String(format: "%.1f", held)) s")
+            }
+            print("idle: stream open \(String(format: "%.1f", held)) s with \(heartbeats) heartbeats, then the token and done")
+            try await finish(phase: "idle", tally: tally, extra: ["held_seconds": String(format: "%.1f", held), "heartbeats": "\(heartbeats)"], client: client)
         }
-        let held = (ContinuousClock.now - opened).timeInterval
-        if !(sawToken && sawDone) {
-            tally.fail("the idle stream ended after \(String(format: "%.1f", held)) s without the job's output (cut by the balancer?)")
-        } else if held < Double(self.seconds) {
-            tally.fail("the job finished after only \(String(format: "%.1f", held)) s")
-        }
-        print("idle: stream open \(String(format: "%.1f", held)) s with \(heartbeats) heartbeats, then the token and done")
-        try await finish(phase: "idle", tally: tally, extra: ["held_seconds": String(format: "%.1f", held), "heartbeats": "\(heartbeats)"], client: client)
     }
 }
 
@@ -389,37 +403,38 @@ struct ClusterRolling: AsyncParsableCommand {
     @Option(help: "Concurrent clients.") var clients = 6
 
     func run() async throws {
-        let (client, tally, http) = self.options.make()
-        let deadline = ContinuousClock.now + .seconds(self.seconds)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for worker in 0..<self.clients {
-                group.addTask {
-                    let token = try await http.session()
-                    var round = 0
-                    while ContinuousClock.now < deadline {
-                        round += 1
-                        // Only connection errors are retried here: any HTTP error, 502/503 from the balancer included, is a failure.
-                        let patch = try await http.send(
-                            .PATCH, "/api/session", token: token, headers: [("Content-Type", "application/merge-patch+json")],
-                            bytes: ByteBuffer(string: #"{"n":\#(round)}"#), retryGateway: false)
-                        if patch.status != 200 { tally.fail("client \(worker): PATCH answered \(patch.status) \(patch.text.prefix(160))") }
-                        let read = try await http.send(.GET, "/api/session", token: token, retryGateway: false)
-                        if read.status != 200 || read.json["data"]?.objectValue?["n"] != .int(Int64(round)) {
-                            tally.fail("client \(worker): GET answered \(read.status) \(read.text.prefix(160))")
+        try await self.options.run { client, tally, http in
+            let deadline = ContinuousClock.now + .seconds(self.seconds)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<self.clients {
+                    group.addTask {
+                        let token = try await http.session()
+                        var round = 0
+                        while ContinuousClock.now < deadline {
+                            round += 1
+                            // Only connection errors are retried here: any HTTP error, 502/503 from the balancer included, is a failure.
+                            let patch = try await http.send(
+                                .PATCH, "/api/session", token: token, headers: [("Content-Type", "application/merge-patch+json")],
+                                bytes: ByteBuffer(string: #"{"n":\#(round)}"#), retryGateway: false)
+                            if patch.status != 200 { tally.fail("client \(worker): PATCH answered \(patch.status) \(patch.text.prefix(160))") }
+                            let read = try await http.send(.GET, "/api/session", token: token, retryGateway: false)
+                            if read.status != 200 || read.json["data"]?.objectValue?["n"] != .int(Int64(round)) {
+                                tally.fail("client \(worker): GET answered \(read.status) \(read.text.prefix(160))")
+                            }
+                            if round % 5 == 0 {
+                                let job = try await http.send(
+                                    .POST, "/api/jobs", token: token, headers: [("Idempotency-Key", "rolling-\(worker)-\(round)")],
+                                    json: #"{"type":"demo.generate","input":{"tokens":0}}"#, retryGateway: false)
+                                if ![200, 202].contains(job.status) { tally.fail("client \(worker): job create answered \(job.status) \(job.text.prefix(160))") }
+                            }
+                            try await Task.sleep(for: .milliseconds(20))
                         }
-                        if round % 5 == 0 {
-                            let job = try await http.send(
-                                .POST, "/api/jobs", token: token, headers: [("Idempotency-Key", "rolling-\(worker)-\(round)")],
-                                json: #"{"type":"demo.generate","input":{"tokens":0}}"#, retryGateway: false)
-                            if ![200, 202].contains(job.status) { tally.fail("client \(worker): job create answered \(job.status) \(job.text.prefix(160))") }
-                        }
-                        try await Task.sleep(for: .milliseconds(20))
                     }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            print("rolling: \(tally.requests) requests, \(tally.retries) retried after connection errors")
+            try await finish(phase: "rolling", tally: tally, client: client)
         }
-        print("rolling: \(tally.requests) requests, \(tally.retries) retried after connection errors")
-        try await finish(phase: "rolling", tally: tally, client: client)
     }
 }
