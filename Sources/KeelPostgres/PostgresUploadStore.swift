@@ -85,7 +85,9 @@ struct PostgresUploadStore: UploadStore {
         }
     }
 
-    func commit(_ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date) async throws -> Upload {
+    func commit(
+        _ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date, releasing: Bool
+    ) async throws -> Upload {
         try await self.transaction { connection -> Upload in
             guard let stored = try await self.locked(connection, lease.uploadID), stored.leaseToken == lease.token,
                 stored.upload.status == .uploading
@@ -99,7 +101,9 @@ struct PostgresUploadStore: UploadStore {
                 """
                 UPDATE keel_uploads SET upload_offset = \(upload.offset), length = \(upload.length), status = \(upload.status.rawValue),
                     updated_at = \(ms), expires_at = \(upload.expiresAt?.millisecondsSince1970),
-                    completed_at = \(upload.completedAt?.millisecondsSince1970), lease_renewed_at = \(ms)
+                    completed_at = \(upload.completedAt?.millisecondsSince1970), lease_renewed_at = \(ms),
+                    lease_token = CASE WHEN \(releasing) THEN NULL ELSE lease_token END,
+                    lease_owner = CASE WHEN \(releasing) THEN NULL ELSE lease_owner END
                 WHERE id = \(upload.id)
                 """,
                 logger: self.logger

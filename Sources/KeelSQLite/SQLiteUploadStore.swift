@@ -80,7 +80,9 @@ struct SQLiteUploadStore: UploadStore {
         }
     }
 
-    func commit(_ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date) async throws -> Upload {
+    func commit(
+        _ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date, releasing: Bool
+    ) async throws -> Upload {
         try await withStoreErrors {
             try await self.pool.write { db -> Upload in
                 guard let stored = try Self.fetch(db, id: lease.uploadID), stored.leaseToken == lease.token, stored.upload.status == .uploading else {
@@ -92,12 +94,14 @@ struct SQLiteUploadStore: UploadStore {
                 try db.executeCached(
                     sql: """
                         UPDATE keel_uploads SET upload_offset = ?, length = ?, status = ?, updated_at = ?, expires_at = ?, completed_at = ?,
-                            lease_renewed_at = ?
+                            lease_renewed_at = ?,
+                            lease_token = CASE WHEN ? THEN NULL ELSE lease_token END,
+                            lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END
                         WHERE id = ?
                         """,
                     arguments: [
                         upload.offset, upload.length, upload.status.rawValue, now.millisecondsSince1970, upload.expiresAt?.millisecondsSince1970,
-                        upload.completedAt?.millisecondsSince1970, now.millisecondsSince1970, upload.id,
+                        upload.completedAt?.millisecondsSince1970, now.millisecondsSince1970, releasing, releasing, upload.id,
                     ]
                 )
                 if let segment, segment.length > 0 {

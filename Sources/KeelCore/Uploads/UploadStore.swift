@@ -30,7 +30,10 @@ public protocol UploadStore: Sendable {
     /// and sets the new expiry. Fenced by the lease: throws
     /// ``KeelError/Code/leaseLost`` once another PATCH took it over or the
     /// upload ended, and ``KeelError/Code/offsetMismatch`` when `start` is not the offset.
-    func commit(_ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date) async throws -> Upload
+    /// With `releasing`, the lease is given back in the same transaction (a PATCH's last commit).
+    func commit(
+        _ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date, releasing: Bool
+    ) async throws -> Upload
 
     /// Gives the lease back (a no-op once lost).
     func release(_ lease: UploadLease) async throws
@@ -54,6 +57,13 @@ public protocol UploadStore: Sendable {
 
     /// Records the content's SHA-256 (hex) once computed.
     func setDigest(uploadID: String, sha256: String) async throws
+}
+
+extension UploadStore {
+    /// A commit that keeps the lease (more bytes follow in this PATCH).
+    public func commit(_ lease: UploadLease, segment: UploadSegment?, declaredLength: Int64?, expiry: UploadExpiry, now: Date) async throws -> Upload {
+        try await self.commit(lease, segment: segment, declaredLength: declaredLength, expiry: expiry, now: now, releasing: false)
+    }
 }
 
 /// The expiry a commit sets: `unfinished` while bytes are missing, `finished`

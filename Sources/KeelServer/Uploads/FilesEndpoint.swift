@@ -76,8 +76,8 @@ extension UploadsController {
             segment = UploadSegment(start: 0, length: length, key: writer.key)
         }
         self.metrics.bytesReceived.increment(by: Int(length))
-        let completed = try await self.store.commit(lease, segment: segment, declaredLength: nil, expiry: self.expiry(self.clock.now()), now: self.clock.now())
-        try? await self.store.release(lease)
+        let completed = try await self.store.commit(
+            lease, segment: segment, declaredLength: nil, expiry: self.expiry(self.clock.now()), now: self.clock.now(), releasing: true)
         self.metrics.finished.increment()
         await self.announcer.announce(completed)
         return completed

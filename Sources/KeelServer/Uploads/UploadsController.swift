@@ -315,7 +315,7 @@ struct UploadsController: Sendable {
         }
 
         /// Makes the current blob durable and commits it as the next segment.
-        mutating func commitSegment(declaredLength: Int64?) async throws {
+        mutating func commitSegment(declaredLength: Int64?, releasing: Bool = false) async throws {
             try await self.flush()
             var segment: UploadSegment?
             if let writer = self.writer {
@@ -327,7 +327,8 @@ struct UploadsController: Sendable {
             do {
                 // Its own task: a commit must not be skipped because the request's task was cancelled.
                 let upload = try await Task {
-                    try await controller.store.commit(lease, segment: segment, declaredLength: declaredLength, expiry: expiry, now: controller.clock.now())
+                    try await controller.store.commit(
+                        lease, segment: segment, declaredLength: declaredLength, expiry: expiry, now: controller.clock.now(), releasing: releasing)
                 }.value
                 self.upload = upload
                 self.offset = upload.offset
@@ -353,15 +354,17 @@ struct UploadsController: Sendable {
             }
             let controller = self.controller
             do {
+                // The last commit gives the lease back in the same transaction.
                 if self.segmentBytes > 0 || declaredLength != nil || self.upload == nil {
-                    try await self.commitSegment(declaredLength: declaredLength)
+                    try await self.commitSegment(declaredLength: declaredLength, releasing: true)
+                } else {
+                    let lease = self.lease
+                    _ = try? await Task { try await controller.store.release(lease) }.value
                 }
             } catch {
                 try? await controller.store.release(self.lease)
                 throw error
             }
-            let lease = self.lease
-            _ = try? await Task { try await controller.store.release(lease) }.value
             guard let upload = self.upload else { throw KeelError(.internalError, "A PATCH ended without a commit.") }
             if upload.status == .complete {
                 controller.metrics.finished.increment()
@@ -374,11 +377,10 @@ struct UploadsController: Sendable {
 
         /// After a broken body: commit what arrived when no checksum has to vouch for it, then release.
         mutating func salvage() async {
-            if self.checksum == nil, self.segmentBytes > 0 {
-                try? await self.commitSegment(declaredLength: nil)
-            } else {
-                await self.discard()
+            if self.checksum == nil, self.segmentBytes > 0, (try? await self.commitSegment(declaredLength: nil, releasing: true)) != nil {
+                return
             }
+            await self.discard()
             let (store, lease) = (self.controller.store, self.lease)
             _ = try? await Task { try await store.release(lease) }.value
         }

@@ -102,6 +102,14 @@ struct UploadStoreConformanceTests {
                 second, segment: UploadSegment(start: 0, length: 3, key: "\(upload.id)/new"), declaredLength: 3, expiry: Self.expiry(), now: Self.t0)
             #expect(done.length == 3 && done.status == .complete)
             #expect(try await store.uploads.segments(uploadID: upload.id).map(\.key) == ["\(upload.id)/new"])
+            // A commit that releases leaves the lease free for the next PATCH, with no takeover.
+            let next = Self.newUpload()
+            try await store.uploads.createUpload(next)
+            let (_, first2, _) = try Self.acquired(try await store.uploads.acquire(uploadID: next.id, owner: "a", staleAfter: Self.stale, now: Self.t0))
+            _ = try await store.uploads.commit(
+                first2, segment: UploadSegment(start: 0, length: 4, key: "\(next.id)/k"), declaredLength: nil, expiry: Self.expiry(), now: Self.t0, releasing: true)
+            let (resumed, _, nextTookOver) = try Self.acquired(try await store.uploads.acquire(uploadID: next.id, owner: "b", staleAfter: Self.stale, now: Self.t0))
+            #expect(!nextTookOver && resumed.offset == 4)
             // Released leases are free at once.
             let other = Self.newUpload()
             try await store.uploads.createUpload(other)
