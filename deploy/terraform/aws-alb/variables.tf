@@ -1,0 +1,48 @@
+variable "name" {
+  description = "Name prefix for the load balancer and its parts."
+  type        = string
+  default     = "keel"
+}
+
+variable "vpc_id" {
+  description = "VPC of the Keel instances."
+  type        = string
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets (two or more availability zones) for the load balancer."
+  type        = list(string)
+}
+
+variable "instance_ids" {
+  description = "EC2 instances running keel serve (all on the same PostgreSQL store)."
+  type        = list(string)
+}
+
+variable "instance_port" {
+  description = "The port keel serve listens on."
+  type        = number
+  default     = 8080
+}
+
+variable "instance_security_group_id" {
+  description = "Security group of the instances; the load balancer is allowed in on instance_port."
+  type        = string
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for the HTTPS listener."
+  type        = string
+}
+
+variable "keel_sse_heartbeat_seconds" {
+  description = "Keel's --sse-heartbeat; the idle timeout must stay well above it."
+  type        = number
+  default     = 15
+}
+
+variable "keel_drain_seconds" {
+  description = "Keel's --drain-delay + --drain-timeout (5 s + 30 s by default)."
+  type        = number
+  default     = 35
+}
