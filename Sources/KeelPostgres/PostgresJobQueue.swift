@@ -7,7 +7,7 @@ import PostgresNIO
 /// `FOR UPDATE SKIP LOCKED`; appends lock the job row, so sequence numbers
 /// are gap-free and commit in order. New events and claimable jobs are
 /// announced with `NOTIFY` (delivered at commit).
-struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
+struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     let client: PostgresClient
     let logger: Logger
     let started: StartSignal
@@ -317,20 +317,6 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     // MARK: Helpers
-
-    private func operation<T>(_ body: () async throws -> T) async throws -> T {
-        await self.started.wait()
-        return try await withStoreErrors(body)
-    }
-
-    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        await self.started.wait()
-        return try await withStoreErrors {
-            try await self.client.withTransaction(logger: self.logger) { connection in
-                try await body(connection)
-            }
-        }
-    }
 
     /// A worker's last write: `update` is a single UPDATE fenced by the lease
     /// that returns the row (or nothing once the lease is lost). A job that

@@ -207,3 +207,28 @@ final class StartSignal: Sendable {
         }
     }
 }
+
+/// A store role on the shared pool: every operation waits for the pool to
+/// run and reports PostgreSQL failures as `storeUnavailable`.
+protocol PostgresRole: Sendable {
+    var client: PostgresClient { get }
+    var logger: Logger { get }
+    var started: StartSignal { get }
+}
+
+extension PostgresRole {
+    @discardableResult
+    func operation<T>(_ body: () async throws -> T) async throws -> T {
+        await self.started.wait()
+        return try await withStoreErrors(body)
+    }
+
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        await self.started.wait()
+        return try await withStoreErrors {
+            try await self.client.withTransaction(logger: self.logger) { connection in
+                try await body(connection)
+            }
+        }
+    }
+}

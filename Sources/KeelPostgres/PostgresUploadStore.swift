@@ -8,7 +8,7 @@ import Synchronization
 /// Upload records and segments in PostgreSQL. Lease checks lock the upload's
 /// row (`SELECT … FOR UPDATE`) in the transaction that writes, so the check
 /// and the write it guards are atomic across instances.
-struct PostgresUploadStore: UploadStore {
+struct PostgresUploadStore: UploadStore, PostgresRole {
     let client: PostgresClient
     let logger: Logger
     let started: StartSignal
@@ -291,21 +291,6 @@ struct PostgresUploadStore: UploadStore {
             segments.append(UploadSegment(start: start, length: length, key: key))
         }
         return segments
-    }
-
-    @discardableResult
-    private func operation<T>(_ body: () async throws -> T) async throws -> T {
-        await self.started.wait()
-        return try await withStoreErrors(body)
-    }
-
-    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        await self.started.wait()
-        return try await withStoreErrors {
-            try await self.client.withTransaction(logger: self.logger) { connection in
-                try await body(connection)
-            }
-        }
     }
 }
 
