@@ -71,7 +71,17 @@ struct Upload: AsyncParsableCommand {
             let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
             let explicitToken = self.token ?? environment["KEEL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
 
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(10))))
+            // Ctrl-C: the upload URL is already in the state file, so say how to go on rather than just vanish.
+            signal(SIGINT, SIG_IGN)
+            let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+            interrupt.setEventHandler {
+                UploadProgress.write((isatty(2) == 1 ? "\n" : "") + "interrupted; run the same command again to resume\n")
+                terminateProcess(130)
+            }
+            interrupt.resume()
+            defer { interrupt.cancel() }
+
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(5))))
             var job = UploadJob(
                 tus: TusClient(client: client, server: server, chunkSize: self.chunkSize),
                 source: source,
@@ -98,6 +108,11 @@ struct Upload: AsyncParsableCommand {
             print(result.url)
         }
     }
+}
+
+/// `exit` from C (inside a command, `exit` names ArgumentParser's).
+private func terminateProcess(_ status: Int32) -> Never {
+    exit(status)
 }
 
 // MARK: The upload
@@ -168,6 +183,7 @@ struct UploadJob {
                         // The part already on the server counts towards the file's SHA-256: hash it first.
                         try self.digest.extend(to: self.offset, from: self.source, pieceSize: self.chunkSize)
                         started = ContinuousClock.now
+                        self.progress.restartClock()
                     }
                 }
             }
@@ -177,20 +193,23 @@ struct UploadJob {
 
             let start = self.offset
             let chunk = try self.source.read(at: start, count: Int(min(Int64(self.chunkSize), self.source.size - start)))
+            let next: Int64
             do throws(TusFailure) {
-                let next = try await self.tus.patch(url, token: token, offset: start, chunk: chunk)
-                self.contacted = true
+                next = try await self.tus.patch(url, token: token, offset: start, chunk: chunk)
                 guard next > start, next <= self.source.size else {
                     throw .transient("PATCH at \(start) answered Upload-Offset \(next)", retryAfter: nil)
                 }
-                try self.digest.absorb(chunk, at: start, upTo: next, file: self.source, pieceSize: self.chunkSize)
-                self.sent += next - start
-                self.offset = next
-                self.failures = 0
             } catch {
+                // Whatever happened, HEAD has the authoritative offset.
                 try await self.recover(from: error)
                 needsHead = true
+                continue
             }
+            self.contacted = true
+            try self.digest.absorb(chunk, at: start, upTo: next, file: self.source, pieceSize: self.chunkSize)
+            self.sent += next - start
+            self.offset = next
+            self.failures = 0
         }
         self.progress.finish()
         let seconds = max(0.001, (ContinuousClock.now - started).timeInterval)
@@ -202,6 +221,8 @@ struct UploadJob {
         let info = try await self.info(url, token: token)
         let remote = info["sha256"]?.stringValue
         guard remote?.lowercased() == local else {
+            // This upload will never verify: the next run starts a new one.
+            try? self.state.forget(self.fingerprint)
             throw KeelError(
                 .checksumMismatch,
                 "The server's sha256 of \(url) is \(remote ?? "missing") (status \(info["status"]?.stringValue ?? "unknown")), "
@@ -226,7 +247,7 @@ struct UploadJob {
                 switch error {
                 case .transient, .unreachable: try await self.recover(from: error)
                 case .gone(let reason): throw KeelError(.notFound, "\(self.tus.server) has no /api/session (\(reason)).", hint: "Check --server: it must be Keel's base URL.")
-                case .session(let error), .fatal(let error): throw error
+                case .session(let error, _), .fatal(let error): throw error
                 }
             }
         }
@@ -242,7 +263,13 @@ struct UploadJob {
                 self.failures = 0
                 self.url = url
                 self.offset = 0
-                try? self.state.remember(self.fingerprint, UploadStateFile.Entry(url: url, token: token))
+                do {
+                    try self.state.remember(self.fingerprint, UploadStateFile.Entry(url: url, token: token))
+                } catch let error as KeelError {
+                    UploadProgress.write("warning: \(error.message) An interrupted upload will start over.\n")
+                } catch {
+                    UploadProgress.write("warning: cannot write \(self.state.path); an interrupted upload will start over.\n")
+                }
                 return
             } catch {
                 switch error {
@@ -285,7 +312,7 @@ struct UploadJob {
                 switch error {
                 case .transient, .unreachable: try await self.recover(from: error)
                 case .gone(let reason): throw KeelError(.notFound, "The finished upload \(url) is gone (\(reason)).", hint: "Upload the file again.")
-                case .session(let error), .fatal(let error): throw error
+                case .session(let error, _), .fatal(let error): throw error
                 }
             }
         }
@@ -294,19 +321,22 @@ struct UploadJob {
     /// Waits before the next attempt (transient failures), or forgets the
     /// upload (gone) or the session (401, unless the user gave the token), or throws.
     mutating func recover(from failure: TusFailure) async throws {
+        if case .unreachable = failure {} else { self.contacted = true }
         switch failure {
         case .transient(let reason, let retryAfter):
+            let (offset, size) = (self.offset, self.source.size)
             try await self.backoff(reason, retryAfter: retryAfter, limit: self.retries) {
                 KeelError(
-                    .storeUnavailable, "Giving up after \($0) failed attempts in a row at offset \(self.offset) of \(self.source.size): \(reason).",
+                    .storeUnavailable, "Giving up after \($0) failed attempts in a row at offset \(offset) of \(size): \(reason).",
                     hint: "Run the same command again to resume from where the server stopped.")
             }
         case .unreachable(let reason):
             let server = self.tus.server
-            // Before the server ever answered, a few attempts are enough to tell a wrong --server.
-            try await self.backoff(reason, retryAfter: nil, limit: self.contacted ? self.retries : min(self.retries, 3)) {
+            // Before the server ever answered, one retry is enough to tell a wrong --server (each attempt
+            // already keeps connecting for the connect timeout).
+            try await self.backoff(reason, retryAfter: nil, limit: self.contacted ? self.retries : min(self.retries, 1)) {
                 KeelError(
-                    .storeUnavailable, "Cannot talk to \(server) (\($0) attempts): \(reason).",
+                    .storeUnavailable, "Cannot talk to \(server) (\($0 == 1 ? "1 attempt" : "\($0) attempts")): \(reason).",
                     hint: "Check --server and the network; run the same command again to resume.")
             }
         case .gone(let reason):
@@ -318,12 +348,12 @@ struct UploadJob {
             try? self.state.forget(self.fingerprint)
             self.url = nil
             self.offset = 0
-        case .session(let error):
+        case .session(let error, let reason):
             self.renewals += 1
             guard self.explicitToken == nil, self.renewals <= 2 else {
                 throw KeelError(error.code, error.message, hint: error.hint ?? "Pass a valid --token (or KEEL_TOKEN), or none to create a session.")
             }
-            UploadProgress.write(self.progress.interrupting("the session is no longer valid (\(error.message)); starting over with a new session\n"))
+            UploadProgress.write(self.progress.interrupting("the session is no longer valid (\(reason)); starting over with a new session\n"))
             try? self.state.forget(self.fingerprint)
             self.token = nil
             self.url = nil
@@ -354,7 +384,7 @@ enum TusFailure: Error {
     /// 404, 410: the upload is no more; start a new one.
     case gone(String)
     /// 401: the session is unknown or expired.
-    case session(KeelError)
+    case session(KeelError, String)
     /// Anything else: retrying will not help.
     case fatal(KeelError)
 }
@@ -385,9 +415,16 @@ struct TusClient: Sendable {
 
         var failure: TusFailure {
             let error = self.error
-            let reason = "\(self.status) \(error.message)"
+            // HEAD answers carry no body: then the status alone.
+            let reason: String
+            if var message = self.json["error"]?.objectValue?["message"]?.stringValue {
+                if message.hasSuffix(".") { message.removeLast() }
+                reason = "\(self.status) \(message)"
+            } else {
+                reason = "HTTP \(self.status)"
+            }
             switch self.status {
-            case 401: return .session(error)
+            case 401: return .session(error, reason)
             case 404, 410: return .gone(reason)
             case 408, 409, 423, 429, 460, 500...599:
                 return .transient(reason, retryAfter: self.headers.first(name: "Retry-After").flatMap { Double($0.trimmingCharacters(in: .whitespaces)) })
@@ -449,7 +486,9 @@ struct TusClient: Sendable {
 
     /// Sends one chunk with its SHA-256; returns the new offset.
     func patch(_ url: String, token: String, offset: Int64, chunk: ByteBuffer) async throws(TusFailure) -> Int64 {
-        let digest = chunk.withUnsafeReadableBytes { Data(SHA256.hash(data: $0)) }
+        var hasher = SHA256()
+        chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+        let digest = Data(hasher.finalize())
         let answer = try await self.exchange(
             .PATCH, url, token: token,
             headers: [
@@ -481,6 +520,7 @@ struct TusClient: Sendable {
 
     /// A one-line account of a transport error.
     static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
         let text = String(describing: error).replacingOccurrences(of: "\n", with: " ")
         return text.count > 300 ? String(text.prefix(300)) + "…" : text
     }
@@ -603,7 +643,7 @@ struct UploadProgress {
     let total: Int64
     let enabled: Bool
     let interactive = isatty(2) == 1
-    let started = ContinuousClock.now
+    private var started = ContinuousClock.now
     private var lastBucket = -1
     private var lastDraw: ContinuousClock.Instant?
     private var drawn = false
@@ -640,6 +680,11 @@ struct UploadProgress {
         } else {
             Self.write(figures + "\n")
         }
+    }
+
+    /// Rates count from now (after hashing the part already uploaded).
+    mutating func restartClock() {
+        self.started = ContinuousClock.now
     }
 
     /// `text` prefixed so it starts on a line of its own when the bar is drawn.
