@@ -1,8 +1,15 @@
 # An Application Load Balancer in front of Keel instances: round robin with
-# stickiness off (Keel keeps no per-instance state), an idle timeout above
-# Keel's SSE heartbeat (the failure of seed report 002), health checks on
-# /ready (503 as soon as an instance drains), and a deregistration delay that
-# lets a draining instance finish its requests.
+# stickiness off (Keel keeps no per-instance state: the failure of field report
+# 000 cannot happen), an idle timeout above Keel's SSE heartbeat (the failure
+# of report 002), health checks on /ready (503 as soon as an instance drains),
+# and a deregistration delay that lets a draining instance finish its requests.
+# Every instance must run `keel serve` against the same PostgreSQL store with
+# the same KEEL_SECRET. After `terraform apply`: keel probe https://<domain>
+#
+# What the ALB does by itself and Keel relies on: it does not buffer responses
+# (events arrive as sent), it accepts request bodies of any size (tus chunks),
+# and it sets X-Forwarded-For and X-Forwarded-Proto. It speaks HTTP/2 to
+# browsers, so many open event streams share one connection.
 
 resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"
@@ -51,8 +58,13 @@ resource "aws_lb" "keel" {
 
   # An event stream sends a heartbeat comment every keel_sse_heartbeat_seconds
   # when idle; the ALB closes connections idle for longer than this. Four
-  # heartbeats of margin (60 s for the default 15 s).
+  # heartbeats of margin (60 s for the default 15 s). Keel itself never closes
+  # an idle keep-alive connection (except while draining, when it answers with
+  # Connection: close), so the ALB never reuses a connection Keel just closed.
   idle_timeout = max(60, var.keel_sse_heartbeat_seconds * 4)
+
+  # Reject requests with malformed header names rather than passing them on.
+  drop_invalid_header_fields = true
 }
 
 resource "aws_lb_target_group" "keel" {
@@ -61,7 +73,15 @@ resource "aws_lb_target_group" "keel" {
   protocol = "HTTP"
   vpc_id   = var.vpc_id
 
-  # Every instance can serve every request: no stickiness.
+  # Plain round robin, stated explicitly. (least_outstanding_requests would
+  # count every open event stream as outstanding and starve the instances
+  # that hold many of them of short requests, or flood those that hold few.)
+  load_balancing_algorithm_type = "round_robin"
+
+  # Every instance can serve every request: no stickiness. Written out (rather
+  # than left to the default) so an override elsewhere cannot silently turn it
+  # on, and so nobody "fixes" a 404 by turning it on: that was field report
+  # 000, whose stickiness was silently dropped by an environment override.
   stickiness {
     enabled = false
     type    = "lb_cookie"
@@ -69,10 +89,23 @@ resource "aws_lb_target_group" "keel" {
 
   # On SIGTERM Keel answers /ready with 503 at once and keeps serving for
   # --drain-delay, then finishes in-flight requests for --drain-timeout.
-  # Deregistration waits longer than that before cutting connections.
+  # Deregistration waits longer than that before cutting connections (45 s
+  # with the defaults). Deregister an instance before stopping it (an Auto
+  # Scaling group does); a stop without it is caught by the health check.
   deregistration_delay = var.keel_drain_seconds + 10
 
+  # /ready is 200 when the store answers and the instance is not draining.
+  # Two failures 5 s apart (ALB's shortest interval) take an instance out
+  # within about 10-13 s. Keel keeps serving for its drain delay (5 s by
+  # default) after SIGTERM; an instance that is restarted in place without
+  # being deregistered first would then refuse requests the ALB still sends
+  # it (502s). So either deregister before stopping (Auto Scaling, CodeDeploy
+  # and ECS do), or set KEEL_DRAIN_DELAY=15s on the instances, with
+  # keel_drain_seconds = 45 here and the service manager's stop timeout at
+  # 50 s or more (see docs/deploying.md, "Draining").
   health_check {
+    protocol            = "HTTP"
+    port                = "traffic-port"
     path                = "/ready"
     matcher             = "200"
     interval            = 5

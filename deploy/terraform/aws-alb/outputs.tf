@@ -6,3 +6,8 @@ output "dns_name" {
 output "target_group_arn" {
   value = aws_lb_target_group.keel.arn
 }
+
+output "alb_security_group_id" {
+  description = "The load balancer's security group (already allowed in on instance_port of the instances' group)."
+  value       = aws_security_group.alb.id
+}

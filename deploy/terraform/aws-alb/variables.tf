@@ -36,13 +36,25 @@ variable "certificate_arn" {
 }
 
 variable "keel_sse_heartbeat_seconds" {
-  description = "Keel's --sse-heartbeat; the idle timeout must stay well above it."
+  description = "Keel's --sse-heartbeat; the ALB idle timeout is set to four times it (at least 60 s)."
   type        = number
   default     = 15
+
+  validation {
+    # The ALB's idle timeout is 1..4000 s.
+    condition     = var.keel_sse_heartbeat_seconds >= 1 && var.keel_sse_heartbeat_seconds * 4 <= 4000
+    error_message = "keel_sse_heartbeat_seconds must be between 1 and 1000."
+  }
 }
 
 variable "keel_drain_seconds" {
-  description = "Keel's --drain-delay + --drain-timeout (5 s + 30 s by default)."
+  description = "Keel's --drain-delay + --drain-timeout (5 s + 30 s by default); the deregistration delay is 10 s more."
   type        = number
   default     = 35
+
+  validation {
+    # The target group's deregistration delay is 0..3600 s.
+    condition     = var.keel_drain_seconds >= 0 && var.keel_drain_seconds + 10 <= 3600
+    error_message = "keel_drain_seconds must be between 0 and 3590."
+  }
 }
