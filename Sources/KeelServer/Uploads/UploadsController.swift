@@ -262,6 +262,8 @@ struct UploadsController: Sendable {
         /// Bytes in the current blob (written or staged).
         var segmentBytes: Int64 = 0
         var staging: [UInt8] = []
+        /// The previous staged MiB on its way to the blob: written while the next one arrives.
+        var pendingWrite: Task<Void, any Error>?
         var lastRenewal = ContinuousClock.now
         var upload: Upload?
 
@@ -305,18 +307,30 @@ struct UploadsController: Sendable {
             }
         }
 
-        /// Hands staged bytes to the blob.
+        /// Hands staged bytes to the blob without waiting for the write: the
+        /// next bytes are received while these are written (one write in
+        /// flight at a time, so the blob's bytes stay in order).
         mutating func flush() async throws {
             guard !self.staging.isEmpty else { return }
             if self.writer == nil { self.writer = try await self.controller.blobs.makeWriter(uploadID: self.lease.uploadID) }
-            let bytes = self.staging
-            self.staging.removeAll(keepingCapacity: true)
-            try await self.writer!.write(bytes)
+            try await self.settle()
+            let (writer, bytes) = (self.writer!, self.staging)
+            self.staging = []
+            self.staging.reserveCapacity(UploadsController.stagingBytes)
+            self.pendingWrite = Task { try await writer.write(bytes) }
+        }
+
+        /// Waits for the write in flight, if any.
+        mutating func settle() async throws {
+            guard let pending = self.pendingWrite else { return }
+            self.pendingWrite = nil
+            try await pending.value
         }
 
         /// Makes the current blob durable and commits it as the next segment.
         mutating func commitSegment(declaredLength: Int64?, releasing: Bool = false) async throws {
             try await self.flush()
+            try await self.settle()
             var segment: UploadSegment?
             if let writer = self.writer {
                 try await writer.finish()
@@ -386,6 +400,7 @@ struct UploadsController: Sendable {
         }
 
         mutating func discard() async {
+            try? await self.settle()
             if let writer = self.writer { await writer.discard() }
             self.writer = nil
             self.staging.removeAll(keepingCapacity: true)
