@@ -47,12 +47,16 @@ struct MultiProcessJobTests {
             b.signal(SIGKILL)
         }
         let token = try await Self.session(on: a)
-        let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":40,"delay_ms":100}"#)
+        // 40 tokens 400 ms apart: 16 s per attempt, long enough that a loaded CI machine
+        // (slow polls, slow process start) still kills the worker mid-run.
+        let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":40,"delay_ms":400}"#)
 
         // Polled on B: who runs it?
         var worker = ""
         try await waitFor("the job to start") {
-            worker = try await Self.job(b.baseURL, id, token: token)["worker"]?.stringValue ?? ""
+            let job = try await Self.job(b.baseURL, id, token: token)
+            try #require(job["status"] != .string("succeeded"), "the job finished before the test could kill its worker")
+            worker = job["worker"]?.stringValue ?? ""
             return !worker.isEmpty
         }
         let (victim, survivor) = worker.hasPrefix("proc-\(a.port)/") ? (a, b) : (b, a)
@@ -63,6 +67,8 @@ struct MultiProcessJobTests {
         try await waitFor("some output") {
             (try await Self.job(survivor.baseURL, id, token: token)["last_event_id"]).flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0 >= 8
         }
+        let before = try await Self.job(survivor.baseURL, id, token: token)
+        try #require(before["status"] == .string("running"), "the job must still be running when its worker is killed: \(before)")
         victim.signal(SIGKILL)
         #expect(await victim.waitForExit() != 0)
 
@@ -115,7 +121,8 @@ struct MultiProcessJobTests {
             b.signal(SIGKILL)
         }
         let token = try await Self.session(on: b)
-        let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":100}"#)
+        // 9 s of output: the job outlives the drain even when a loaded machine is slow to signal.
+        let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":30,"delay_ms":300}"#)
         let streaming = Task { try await SSE.read(a.baseURL + "/api/jobs/\(id)/events", token: token) }
         try await waitFor("some output") {
             (try await Self.job(b.baseURL, id, token: token)["last_event_id"]).flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0 >= 5
