@@ -30,6 +30,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("cors-credentials"), help: ArgumentHelp(ConfigurationKnob.corsCredentials.help)) var corsCredentials: String?
     @Option(name: .customLong("cors-max-age"), help: ArgumentHelp(ConfigurationKnob.corsMaxAge.help)) var corsMaxAge: String?
     @Option(name: .customLong("max-body-bytes"), help: ArgumentHelp(ConfigurationKnob.maxBodyBytes.help)) var maxBodyBytes: String?
+    @Option(name: .customLong("listen-backlog"), help: ArgumentHelp(ConfigurationKnob.listenBacklog.help)) var listenBacklog: String?
+    @Option(help: ArgumentHelp(ConfigurationKnob.executor.help)) var executor: String?
     @Option(name: .customLong("drain-delay"), help: ArgumentHelp(ConfigurationKnob.drainDelay.help)) var drainDelay: String?
     @Option(name: .customLong("sse-heartbeat"), help: ArgumentHelp(ConfigurationKnob.sseHeartbeat.help)) var sseHeartbeat: String?
     @Option(name: .customLong("sse-retry"), help: ArgumentHelp(ConfigurationKnob.sseRetry.help)) var sseRetry: String?
@@ -43,6 +45,7 @@ struct Serve: AsyncParsableCommand {
             (.sessionIdleTimeout, self.sessionIdleTimeout), (.sessionRefreshInterval, self.sessionRefreshInterval),
             (.sessionMaxBytes, self.sessionMaxBytes), (.cookieSecure, self.cookieSecure), (.corsOrigins, self.corsOrigins),
             (.corsCredentials, self.corsCredentials), (.corsMaxAge, self.corsMaxAge), (.maxBodyBytes, self.maxBodyBytes),
+            (.listenBacklog, self.listenBacklog), (.executor, self.executor),
             (.drainDelay, self.drainDelay), (.sseHeartbeat, self.sseHeartbeat), (.sseRetry, self.sseRetry), (.sseBatchSize, self.sseBatchSize),
         ]
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
@@ -52,7 +55,9 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         try await Runtime.reportingErrors {
-            let configuration = try self.common.load(extraFlags: self.flags)
+            var loaded = try self.common.load(extraFlags: self.flags)
+            Runtime.installExecutor(&loaded)
+            let configuration = loaded
             let logger = Runtime.bootstrapLogging(configuration)
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {
@@ -62,7 +67,7 @@ struct Serve: AsyncParsableCommand {
                     "keel serving",
                     metadata: [
                         "keel.address": "\(configuration.host):\(configuration.port)", "keel.store": "\(configuration.store)",
-                        "keel.version": "\(KeelVersion.current)",
+                        "keel.version": "\(KeelVersion.current)", "keel.executor": "\(configuration.executor.rawValue)",
                     ]
                 )
                 try await app.runUntilShutdown()

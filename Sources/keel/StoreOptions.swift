@@ -5,6 +5,8 @@ import KeelPostgres
 import KeelServer
 import KeelSQLite
 import Logging
+import NIOCore
+import NIOPosix
 
 /// Settings every subcommand shares: where the store is, the config file, logging.
 struct CommonOptions: ParsableArguments {
@@ -97,6 +99,18 @@ struct UploadOptions: ParsableArguments {
 }
 
 enum Runtime {
+    /// `--executor event-loops`: SwiftNIO's event loops (the threads that
+    /// already serve the sockets) become Swift concurrency's global executor,
+    /// so a request's handler runs on the thread that read it. Called once,
+    /// before the server starts; tasks enqueued earlier finish on the pool.
+    static func installExecutor(_ configuration: inout KeelConfiguration) {
+        guard configuration.executor == .eventLoops else { return }
+        if !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
+            FileHandle.standardError.write(Data("keel: --executor event-loops is not supported by this Swift runtime; using the cooperative pool\n".utf8))
+            configuration.executor = .pool
+        }
+    }
+
     /// Sets up swift-log once for the process, as text or JSON lines.
     static func bootstrapLogging(_ configuration: KeelConfiguration) -> Logger {
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info

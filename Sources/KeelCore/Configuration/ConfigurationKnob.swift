@@ -55,6 +55,16 @@ extension ConfigurationKnob {
     )
     public static let corsMaxAge = Self(name: "cors-max-age", defaultDescription: "10m", summary: "How long browsers may cache a preflight answer.")
     public static let maxBodyBytes = Self(name: "max-body-bytes", defaultDescription: "1048576", summary: "Largest JSON request body, in bytes (413 above).")
+    public static let listenBacklog = Self(
+        name: "listen-backlog",
+        defaultDescription: "4096",
+        summary: "Connections the kernel queues before the server accepts them (capped by net.core.somaxconn); beyond it, new connections wait for a SYN retry (1 s, 3 s, 7 s…)."
+    )
+    public static let executor = Self(
+        name: "executor",
+        defaultDescription: "pool",
+        summary: "Where request handlers run: pool (Swift's cooperative threads) or event-loops (the network threads themselves: fewer thread hops, faster short reads on SQLite; slower on PostgreSQL and for bursts of new connections, see docs/benchmarks.md)."
+    )
     public static let drainDelay = Self(
         name: "drain-delay",
         defaultDescription: "5s",
@@ -151,7 +161,7 @@ extension ConfigurationKnob {
 
     public static let all: [ConfigurationKnob] = [
         .host, .port, .store, .instanceID, .secret, .sessionIdleTimeout, .sessionRefreshInterval, .sessionMaxBytes,
-        .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .drainDelay, .drainTimeout,
+        .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .listenBacklog, .executor, .drainDelay, .drainTimeout,
         .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes, .logFormat,

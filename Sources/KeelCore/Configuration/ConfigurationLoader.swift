@@ -75,6 +75,8 @@ public struct ConfigurationLoader: Sendable {
         case .corsCredentials: configuration.cors.allowCredentials = try boolean(value, knob)
         case .corsMaxAge: configuration.cors.maxAge = try duration(value, knob)
         case .maxBodyBytes: configuration.maxBodyBytes = try integer(value, knob, in: 1...1_073_741_824)
+        case .listenBacklog: configuration.listenBacklog = try integer(value, knob, in: 1...1_048_576)
+        case .executor: configuration.executor = try choice(value, knob)
         case .drainDelay: configuration.drainDelay = try duration(value, knob)
         case .drainTimeout: configuration.drainTimeout = try duration(value, knob)
         case .sqliteBusyTimeout: configuration.sqlite.busyTimeout = try duration(value, knob)

@@ -17,6 +17,10 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var cors = CORSPolicy()
     /// The largest JSON request body accepted, in bytes.
     public var maxBodyBytes: Int = 1_048_576
+    /// Pending connections the kernel may queue before they are accepted.
+    public var listenBacklog: Int = 4096
+    /// Where request handlers run.
+    public var executor: ExecutorChoice = .pool
     /// After SIGTERM, how long `/ready` reports 503 while requests are still served.
     public var drainDelay: Duration = .seconds(5)
     /// After the drain delay, how long in-flight requests may take to finish.
@@ -42,6 +46,14 @@ public enum CookieSecureMode: String, Sendable, CaseIterable {
     case auto
     case always
     case never
+}
+
+/// Where Swift concurrency runs tasks, request handlers included.
+public enum ExecutorChoice: String, Sendable, CaseIterable {
+    /// Swift's cooperative thread pool; the network threads hand each request over.
+    case pool
+    /// SwiftNIO's event loops become Swift concurrency's global executor.
+    case eventLoops = "event-loops"
 }
 
 public enum LogFormat: String, Sendable, CaseIterable {

@@ -94,7 +94,8 @@ public struct KeelApplication: Sendable {
 
         let http = Application(
             router: router,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
             logger: logger
         )
         return KeelApplication(

@@ -86,7 +86,8 @@ struct MultiProcessJobTests {
 
     @Test("a job created on A is polled and streamed on B; a stream cut mid-way resumes on the other process without gaps or repeats", arguments: Driver.available)
     func resumeElsewhere(driver: Driver) async throws {
-        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1"], b: Self.fast + ["--workers", "0"])
+        // A's worker and handlers run on the event loops (--executor event-loops).
+        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1", "--executor", "event-loops"], b: Self.fast + ["--workers", "0"])
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)

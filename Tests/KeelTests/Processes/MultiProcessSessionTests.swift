@@ -15,12 +15,15 @@ struct MultiProcessSessionTests {
     @Test("two processes share sessions, lose no concurrent patch, and survive SIGKILL", arguments: Driver.available)
     func sharedSessions(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)
-        var a = try await KeelProcess.serve(store: fixture.location)
+        // A runs its handlers on the event loops, B on Swift's pool: the guarantees hold for both.
+        var a = try await KeelProcess.serve(store: fixture.location, arguments: ["--executor", "event-loops"])
         let b = try await KeelProcess.serve(store: fixture.location)
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
         }
+        #expect(a.log.contains("keel.executor=event-loops"))
+        #expect(b.log.contains("keel.executor=pool"))
 
         // Created on A (which also generated and stored the signing secret), read and patched on B.
         let created = try await HTTP.send(.POST, a.baseURL + "/api/session", body: #"{"data":{"origin":"a"}}"#)
@@ -57,7 +60,7 @@ struct MultiProcessSessionTests {
         a.signal(SIGKILL)
         #expect(await a.waitForExit() != 0)
         #expect(try await HTTP.send(.GET, b.baseURL + "/api/session", token: token).status == 200)
-        a = try await KeelProcess.serve(store: fixture.location, port: a.port)
+        a = try await KeelProcess.serve(store: fixture.location, port: a.port, arguments: ["--executor", "event-loops"])
         let afterRestart = try await HTTP.send(.GET, a.baseURL + "/api/session", token: token)
         #expect(afterRestart.status == 200)
         #expect(afterRestart.json["data"] == afterRace.json["data"])
