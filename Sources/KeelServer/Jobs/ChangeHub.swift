@@ -76,6 +76,14 @@ public final class ChangeHub: Sendable {
     private struct State {
         var streams: [String: [ObjectIdentifier: WakeSignal]] = [:]
         var workers: [ObjectIdentifier: WakeSignal] = [:]
+        /// Workers not running a job, oldest first: a ready job wakes one of
+        /// them, not all (each wake-up costs a claim, a write transaction).
+        var idleWorkers: [WakeSignal] = []
+
+        /// Takes the longest-idle worker out of the idle list.
+        mutating func popIdleWorker() -> WakeSignal? {
+            self.idleWorkers.isEmpty ? nil : self.idleWorkers.removeFirst()
+        }
         var streamsClosed = false
         /// Shared reads of the logs of jobs that several streams follow.
         var tails: [String: LogTail] = [:]
@@ -122,6 +130,7 @@ public final class ChangeHub: Sendable {
         var signals: [WakeSignal] = []
         self.state.withLock { state in
             var wakeWorkers = false
+            var readyJobs = 0
             for change in changes {
                 switch change {
                 case .jobEvents(let jobID):
@@ -131,7 +140,7 @@ public final class ChangeHub: Sendable {
                         state.tails[jobID]?.generation = generation
                     }
                 case .jobReady:
-                    wakeWorkers = true
+                    readyJobs += 1
                 case .resync:
                     wakeWorkers = true
                     for jobID in Array(state.tails.keys) {
@@ -141,7 +150,15 @@ public final class ChangeHub: Sendable {
                     for followers in state.streams.values { signals += followers.values }
                 }
             }
-            if wakeWorkers { signals += state.workers.values }
+            if wakeWorkers {
+                signals += state.workers.values
+                state.idleWorkers.removeAll()
+            } else {
+                for _ in 0..<readyJobs {
+                    guard let idle = state.popIdleWorker() else { break }
+                    signals.append(idle)
+                }
+            }
         }
         for signal in signals { signal.fire() }
     }
@@ -163,7 +180,29 @@ public final class ChangeHub: Sendable {
     }
 
     func removeWorker(_ signal: WakeSignal) {
-        self.state.withLock { _ = $0.workers.removeValue(forKey: ObjectIdentifier(signal)) }
+        self.state.withLock { state in
+            state.workers.removeValue(forKey: ObjectIdentifier(signal))
+            state.idleWorkers.removeAll { $0 === signal }
+        }
+    }
+
+    /// The worker is about to look for a job: a job made ready from now on
+    /// may wake it (its signal remembers a wake-up that comes mid-claim).
+    func markIdle(_ signal: WakeSignal) {
+        self.state.withLock { state in
+            if !state.idleWorkers.contains(where: { $0 === signal }) { state.idleWorkers.append(signal) }
+        }
+    }
+
+    /// The worker claimed a job. Another job may be waiting too, so the
+    /// longest-idle worker (if any) is woken to look: a burst of jobs wakes
+    /// workers one claim at a time, and never more than it can keep busy.
+    func markBusy(_ signal: WakeSignal) {
+        let next = self.state.withLock { state -> WakeSignal? in
+            state.idleWorkers.removeAll { $0 === signal }
+            return state.popIdleWorker()
+        }
+        next?.fire()
     }
 
     func wakeWorkers() {

@@ -8,7 +8,10 @@ import Synchronization
 /// while heartbeating the lease, and records the outcome with the lease
 /// token. Idle workers sleep until a change wakes them (this process's own
 /// enqueues at once; other processes' through the store's change feed), or
-/// at the latest after the poll interval.
+/// at the latest after the poll interval. A ready job wakes one idle worker,
+/// and a worker that claims a job wakes the next idle one, so a burst is
+/// picked up as fast as workers are free without every enqueue making every
+/// worker try a claim (a write transaction).
 ///
 /// Drain: once ``beginDrain(releaseAfter:)`` is called no worker claims
 /// again; jobs still running when `releaseAfter` has passed are stopped and
@@ -107,6 +110,7 @@ public final class WorkerPool: Service, Sendable {
         defer { self.hub.removeWorker(signal) }
         let types = self.registry.types
         while !self.isDraining, !Task.isCancelled {
+            self.hub.markIdle(signal)
             let claimed: ClaimedJob?
             do {
                 claimed = try await self.queue.claim(owner: owner, types: types, leaseDuration: self.settings.leaseDuration, now: self.clock.now())
@@ -119,6 +123,7 @@ public final class WorkerPool: Service, Sendable {
                 _ = await signal.wait(timeout: self.settings.pollInterval)
                 continue
             }
+            self.hub.markBusy(signal)
             await self.execute(claimed)
         }
     }

@@ -156,6 +156,28 @@ struct JobsAPITests {
         }
     }
 
+    @Test("a burst of jobs wakes idle workers one by one until all are busy; the slow poll is never needed")
+    func burstWakesEveryWorker() async throws {
+        // With a one-minute safety-net poll, only the hub's wake-ups can start these jobs.
+        try await withTestApp(configure: { $0.jobs.workers = 3; $0.jobs.pollInterval = .seconds(60) }, runJobs: true) { _, client in
+            let token = try await client.createSession()
+            var ids: [String] = []
+            for _ in 0..<3 {
+                ids.append(
+                    try #require(
+                        try await client.send(.post, "/api/jobs", token: token, body: #"{"type":"demo.generate","input":{"tokens":40,"delay_ms":250}}"#)
+                            .json["id"]?.stringValue))
+            }
+            var workers = Set<String>()
+            try await waitFor("three jobs running at once on three workers") {
+                let page = try await client.send(.get, "/api/jobs?status=running", token: token)
+                workers = Set(page.json["jobs"]?.arrayValue?.compactMap { $0.objectValue?["worker"]?.stringValue } ?? [])
+                return workers.count == 3
+            }
+            for id in ids { _ = try await client.send(.post, "/api/jobs/\(id)/cancel", token: token) }
+        }
+    }
+
     @Test("workers run a job; its stream has retry:, consecutive ids, the tokens and one final done; JSON pages match")
     func runAndStream() async throws {
         try await withTestApp(configure: { $0.jobs.workers = 2 }, runJobs: true) { _, client in
