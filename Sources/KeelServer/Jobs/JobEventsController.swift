@@ -44,11 +44,16 @@ struct JobEventsController: Sendable {
         case "off"?: heartbeats = false
         case let other?: throw KeelError(.invalidInput, "heartbeat must be on or off, not '\(other)'.")
         }
+        // The client has seen the terminal event already (a browser's
+        // EventSource reconnects after every close, sending its id).
+        let pastTheEnd = job.status.isTerminal && after >= job.lastSequence
         switch query["format"].map(String.init) {
         case nil, "sse"?, "event-stream"?:
+            // 204 is the SSE way to say "stop reconnecting": nothing more will come.
+            if pastTheEnd { return Response(status: .noContent, headers: [.cacheControl: "no-cache"]) }
             return self.stream(jobID: job.id, after: after, heartbeats: heartbeats)
         case "json"?:
-            return try await self.page(jobID: job.id, after: after, query: query)
+            return try await self.page(jobID: job.id, after: after, finishedLog: pastTheEnd, query: query)
         case let other?:
             throw KeelError(.invalidInput, "Unknown format '\(other)'.", hint: "Leave it out for Server-Sent Events, or use format=json.")
         }
@@ -73,7 +78,8 @@ struct JobEventsController: Sendable {
         return 0
     }
 
-    private func page(jobID: String, after: Int64, query: Parameters) async throws -> Response {
+    /// `finishedLog`: the job is over and `after` is its last event, so the page is empty and `done`.
+    private func page(jobID: String, after: Int64, finishedLog: Bool, query: Parameters) async throws -> Response {
         var limit = 100
         if let text = query["limit"].map(String.init) {
             guard let parsed = Int(text), (1...Self.maxJSONPage).contains(parsed) else {
@@ -97,7 +103,7 @@ struct JobEventsController: Sendable {
                 }
             }
             json.field("last_event_id", events.last?.sequence ?? after)
-            json.field("done", events.contains { $0.type == JobEventType.done })
+            json.field("done", finishedLog || events.contains { $0.type == JobEventType.done })
         }
         return .json(json.text, headers: [.cacheControl: "no-store"])
     }

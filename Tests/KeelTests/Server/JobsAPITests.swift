@@ -217,6 +217,16 @@ struct JobsAPITests {
             #expect(page.json["last_event_id"] == .int(8))
             #expect(page.json["done"] == .bool(false))
 
+            // Resumed after the terminal event (EventSource reconnects after every close):
+            // 204, which tells it to stop, instead of a stream that would never end.
+            let afterDone = try await client.send(.get, "/api/jobs/\(id)/events", token: token, headers: [.init("Last-Event-ID")!: "\(last)"])
+            #expect(afterDone.status == .noContent)
+            #expect(afterDone.text.isEmpty)
+            let lastPage = try await client.send(.get, "/api/jobs/\(id)/events?format=json&after=\(last)", token: token)
+            #expect(lastPage.json["events"]?.arrayValue?.isEmpty == true)
+            #expect(lastPage.json["last_event_id"] == .int(last))
+            #expect(lastPage.json["done"] == .bool(true))
+
             // Cursors beyond the end, or not numbers at all.
             for (headers, query) in [
                 ([HTTPField.Name("Last-Event-ID")!: "\(last + 1)"], ""), ([.init("Last-Event-ID")!: "abc"], ""), ([.init("Last-Event-ID")!: "-3"], ""),

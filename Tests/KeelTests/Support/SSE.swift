@@ -86,7 +86,34 @@ enum SSE {
         token: String,
         lastEventID: Int64? = nil,
         timeout: Duration = .seconds(60),
-        stop: @Sendable (SSEEvent) -> Bool = { _ in false }
+        stop: @escaping @Sendable (SSEEvent) -> Bool = { _ in false }
+    ) async throws -> SSETranscript {
+        // AsyncHTTPClient's timeout covers the response head only: bound the body too,
+        // so a stream that never ends fails the test instead of hanging it.
+        try await withThrowingTaskGroup(of: SSETranscript.self) { group in
+            group.addTask { try await Self.readWithoutDeadline(url, token: token, lastEventID: lastEventID, timeout: timeout, stop: stop) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw SSETimeout(url: url, timeout: timeout)
+            }
+            let transcript = try await group.next()!
+            group.cancelAll()
+            return transcript
+        }
+    }
+
+    struct SSETimeout: Error, CustomStringConvertible {
+        let url: String
+        let timeout: Duration
+        var description: String { "the event stream \(self.url) was still open after \(self.timeout)" }
+    }
+
+    private static func readWithoutDeadline(
+        _ url: String,
+        token: String,
+        lastEventID: Int64?,
+        timeout: Duration,
+        stop: @Sendable (SSEEvent) -> Bool
     ) async throws -> SSETranscript {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
