@@ -21,6 +21,47 @@ struct ThirdPartyClientTests {
             .appendingPathComponent("Clients")
     }
 
+    /// `scripts/test` installs Debian's chromium and chromium-driver and sets this.
+    static var chromium: Bool { ProcessInfo.processInfo.environment["KEEL_TEST_CHROMIUM"] == "1" }
+
+    @Test(
+        "a browser's EventSource follows a job from another origin with the session cookie, sees every event once, and stops after done (204)",
+        .enabled(if: python != nil && chromium))
+    func browserEventSource() async throws {
+        let pagePort = try freePort()
+        let fixture = try await StoreFixture.make(.sqlite)
+        let server = try await KeelProcess.serve(
+            store: fixture.location,
+            arguments: ["--cors-origins", "http://127.0.0.1:\(pagePort)", "--sse-retry", "200ms", "--job-retry-backoff", "100ms"])
+        defer { server.signal(SIGKILL) }
+        // The page comes from another origin: a second port.
+        let site = Process()
+        site.executableURL = URL(fileURLWithPath: try #require(Self.python))
+        site.arguments = ["-m", "http.server", String(pagePort), "--bind", "127.0.0.1", "--directory", Self.clientsDirectory.appendingPathComponent("browser").path]
+        site.standardOutput = FileHandle.nullDevice
+        site.standardError = FileHandle.nullDevice
+        try site.run()
+        defer { site.terminate() }
+        try await waitFor("the page server") {
+            (try? await HTTP.send(.GET, "http://127.0.0.1:\(pagePort)/events.html").status) == 200
+        }
+
+        let browser = Process()
+        browser.executableURL = site.executableURL
+        browser.arguments = [
+            Self.clientsDirectory.appendingPathComponent("browser/check.py").path,
+            "http://127.0.0.1:\(pagePort)/events.html?keel=\(server.baseURL)",
+        ]
+        let output = Pipe()
+        browser.standardOutput = output
+        browser.standardError = output
+        try browser.run()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        browser.waitUntilExit()
+        #expect(browser.terminationStatus == 0, "\(printed)")
+        #expect(printed.contains("PASS"), "\(printed)")
+    }
+
     @Test("tuspy (the official Python tus client) uploads, resumes from HEAD with sha1 checksums, and the stored file matches", .enabled(if: python != nil))
     func tuspy() async throws {
         let fixture = try await StoreFixture.make(.sqlite)
