@@ -262,8 +262,12 @@ struct UploadsController: Sendable {
         /// Bytes in the current blob (written or staged).
         var segmentBytes: Int64 = 0
         var staging: [UInt8] = []
-        /// The previous staged MiB on its way to the blob: written while the next one arrives.
-        var pendingWrite: Task<Void, any Error>?
+        /// The previous staged MiB on its way to the blob: written while the
+        /// next one arrives; hands its buffer back for reuse.
+        var pendingWrite: Task<[UInt8], any Error>?
+        /// A written buffer, emptied, kept for the next MiB: two buffers per
+        /// PATCH instead of a fresh allocation per MiB.
+        var spare: [UInt8] = []
         var lastRenewal = ContinuousClock.now
         var upload: Upload?
 
@@ -314,17 +318,23 @@ struct UploadsController: Sendable {
             guard !self.staging.isEmpty else { return }
             if self.writer == nil { self.writer = try await self.controller.blobs.makeWriter(uploadID: self.lease.uploadID) }
             try await self.settle()
-            let (writer, bytes) = (self.writer!, self.staging)
-            self.staging = []
-            self.staging.reserveCapacity(UploadsController.stagingBytes)
-            self.pendingWrite = Task { try await writer.write(bytes) }
+            let writer = self.writer!
+            var bytes: [UInt8] = []
+            swap(&bytes, &self.staging)
+            swap(&self.staging, &self.spare)
+            if self.staging.capacity < UploadsController.stagingBytes { self.staging.reserveCapacity(UploadsController.stagingBytes) }
+            self.pendingWrite = Task {
+                try await writer.write(bytes)
+                bytes.removeAll(keepingCapacity: true)
+                return bytes
+            }
         }
 
-        /// Waits for the write in flight, if any.
+        /// Waits for the write in flight, if any, and keeps its buffer.
         mutating func settle() async throws {
             guard let pending = self.pendingWrite else { return }
             self.pendingWrite = nil
-            try await pending.value
+            self.spare = try await pending.value
         }
 
         /// Makes the current blob durable and commits it as the next segment.
