@@ -10,6 +10,10 @@
 #
 # Knobs (environment):
 #   DURATION=20s  CONNECTIONS=64  THREADS=2   passed to wrk (-d, -c, -t)
+#   SESSIONS=1                                how many sessions; above 1, each request carries
+#                                             the next of SESSIONS tokens (bench/tokens.lua)
+#   PG_QUERY=                                 appended to the PostgreSQL URL's query, e.g.
+#                                             "pool_size=8&session_reads=4"
 #   KEEL_BIN=.build/release/keel              server binary; the default is built
 #                                             with `swift build -c release --product keel`
 #                                             if missing. Other KEEL_* variables
@@ -49,14 +53,26 @@ bench_init
 # bench_store LABEL: create a session on the running keel, check it reads
 # back, then run wrk keep-alive and with Connection: close.
 bench_store() {
-  local label=$1 token
-  token=$(curl -sS -f -X POST -H 'Content-Type: application/json' \
-    -d "$BENCH_SESSION_BODY" "$KEEL_URL/api/session" \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') \
-    || bench_die "POST /api/session failed ($label)"
-  bench_check_get "$KEEL_URL/api/session" "Authorization: Bearer $token"
-  bench_wrk "$label" keep-alive "$KEEL_URL/api/session" -H "Authorization: Bearer $token"
-  bench_wrk "$label" close "$KEEL_URL/api/session" -H "Authorization: Bearer $token" -H "Connection: close"
+  local label=$1 token i
+  TOKENS_FILE="$BENCH_TMP/tokens-$label.txt"
+  export TOKENS_FILE
+  : >"$TOKENS_FILE"
+  for ((i = 0; i < ${SESSIONS:-1}; i++)); do
+    token=$(curl -sS -f -X POST -H 'Content-Type: application/json' \
+      -d "$BENCH_SESSION_BODY" "$KEEL_URL/api/session" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') \
+      || bench_die "POST /api/session failed ($label)"
+    bench_check_get "$KEEL_URL/api/session" "Authorization: Bearer $token"
+    echo "$token" >>"$TOKENS_FILE"
+  done
+  if [ "${SESSIONS:-1}" -gt 1 ]; then
+    bench_log "$SESSIONS sessions, round robin (bench/tokens.lua)"
+    bench_wrk "$label" "keep-alive, $SESSIONS sessions" "$KEEL_URL/api/session" -s bench/tokens.lua
+    bench_wrk "$label" "close, $SESSIONS sessions" "$KEEL_URL/api/session" -s bench/tokens.lua -H "Connection: close"
+  else
+    bench_wrk "$label" keep-alive "$KEEL_URL/api/session" -H "Authorization: Bearer $token"
+    bench_wrk "$label" close "$KEEL_URL/api/session" -H "Authorization: Bearer $token" -H "Connection: close"
+  fi
 }
 
 for store in "${stores[@]}"; do
@@ -71,7 +87,7 @@ for store in "${stores[@]}"; do
       pg_start # scripts/lib/postgres.sh: runs as the postgres user when we are root
       "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres keelbench
       bench_log "PostgreSQL on 127.0.0.1:$PG_PORT ($("$(pg_bindir)/postgres" --version))"
-      bench_start_keel "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable" postgres
+      bench_start_keel "postgres://postgres@127.0.0.1:$PG_PORT/keelbench?sslmode=disable${PG_QUERY:+&$PG_QUERY}" postgres
       bench_store postgres
       bench_stop_keel
       pg_stop

@@ -7,6 +7,7 @@ struct PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let logger: Logger
     let started: StartSignal
+    let reads: SessionReadBatcher
 
     private typealias Columns = (String, String, Int64, Int64, Int64, Int64)
 
@@ -25,13 +26,9 @@ struct PostgresSessionStore: SessionStore {
 
     func session(id: String) async throws -> Session? {
         try await self.storeOperation {
-            // The hottest read: a named prepared statement skips parsing and
-            // planning on the server after each connection's first use.
-            var session: Session?
-            for try await row in try await self.client.execute(SessionByID(id: id), logger: self.logger) {
-                session = row
-            }
-            return session
+            // The hottest read: prepared statements (parsed and planned once
+            // per connection), and concurrent lookups share a round trip.
+            try await self.reads.session(id: id)
         }
     }
 
@@ -122,31 +119,5 @@ struct PostgresSessionStore: SessionStore {
     private func storeOperation<T>(_ body: () async throws -> T) async throws -> T {
         await self.started.wait()
         return try await withStoreErrors(body)
-    }
-}
-
-/// `GET /api/session`'s lookup, prepared once per connection.
-struct SessionByID: PostgresPreparedStatement {
-    static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = $1"
-    typealias Row = Session
-
-    var id: String
-
-    func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 1)
-        bindings.append(self.id)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Session {
-        let (id, data, version, created, lastSeen, expires) = try row.decode((String, String, Int64, Int64, Int64, Int64).self)
-        return Session(
-            id: id,
-            dataJSON: data,
-            version: version,
-            createdAt: Date(millisecondsSince1970: created),
-            lastSeenAt: Date(millisecondsSince1970: lastSeen),
-            expiresAt: Date(millisecondsSince1970: expires)
-        )
     }
 }

@@ -22,12 +22,19 @@ public final class PostgresStore: KeelStore {
     let started = StartSignal()
 
     /// - Parameter url: `postgres://user:password@host:port/database`, with
-    ///   optional `sslmode` (disable, prefer, require) and `pool_size` query items.
+    ///   optional `sslmode` (disable, prefer, require), `pool_size` and
+    ///   `session_reads` query items.
     public init(url: String, logger: Logger) throws {
         let configuration = try Self.configuration(from: url)
+        let sessionReads = try Self.sessionReads(from: url)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
-        self.sessions = PostgresSessionStore(client: self.client, logger: logger, started: self.started)
+        self.sessions = PostgresSessionStore(
+            client: self.client,
+            logger: logger,
+            started: self.started,
+            reads: SessionReadBatcher(client: self.client, logger: logger, maxInFlight: sessionReads)
+        )
         self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
         let jobQueue = PostgresJobQueue(client: self.client, logger: logger, started: self.started)
         self.jobs = jobQueue
@@ -121,6 +128,20 @@ public final class PostgresStore: KeelStore {
         var version = 0
         for try await value in rows.decode(Int32.self) { version = Int(value) }
         return version
+    }
+
+    /// Session lookups of one process that may query at once (`session_reads`,
+    /// default 2); lookups arriving meanwhile share the next query.
+    static func sessionReads(from url: String) throws -> Int {
+        let items = URLComponents(string: url)?.queryItems ?? []
+        guard let value = items.last(where: { $0.name == "session_reads" })?.value else { return 2 }
+        guard let count = Int(value), (1...1000).contains(count) else {
+            throw KeelError.invalidConfiguration(
+                "session_reads '\(value)' in the PostgreSQL URL must be 1…1000.",
+                hint: "It is how many session lookups of one process query at once; the others wait and share the next query."
+            )
+        }
+        return count
     }
 
     static func configuration(from url: String) throws -> PostgresClient.Configuration {

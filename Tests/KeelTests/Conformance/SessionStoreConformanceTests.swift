@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import Synchronization
 import Testing
 
 /// The contract of `SessionStore`, run unchanged against every driver.
@@ -109,6 +110,69 @@ struct SessionStoreConformanceTests {
         }
     }
 
+    @Test("concurrent reads of many sessions each get their own, and never a value older than a finished write", arguments: Driver.available)
+    func concurrentReads(driver: Driver) async throws {
+        try await StoreFixture.make(driver).withStore { store in
+            // Many lookups at once (PostgreSQL shares one query between the
+            // lookups that wait): each must get its own session, or nil.
+            var sessions: [Session] = []
+            for index in 0..<40 {
+                let session = Self.session(data: #"{"n":\#(index)}"#)
+                try await store.sessions.createSession(session)
+                sessions.append(session)
+            }
+            let expected = sessions
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for round in 0..<10 {
+                    for session in expected {
+                        group.addTask {
+                            let read = try await store.sessions.session(id: session.id)
+                            #expect(read == session, "round \(round)")
+                        }
+                    }
+                    group.addTask {
+                        let read = try await store.sessions.session(id: Identifiers.random())
+                        #expect(read == nil)
+                    }
+                }
+                try await group.waitForAll()
+            }
+
+            // While readers keep the store busy (reading the target too, so
+            // queries for it are always in flight), every read that starts
+            // after an update returned sees that update: no read rides on a
+            // query sent before it began.
+            let target = expected[0]
+            let stop = StopFlag()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<32 {
+                    group.addTask {
+                        while !stop.isStopped {
+                            // SQLite reads may complete without suspending:
+                            // yield, or these loops starve the writer.
+                            await Task.yield()
+                            _ = try await store.sessions.session(id: expected[Int.random(in: 0..<expected.count)].id)
+                        }
+                    }
+                }
+                for step in 1...30 {
+                    let written = try #require(
+                        try await store.sessions.updateSession(id: target.id, expectedVersion: nil) { current in
+                            var next = current
+                            next.dataJSON = #"{"step":\#(step)}"#
+                            return next
+                        }
+                    )
+                    let read = try await store.sessions.session(id: target.id)
+                    #expect(read?.version == written.version, "step \(step)")
+                    #expect(read?.dataJSON == #"{"step":\#(step)}"#, "step \(step)")
+                }
+                stop.stop()
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test("touch extends expiry and never moves it back", arguments: Driver.available)
     func touch(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
@@ -212,4 +276,11 @@ struct TestEnvironmentTests {
             #expect(TestEnvironment.postgresURL != nil, "CI must set KEEL_TEST_POSTGRES_URL (scripts/test does)")
         }
     }
+}
+
+/// Tells looping tasks to stop.
+private final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isStopped: Bool { self.flag.load(ordering: .relaxed) }
+    func stop() { self.flag.store(true, ordering: .relaxed) }
 }

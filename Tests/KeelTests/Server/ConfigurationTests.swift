@@ -1,5 +1,7 @@
 import Foundation
 import KeelCore
+import KeelPostgres
+import Logging
 import Testing
 
 @Suite("Configuration")
@@ -52,6 +54,19 @@ struct ConfigurationTests {
             #expect(knob.help.contains(knob.environmentVariable))
             #expect(knob.help.contains("default"))
         }
+    }
+
+    @Test("PostgreSQL URL options are checked before anything connects")
+    func postgresURLOptions() throws {
+        let logger = Logger(label: "test")
+        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "sslmode=sometimes"] {
+            let error = #expect(throws: KeelError.self, "\(query)") {
+                _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?\(query)", logger: logger)
+            }
+            #expect(error?.code == .invalidConfiguration, "\(query)")
+            #expect(error?.message.contains(String(query.prefix(while: { $0 != "=" }))) == true, "\(query)")
+        }
+        _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?sslmode=disable&pool_size=8&session_reads=4", logger: logger)
     }
 
     @Test("RFC 7396 merge patch examples")
