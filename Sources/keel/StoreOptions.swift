@@ -120,7 +120,7 @@ enum Runtime {
                 var handler: any LogHandler =
                     switch format {
                     case .json: JSONLogHandler(label: label)
-                    case .text: StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                    case .text: TextLogHandler(label: label)
                     }
                 handler.metadataProvider = provider
                 handler.logLevel = level
