@@ -66,20 +66,29 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     func claim(owner: String, types: [String], leaseDuration: Duration, now: Date) async throws -> ClaimedJob? {
         guard !types.isEmpty else { return nil }
         let token = Identifiers.random(byteCount: 16)
-        return try await self.transaction { connection -> ClaimedJob? in
-            let ms = now.millisecondsSince1970
-            let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
+        let ms = now.millisecondsSince1970
+        let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
+        // One statement, so no explicit transaction: the claim is a round
+        // trip, not three (BEGIN, claim, COMMIT).
+        let claimed = try await self.operation { () -> Job? in
             var claimed: Job?
-            let rows = try await connection.execute(
+            let rows = try await self.client.execute(
                 ClaimJobStatement(owner: owner, token: token, leaseUntil: leaseUntil, now: ms, types: types), logger: self.logger)
             for try await job in rows { claimed = job }
-            guard var job = claimed else { return nil }
-            if job.lastSequence > 0 {
-                job.lastSequence = try await self.appendUnfenced(
-                    connection, jobID: job.id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, ms: ms)
-            }
-            return ClaimedJob(job: job, lease: JobLease(jobID: job.id, token: token, owner: owner))
+            return claimed
         }
+        guard var job = claimed else { return nil }
+        let lease = JobLease(jobID: job.id, token: token, owner: owner)
+        if job.lastSequence > 0 {
+            // A retried attempt starts with `reset`, appended under the new
+            // lease before the handler runs, so no event of this attempt can
+            // precede it. Should this process die in between, the lease
+            // expires and the next claim appends the reset instead; should
+            // the lease be lost, the append is refused and the job is not run.
+            job.lastSequence = try await self.appendEvent(
+                type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, lease: lease, now: now)
+        }
+        return ClaimedJob(job: job, lease: lease)
     }
 
     func heartbeat(_ lease: JobLease, leaseDuration: Duration, now: Date) async throws -> HeartbeatReply {
@@ -334,37 +343,11 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         }
     }
 
-    @discardableResult
-    private func appendUnfenced(_ connection: PostgresConnection, jobID: String, type: String, dataJSON: String, ms: Int64) async throws -> Int64 {
-        let rows = try await connection.query(
-            "UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = \(ms) WHERE id = \(jobID) RETURNING last_seq",
-            logger: self.logger
-        )
-        var sequence: Int64 = 0
-        for try await value in rows.decode(Int64.self) { sequence = value }
-        try await connection.query(
-            """
-            INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (\(jobID), \(sequence), \(type), \(dataJSON), \(ms));
-            """,
-            logger: self.logger
-        )
-        try await connection.query("SELECT pg_notify(\(PostgresSchema.eventsChannel), \(jobID))", logger: self.logger)
-        return sequence
-    }
-
     /// Appends the `done` event of a job whose row already counts it in `last_seq`, and announces it.
     private func insertDone(_ connection: PostgresConnection, _ job: Job, ms: Int64) async throws {
-        try await connection.query(
-            """
-            WITH inserted AS (
-                INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
-                VALUES (\(job.id), \(job.lastSequence), \(JobEventType.done), \(job.jsonRepresentation()), \(ms))
-                RETURNING job_id
-            )
-            SELECT count(*) FROM inserted, LATERAL (SELECT pg_notify(\(PostgresSchema.eventsChannel), inserted.job_id)) AS notify
-            """,
-            logger: self.logger
-        )
+        let rows = try await connection.execute(
+            InsertDoneStatement(jobID: job.id, sequence: job.lastSequence, data: job.jsonRepresentation(), now: ms), logger: self.logger)
+        for try await _ in rows {}
     }
 
     private func appendDone(_ connection: PostgresConnection, id: String, ms: Int64) async throws -> Job {

@@ -137,3 +137,33 @@ struct SucceedJobStatement: PostgresPreparedStatement {
 
     func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
 }
+
+/// The `done` event of a job whose row already counts it in `last_seq`, announced.
+struct InsertDoneStatement: PostgresPreparedStatement {
+    static let sql = """
+        WITH inserted AS (
+            INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
+            VALUES ($1, $2, '\(JobEventType.done)', $3, $4)
+            RETURNING job_id
+        )
+        SELECT count(*) FROM inserted, LATERAL (SELECT pg_notify('\(PostgresSchema.eventsChannel)', inserted.job_id)) AS notify
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text, .int8, .text, .int8]
+    typealias Row = Int64
+
+    var jobID: String
+    var sequence: Int64
+    var data: String
+    var now: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 4)
+        bindings.append(self.jobID)
+        bindings.append(self.sequence)
+        bindings.append(self.data)
+        bindings.append(self.now)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
+}
