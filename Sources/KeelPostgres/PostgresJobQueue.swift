@@ -68,27 +68,15 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         let token = Identifiers.random(byteCount: 16)
         let ms = now.millisecondsSince1970
         let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
-        // One statement, so no explicit transaction: the claim is a round
-        // trip, not three (BEGIN, claim, COMMIT).
-        let claimed = try await self.operation { () -> Job? in
+        // One statement (claim, and a retry's reset event): atomic without
+        // an explicit transaction, so a round trip instead of three.
+        return try await self.operation { () -> ClaimedJob? in
             var claimed: Job?
             let rows = try await self.client.execute(
                 ClaimJobStatement(owner: owner, token: token, leaseUntil: leaseUntil, now: ms, types: types), logger: self.logger)
             for try await job in rows { claimed = job }
-            return claimed
+            return claimed.map { ClaimedJob(job: $0, lease: JobLease(jobID: $0.id, token: token, owner: owner)) }
         }
-        guard var job = claimed else { return nil }
-        let lease = JobLease(jobID: job.id, token: token, owner: owner)
-        if job.lastSequence > 0 {
-            // A retried attempt starts with `reset`, appended under the new
-            // lease before the handler runs, so no event of this attempt can
-            // precede it. Should this process die in between, the lease
-            // expires and the next claim appends the reset instead; should
-            // the lease be lost, the append is refused and the job is not run.
-            job.lastSequence = try await self.appendEvent(
-                type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, lease: lease, now: now)
-        }
-        return ClaimedJob(job: job, lease: lease)
     }
 
     func heartbeat(_ lease: JobLease, leaseDuration: Duration, now: Date) async throws -> HeartbeatReply {

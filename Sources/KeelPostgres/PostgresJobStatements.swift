@@ -6,14 +6,27 @@ import PostgresNIO
 
 /// Hands the oldest due job of the given types to a worker.
 struct ClaimJobStatement: PostgresPreparedStatement {
+    /// One statement, so one round trip and atomic without `BEGIN`: the
+    /// claim, and for a job that already has events (a retry) its `reset`
+    /// event, counted in `last_seq` and announced.
     static let sql = """
-        UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_token = $2,
-            lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, cancel_requested = FALSE
-        WHERE id = (
-            SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $4 AND type = ANY($5)
-            ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+        WITH claimed AS (
+            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_token = $2,
+                lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, cancel_requested = FALSE,
+                last_seq = CASE WHEN last_seq > 0 THEN last_seq + 1 ELSE 0 END
+            WHERE id = (
+                SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $4 AND type = ANY($5)
+                ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING \(PostgresJobQueue.columns)
+        ), reset AS (
+            INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
+            SELECT id, last_seq, '\(JobEventType.reset)', '{"attempt":' || attempts || '}', $4 FROM claimed WHERE last_seq > 1
+            RETURNING job_id
         )
-        RETURNING \(PostgresJobQueue.columns)
+        SELECT claimed.*,
+            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.eventsChannel)', reset.job_id) FROM reset) AS notify) AS announced
+        FROM claimed
         """
     static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .textArray]
     typealias Row = Job

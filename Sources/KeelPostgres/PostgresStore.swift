@@ -134,7 +134,8 @@ public final class PostgresStore: KeelStore {
     /// default 2); lookups arriving meanwhile share the next query.
     static func sessionReads(from url: String) throws -> Int {
         let items = URLComponents(string: url)?.queryItems ?? []
-        guard let value = items.last(where: { $0.name == "session_reads" })?.value else { return 2 }
+        guard let item = items.last(where: { $0.name == "session_reads" }) else { return 2 }
+        let value = item.value ?? ""
         guard let count = Int(value), (1...1000).contains(count) else {
             throw KeelError.invalidConfiguration(
                 "session_reads '\(value)' in the PostgreSQL URL must be 1…1000.",

@@ -165,6 +165,11 @@ struct JobQueueConformanceTests {
             // The successor's view: a reset after the dead attempt's token, and nothing from the stale writer.
             let events = try await store.events.events(jobID: first.job.id, after: 0, limit: 10)
             #expect(events.map(\.type) == ["token", "reset"])
+            #expect(events.map(\.sequence) == [1, 2])
+            #expect(events.last?.dataJSON == #"{"attempt":2}"#)
+            // The claimed job already counts its reset, and the next event follows it.
+            #expect(second.job.lastSequence == 2)
+            #expect(try await store.jobs.appendEvent(type: "token", dataJSON: "{}", lease: second.lease, now: later) == 3)
             #expect(try await store.jobs.heartbeat(second.lease, leaseDuration: Self.lease, now: later) == .active(cancelRequested: false))
             let job = try await store.jobs.job(id: first.job.id)
             #expect(job?.status == .running && job?.progress == JobProgress())

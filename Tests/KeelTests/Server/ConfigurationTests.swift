@@ -59,7 +59,7 @@ struct ConfigurationTests {
     @Test("PostgreSQL URL options are checked before anything connects")
     func postgresURLOptions() throws {
         let logger = Logger(label: "test")
-        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "sslmode=sometimes"] {
+        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "session_reads", "sslmode=sometimes"] {
             let error = #expect(throws: KeelError.self, "\(query)") {
                 _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?\(query)", logger: logger)
             }
