@@ -22,18 +22,19 @@ public final class PostgresStore: KeelStore {
     let started = StartSignal()
 
     /// - Parameter url: `postgres://user:password@host:port/database`, with
-    ///   optional `sslmode` (disable, prefer, require), `pool_size` and
-    ///   `session_reads` query items.
+    ///   optional `sslmode` (disable, prefer, require), `pool_size`,
+    ///   `session_reads` and `session_read_stall_ms` query items.
     public init(url: String, logger: Logger) throws {
         let configuration = try Self.configuration(from: url)
         let sessionReads = try Self.sessionReads(from: url)
+        let sessionReadStall = try Self.sessionReadStall(from: url)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         self.sessions = PostgresSessionStore(
             client: self.client,
             logger: logger,
             started: self.started,
-            reads: SessionReadBatcher(client: self.client, logger: logger, maxInFlight: sessionReads)
+            reads: SessionReadBatcher(client: self.client, logger: logger, maxInFlight: sessionReads, stallAfter: sessionReadStall)
         )
         self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
         let jobQueue = PostgresJobQueue(client: self.client, logger: logger, started: self.started)
@@ -133,16 +134,30 @@ public final class PostgresStore: KeelStore {
     /// Session lookups of one process that may query at once (`session_reads`,
     /// default 2); lookups arriving meanwhile share the next query.
     static func sessionReads(from url: String) throws -> Int {
+        try Self.integerOption(
+            "session_reads", in: url, default: 2, range: 1...1000,
+            hint: "It is how many session lookups of one process query at once; the others wait and share the next query."
+        )
+    }
+
+    /// How long a session lookup query may run before the lookups waiting
+    /// for a slot stop waiting for it (`session_read_stall_ms`, default 1000).
+    static func sessionReadStall(from url: String) throws -> Duration {
+        .milliseconds(try Self.integerOption(
+            "session_read_stall_ms", in: url, default: 1000, range: 10...600_000,
+            hint: "After this many milliseconds a session lookup query no longer holds back the lookups waiting behind it."
+        ))
+    }
+
+    private static func integerOption(_ name: String, in url: String, default value: Int, range: ClosedRange<Int>, hint: String) throws -> Int {
         let items = URLComponents(string: url)?.queryItems ?? []
-        guard let item = items.last(where: { $0.name == "session_reads" }) else { return 2 }
-        let value = item.value ?? ""
-        guard let count = Int(value), (1...1000).contains(count) else {
+        guard let item = items.last(where: { $0.name == name }) else { return value }
+        let text = item.value ?? ""
+        guard let number = Int(text), range.contains(number) else {
             throw KeelError.invalidConfiguration(
-                "session_reads '\(value)' in the PostgreSQL URL must be 1…1000.",
-                hint: "It is how many session lookups of one process query at once; the others wait and share the next query."
-            )
+                "\(name) '\(text)' in the PostgreSQL URL must be \(range.lowerBound)…\(range.upperBound).", hint: hint)
         }
-        return count
+        return number
     }
 
     static func configuration(from url: String) throws -> PostgresClient.Configuration {

@@ -16,17 +16,33 @@ import Synchronization
 /// where the time of a PostgreSQL session read goes (leasing a connection,
 /// two event-loop hops and a wake-up per query; measured in
 /// docs/benchmarks.md).
+///
+/// A query still running after `stallAfter` (a connection gone silent, say)
+/// stops counting against `maxInFlight`, so the lookups behind it get a
+/// query of their own instead of waiting for it; it finishes on its own.
 final class SessionReadBatcher: Sendable {
+    /// Looks up sessions by id (distinct ids, at least one).
+    typealias Fetch = @Sendable (_ ids: [String]) async throws -> [Session]
+
     private struct Waiter {
         let id: String
         let continuation: CheckedContinuation<Session?, any Error>
     }
 
     private struct State {
-        var inFlight = 0
+        /// The queries holding a slot, by slot number, with when each started.
+        var running: [UInt64: ContinuousClock.Instant] = [:]
+        var lastSlot: UInt64 = 0
         var pending: [Waiter] = []
+        var watching = false
 
-        /// Takes the next batch (at most `limit` waiters) and keeps the slot.
+        mutating func open(at now: ContinuousClock.Instant) -> UInt64 {
+            self.lastSlot &+= 1
+            self.running[self.lastSlot] = now
+            return self.lastSlot
+        }
+
+        /// Takes the next batch (at most `limit` waiters).
         mutating func take(limit: Int) -> [Waiter] {
             if self.pending.count <= limit {
                 defer { self.pending.removeAll(keepingCapacity: true) }
@@ -35,69 +51,140 @@ final class SessionReadBatcher: Sendable {
             defer { self.pending.removeFirst(limit) }
             return Array(self.pending.prefix(limit))
         }
+
+        /// Frees the slots of queries running for longer than `stallAfter`.
+        mutating func releaseStalled(now: ContinuousClock.Instant, stallAfter: Duration) -> Int {
+            let stalled = self.running.filter { now - $0.value > stallAfter }.map(\.key)
+            for slot in stalled { self.running[slot] = nil }
+            return stalled.count
+        }
     }
 
     private let state = Mutex(State())
-    private let client: PostgresClient
+    private let fetchSessions: Fetch
     private let logger: Logger
     let maxInFlight: Int
     let maxBatch: Int
+    let stallAfter: Duration
 
-    init(client: PostgresClient, logger: Logger, maxInFlight: Int, maxBatch: Int = 256) {
-        precondition(maxInFlight >= 1 && maxBatch >= 1)
-        self.client = client
-        self.logger = logger
+    init(maxInFlight: Int, stallAfter: Duration, maxBatch: Int = 256, logger: Logger, fetch: @escaping Fetch) {
+        precondition(maxInFlight >= 1 && maxBatch >= 1 && stallAfter > .zero)
         self.maxInFlight = maxInFlight
+        self.stallAfter = stallAfter
         self.maxBatch = maxBatch
+        self.logger = logger
+        self.fetchSessions = fetch
     }
+
+    convenience init(client: PostgresClient, logger: Logger, maxInFlight: Int, stallAfter: Duration) {
+        self.init(maxInFlight: maxInFlight, stallAfter: stallAfter, logger: logger) { ids in
+            var sessions: [Session] = []
+            if ids.count == 1 {
+                for try await session in try await client.execute(SessionByID(id: ids[0]), logger: logger) {
+                    sessions.append(session)
+                }
+            } else {
+                for try await session in try await client.execute(SessionsByIDs(ids: ids), logger: logger) {
+                    sessions.append(session)
+                }
+            }
+            return sessions
+        }
+    }
+
+    /// Queries holding a slot (for tests).
+    var queriesCounted: Int { self.state.withLock { $0.running.count } }
 
     func session(id: String) async throws -> Session? {
-        let lead = self.state.withLock { state -> Bool in
-            guard state.inFlight < self.maxInFlight else { return false }
-            state.inFlight += 1
-            return true
+        let now = ContinuousClock.now
+        let slot = self.state.withLock { state -> UInt64? in
+            guard state.running.count < self.maxInFlight else { return nil }
+            return state.open(at: now)
         }
-        if lead {
-            defer { self.finishRound() }
-            return try await self.fetchOne(id)
+        if let slot {
+            defer { self.finishRound(slot) }
+            return try await self.fetchSessions([id]).first { $0.id == id }
         }
         return try await withCheckedThrowingContinuation { continuation in
-            let batch = self.state.withLock { state -> [Waiter]? in
+            let (batch, watch) = self.state.withLock { state -> ((UInt64, [Waiter])?, Bool) in
                 state.pending.append(Waiter(id: id, continuation: continuation))
                 // A slot may have freed between the two locks.
-                guard state.inFlight < self.maxInFlight else { return nil }
-                state.inFlight += 1
-                return state.take(limit: self.maxBatch)
+                if state.running.count < self.maxInFlight {
+                    return ((state.open(at: now), state.take(limit: self.maxBatch)), false)
+                }
+                guard !state.watching else { return (nil, false) }
+                state.watching = true
+                return (nil, true)
             }
-            if let batch {
-                Task { await self.runRounds(batch) }
+            if let (slot, batch) = batch {
+                Task { await self.runRounds(batch, slot: slot) }
+            }
+            if watch {
+                Task { await self.watchForStalls() }
             }
         }
     }
 
-    /// Ends a round: hands the slot to the lookups that queued meanwhile, or frees it.
-    private func finishRound() {
-        if let next = self.nextBatch() {
-            Task { await self.runRounds(next) }
+    /// Ends a leader's query: hands its slot to the lookups that queued meanwhile, or frees it.
+    private func finishRound(_ slot: UInt64) {
+        if let next = self.nextBatch(slot) {
+            Task { await self.runRounds(next, slot: slot) }
         }
     }
 
-    private func nextBatch() -> [Waiter]? {
-        self.state.withLock { state -> [Waiter]? in
+    /// The next batch for `slot`, which keeps it; or nil, and the slot is
+    /// freed (or had already been, as stalled).
+    private func nextBatch(_ slot: UInt64) -> [Waiter]? {
+        let now = ContinuousClock.now
+        return self.state.withLock { state -> [Waiter]? in
+            guard state.running[slot] != nil else { return nil }
             guard !state.pending.isEmpty else {
-                state.inFlight -= 1
+                state.running[slot] = nil
                 return nil
             }
+            state.running[slot] = now
             return state.take(limit: self.maxBatch)
         }
     }
 
-    private func runRounds(_ first: [Waiter]) async {
+    private func runRounds(_ first: [Waiter], slot: UInt64) async {
         var batch = first
         while true {
             await self.fetch(batch)
-            guard let next = self.nextBatch() else { return }
+            guard let next = self.nextBatch(slot) else { return }
             batch = next
+        }
+    }
+
+    /// Runs while lookups wait and every slot is taken: when the oldest
+    /// query has run for `stallAfter`, frees the slots of the stalled ones
+    /// and sends the waiting lookups a query of their own.
+    private func watchForStalls() async {
+        while true {
+            let deadline = self.state.withLock { state -> ContinuousClock.Instant? in
+                guard !state.pending.isEmpty, state.running.count >= self.maxInFlight, let oldest = state.running.values.min() else {
+                    state.watching = false
+                    return nil
+                }
+                return oldest + self.stallAfter
+            }
+            guard let deadline else { return }
+            try? await Task.sleep(until: deadline + .milliseconds(1), clock: .continuous)
+            let now = ContinuousClock.now
+            let (released, batch) = self.state.withLock { state -> (Int, (UInt64, [Waiter])?) in
+                let released = state.releaseStalled(now: now, stallAfter: self.stallAfter)
+                guard !state.pending.isEmpty, state.running.count < self.maxInFlight else { return (released, nil) }
+                return (released, (state.open(at: now), state.take(limit: self.maxBatch)))
+            }
+            if released > 0 {
+                self.logger.warning(
+                    "session lookups: queries running longer than the stall limit no longer hold back the others",
+                    metadata: ["keel.stalled_queries": "\(released)", "keel.stall_after": "\(self.stallAfter)"]
+                )
+            }
+            if let (slot, batch) = batch {
+                Task { await self.runRounds(batch, slot: slot) }
+            }
         }
     }
 
@@ -110,12 +197,8 @@ final class SessionReadBatcher: Sendable {
         }
         do {
             var found: [String: Session] = [:]
-            if ids.count == 1 {
-                if let session = try await self.fetchOne(ids[0]) { found[session.id] = session }
-            } else {
-                for try await session in try await self.client.execute(SessionsByIDs(ids: ids), logger: self.logger) {
-                    found[session.id] = session
-                }
+            for session in try await self.fetchSessions(ids) {
+                found[session.id] = session
             }
             for waiter in batch {
                 waiter.continuation.resume(returning: found[waiter.id])
@@ -125,14 +208,6 @@ final class SessionReadBatcher: Sendable {
                 waiter.continuation.resume(throwing: error)
             }
         }
-    }
-
-    private func fetchOne(_ id: String) async throws -> Session? {
-        var session: Session?
-        for try await row in try await self.client.execute(SessionByID(id: id), logger: self.logger) {
-            session = row
-        }
-        return session
     }
 }
 
