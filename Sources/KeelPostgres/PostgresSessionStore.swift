@@ -9,8 +9,6 @@ struct PostgresSessionStore: SessionStore {
     let started: StartSignal
     let reads: SessionReadBatcher
 
-    private typealias Columns = (String, String, Int64, Int64, Int64, Int64)
-
     func createSession(_ session: Session) async throws {
         try await self.storeOperation {
             try await self.client.query(
@@ -102,15 +100,8 @@ struct PostgresSessionStore: SessionStore {
 
     private static func first(_ rows: PostgresRowSequence) async throws -> Session? {
         var session: Session?
-        for try await (id, data, version, created, lastSeen, expires) in rows.decode(Columns.self) {
-            session = Session(
-                id: id,
-                dataJSON: data,
-                version: version,
-                createdAt: Date(millisecondsSince1970: created),
-                lastSeenAt: Date(millisecondsSince1970: lastSeen),
-                expiresAt: Date(millisecondsSince1970: expires)
-            )
+        for try await row in rows {
+            session = try Session(sessionRow: row)
         }
         return session
     }
