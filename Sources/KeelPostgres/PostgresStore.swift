@@ -135,23 +135,25 @@ public final class PostgresStore: KeelStore {
     /// default 2); lookups arriving meanwhile share the next query.
     static func sessionReads(from url: String) throws -> Int {
         try Self.integerOption(
-            "session_reads", in: url, default: 2, range: 1...1000,
+            "session_reads", in: url, range: 1...1000,
             hint: "It is how many session lookups of one process query at once; the others wait and share the next query."
-        )
+        ) ?? 2
     }
 
     /// How long a session lookup query may run before the lookups waiting
     /// for a slot stop waiting for it (`session_read_stall_ms`, default 1000).
     static func sessionReadStall(from url: String) throws -> Duration {
         .milliseconds(try Self.integerOption(
-            "session_read_stall_ms", in: url, default: 1000, range: 10...600_000,
+            "session_read_stall_ms", in: url, range: 10...600_000,
             hint: "After this many milliseconds a session lookup query no longer holds back the lookups waiting behind it."
-        ))
+        ) ?? 1000)
     }
 
-    private static func integerOption(_ name: String, in url: String, default value: Int, range: ClosedRange<Int>, hint: String) throws -> Int {
+    /// The integer query item `name` of the URL (the last one given), or nil
+    /// when absent; refused when it is not a number within `range`.
+    private static func integerOption(_ name: String, in url: String, range: ClosedRange<Int>, hint: String) throws -> Int? {
         let items = URLComponents(string: url)?.queryItems ?? []
-        guard let item = items.last(where: { $0.name == name }) else { return value }
+        guard let item = items.last(where: { $0.name == name }) else { return nil }
         let text = item.value ?? ""
         guard let number = Int(text), range.contains(number) else {
             throw KeelError.invalidConfiguration(
@@ -182,13 +184,10 @@ public final class PostgresStore: KeelStore {
             database: database.isEmpty ? nil : database,
             tls: tls
         )
-        if let poolSize = items["pool_size"] {
-            guard let size = Int(poolSize), (2...1000).contains(size) else {
-                throw KeelError.invalidConfiguration(
-                    "pool_size '\(poolSize)' in the PostgreSQL URL must be 2…1000.",
-                    hint: "Each instance keeps one pooled connection listening for notifications, so it needs at least two."
-                )
-            }
+        if let size = try Self.integerOption(
+            "pool_size", in: url, range: 2...1000,
+            hint: "Each instance keeps one pooled connection listening for notifications, so it needs at least two."
+        ) {
             configuration.options.maximumConnections = size
         }
         configuration.options.connectTimeout = .seconds(5)

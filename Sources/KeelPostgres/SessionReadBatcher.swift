@@ -79,14 +79,8 @@ final class SessionReadBatcher: Sendable {
     convenience init(client: PostgresClient, logger: Logger, maxInFlight: Int, stallAfter: Duration) {
         self.init(maxInFlight: maxInFlight, stallAfter: stallAfter, logger: logger) { ids in
             var sessions: [Session] = []
-            if ids.count == 1 {
-                for try await session in try await client.execute(SessionByID(id: ids[0]), logger: logger) {
-                    sessions.append(session)
-                }
-            } else {
-                for try await session in try await client.execute(SessionsByIDs(ids: ids), logger: logger) {
-                    sessions.append(session)
-                }
+            for try await session in try await client.execute(SessionsByIDs(ids: ids), logger: logger) {
+                sessions.append(session)
             }
             return sessions
         }
@@ -211,25 +205,8 @@ final class SessionReadBatcher: Sendable {
     }
 }
 
-/// `GET /api/session`'s lookup, prepared once per connection.
-struct SessionByID: PostgresPreparedStatement {
-    static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = $1"
-    typealias Row = Session
-
-    var id: String
-
-    func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 1)
-        bindings.append(self.id)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Session {
-        try Session(sessionRow: row)
-    }
-}
-
-/// The batched lookup of ``SessionReadBatcher``.
+/// The session lookup of ``SessionReadBatcher``, one id or many, prepared
+/// once per connection.
 struct SessionsByIDs: PostgresPreparedStatement {
     static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = ANY($1)"
     typealias Row = Session
