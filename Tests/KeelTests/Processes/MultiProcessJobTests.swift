@@ -10,8 +10,18 @@ import Glibc
 /// for each other, and finish the jobs of a process killed mid-run.
 @Suite("Jobs across processes", .timeLimit(.minutes(5)))
 struct MultiProcessJobTests {
-    /// Short leases and fast chores so a killed worker's job is rescued in seconds.
-    static let fast = ["--job-lease-duration", "2s", "--janitor-interval", "300ms", "--sse-heartbeat", "500ms", "--job-retry-backoff", "100ms"]
+    /// Fast chores and heartbeats. Leases stay at their default (30 s) unless a test
+    /// needs one to expire: a short lease is lost to any stall of the machine longer than
+    /// two thirds of it, and a job that loses three leases fails.
+    static let fast = ["--janitor-interval", "300ms", "--sse-heartbeat", "500ms", "--job-retry-backoff", "100ms"]
+
+    /// What `processes` logged at warning level or above, for a failure's message.
+    static func trouble(_ processes: KeelProcess...) -> String {
+        processes.map { process in
+            let lines = process.log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }
+            return "proc-\(process.port): " + (lines.isEmpty ? "no warnings" : lines.joined(separator: "\n"))
+        }.joined(separator: "\n")
+    }
 
     /// Two `keel serve` processes sharing a fresh store of `driver`.
     static func pair(_ driver: Driver, a: [String], b: [String]) async throws -> (StoreFixture, KeelProcess, KeelProcess) {
@@ -41,7 +51,10 @@ struct MultiProcessJobTests {
 
     @Test("the process running a job is SIGKILLed: the job succeeds on the other, whose stream shows a reset, the full output and one done", arguments: Driver.available)
     func killedWorker(driver: Driver) async throws {
-        let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "1"], b: Self.fast + ["--workers", "1"])
+        // The victim's lease must expire for the job to be rescued: 4 s, so it is rescued
+        // well within the stream's patience, yet the survivor's lease outlives a 2.6 s stall.
+        let leases = Self.fast + ["--job-lease-duration", "4s", "--workers", "1"]
+        let (_, a, b) = try await Self.pair(driver, a: leases, b: leases)
         defer {
             a.signal(SIGKILL)
             b.signal(SIGKILL)
@@ -77,10 +90,10 @@ struct MultiProcessJobTests {
         #expect(transcript.endedByServer)
         #expect(transcript.problems().isEmpty, "\(transcript.problems())")
         #expect(transcript.events.contains { $0.type == "reset" })
-        #expect(transcript.finalOutput == (0..<40).map { "t\($0) " }.joined())
+        #expect(transcript.finalOutput == (0..<40).map { "t\($0) " }.joined(), "\(Self.trouble(survivor))")
         let final = try await Self.job(survivor.baseURL, id, token: token)
-        #expect(final["status"] == .string("succeeded"))
-        #expect(final["attempts"] == .int(2))
+        #expect(final["status"] == .string("succeeded"), "\(final)")
+        #expect(final["attempts"] == .int(2), "\(final)\n\(Self.trouble(survivor))")
         #expect(await survivor.stop() == 0)
     }
 
@@ -131,7 +144,9 @@ struct MultiProcessJobTests {
         a.signal(SIGTERM)
         let cut = try await streaming.value
         #expect(cut.endedByServer)
-        #expect(!cut.events.contains { $0.type == "done" }, "the job outlives the drain, so the stream must have been cut")
+        #expect(
+            !cut.events.contains { $0.type == "done" },
+            "the job outlives the drain, so the stream must have been cut: \(cut.events.suffix(3))\n\(Self.trouble(a, b))")
         #expect(await a.waitForExit() == 0)
         let last = try #require(cut.events.last?.id)
         let rest = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token, lastEventID: last)
@@ -152,10 +167,11 @@ struct MultiProcessJobTests {
         let id = try await Self.createJob(a.baseURL, token: token, input: #"{"tokens":2,"delay_ms":5000}"#)
         let transcript = try await SSE.read(b.baseURL + "/api/jobs/\(id)/events", token: token)
         #expect(transcript.problems().isEmpty, "\(transcript.problems())")
+        #expect(transcript.events.last?.type == "done", "\(transcript.events.suffix(3))\n\(Self.trouble(a, b))")
         // About 10 s with nothing to say, at one heartbeat per 500 ms of silence: ask for a few,
         // leaving room for a loaded machine that starts the stream seconds late.
         #expect(transcript.comments >= 3, "only \(transcript.comments) heartbeats")
-        #expect(transcript.finalOutput == "t0 t1 ")
+        #expect(transcript.finalOutput == "t0 t1 ", "\(transcript.events)\n\(Self.trouble(a, b))")
     }
 
     @Test("Idempotency-Key: the same key sent to two processes at once makes one job", arguments: Driver.available)

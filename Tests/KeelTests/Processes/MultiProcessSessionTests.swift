@@ -73,7 +73,9 @@ struct MultiProcessSessionTests {
     @Test("SIGTERM drains: /ready turns 503 at once, an in-flight request completes, exit 0")
     func drain() async throws {
         let fixture = try await StoreFixture.make(.sqlite)
-        let keel = try await KeelProcess.serve(store: fixture.location, arguments: ["--drain-delay", "1500ms", "--drain-timeout", "20s"])
+        // A drain delay of 5 s: /ready must be seen answering 503 within it, and a test run
+        // loads the machine enough for a request to take a second or more.
+        let keel = try await KeelProcess.serve(store: fixture.location, arguments: ["--drain-delay", "5s", "--drain-timeout", "60s"])
         defer { keel.signal(SIGKILL) }
         let token = try #require(try await HTTP.send(.POST, keel.baseURL + "/api/session").json["token"]?.stringValue)
 
@@ -91,19 +93,32 @@ struct MultiProcessSessionTests {
         feed.yield(ByteBuffer(bytes: bytes[..<1000]))
         try await Task.sleep(for: .milliseconds(300))
         keel.signal(SIGTERM)
+        let signalled = ContinuousClock.now
 
         var sawNotReady = false
+        var polls: [String] = []
         for _ in 0..<20 {
-            if let ready = try? await HTTP.send(.GET, keel.baseURL + "/ready", timeout: .seconds(2)), ready.status == 503 {
+            let ready: HTTP.Result
+            do {
+                ready = try await HTTP.send(.GET, keel.baseURL + "/ready", timeout: .seconds(2))
+                polls.append("\(ContinuousClock.now - signalled): \(ready.status)")
+            } catch {
+                polls.append("\(ContinuousClock.now - signalled): \(error)")
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            if ready.status == 503 {
                 #expect(ready.errorCode == "draining")
                 sawNotReady = true
                 break
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(sawNotReady, "/ready never answered 503 during the drain")
+        #expect(sawNotReady, "/ready never answered 503 during the drain; polls after SIGTERM: \(polls)")
 
-        try await Task.sleep(for: .milliseconds(2000))
+        // The rest of the body comes after the server has stopped accepting connections.
+        try await waitFor("the drain delay to end") { keel.log.contains("drain delay over") }
+        try await Task.sleep(for: .milliseconds(500))
         feed.yield(ByteBuffer(bytes: bytes[1000...]))
         feed.finish()
         let response = try await slowPatch.value

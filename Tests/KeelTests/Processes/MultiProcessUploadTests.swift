@@ -19,18 +19,6 @@ struct MultiProcessUploadTests {
     static let arguments = ["--upload-commit-bytes", "1048576", "--upload-lock-timeout", "2s"]
     static let chunk = 5 * 1_048_576
 
-    static func content(megabytes: Int) -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = [UInt8](repeating: 0, count: megabytes * 1_048_576)
-        bytes.withUnsafeMutableBytes { buffer in
-            let words = buffer.bindMemory(to: UInt64.self)
-            for index in words.indices { words[index] = generator.next() }
-        }
-        return bytes
-    }
-
-    static func hex(_ bytes: some Sequence<UInt8>) -> String { SHA256.hash(data: Array(bytes)).map { String(format: "%02x", $0) }.joined() }
-
     static func create(_ server: KeelProcess, token: String, length: Int) async throws -> String {
         let created = try await HTTP.send(
             .POST, server.baseURL + "/api/uploads", token: token,
@@ -104,7 +92,7 @@ struct MultiProcessUploadTests {
         let info = try await HTTP.send(.GET, server.baseURL + location + "/info", token: token, timeout: .seconds(120))
         #expect(info.json["status"] == .string("complete"), "\(info.body)")
         #expect(info.json["offset"] == .int(Int64(content.count)))
-        #expect(info.json["sha256"] == .string(Self.hex(content)))
+        #expect(info.json["sha256"] == .string(try await sha256Hex(content)))
     }
 
     @Test("160 MB in 5 MB chunks alternating between two processes; one SIGKILLed mid-PATCH and restarted; the stored file's sha256 matches", arguments: Driver.available)
@@ -114,7 +102,7 @@ struct MultiProcessUploadTests {
         let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.arguments)
         let servers = ServerList([a, b])
         defer { servers.killAll() }
-        let content = Self.content(megabytes: 160)
+        let content = try await randomBytes(megabytes: 160)
         let token = try await MultiProcessJobTests.session(on: a)
         let location = try await Self.create(b, token: token, length: content.count)
 
@@ -151,7 +139,7 @@ struct MultiProcessUploadTests {
         let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.arguments)
         let servers = ServerList([a, b])
         defer { servers.killAll() }
-        let content = Self.content(megabytes: 10)
+        let content = try await randomBytes(megabytes: 10)
         let token = try await MultiProcessJobTests.session(on: a)
         let location = try await Self.create(b, token: token, length: content.count)
 
@@ -192,7 +180,7 @@ struct MultiProcessUploadTests {
         let b = try await KeelProcess.serve(store: fixture.location, arguments: Self.arguments)
         let servers = ServerList([a, b])
         defer { servers.killAll() }
-        let content = Self.content(megabytes: 48)
+        let content = try await randomBytes(megabytes: 48)
         let token = try await MultiProcessJobTests.session(on: a)
         let location = try await Self.create(a, token: token, length: content.count)
         // The same file, sent by two clients at once, each starting on a different process.

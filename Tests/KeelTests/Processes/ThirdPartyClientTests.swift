@@ -46,19 +46,12 @@ struct ThirdPartyClientTests {
             (try? await HTTP.send(.GET, "http://127.0.0.1:\(pagePort)/events.html").status) == 200
         }
 
-        let browser = Process()
-        browser.executableURL = site.executableURL
-        browser.arguments = [
+        let finished = try await ChildProcess.run(try #require(Self.python), [
             Self.clientsDirectory.appendingPathComponent("browser/check.py").path,
             "http://127.0.0.1:\(pagePort)/events.html?keel=\(server.baseURL)",
-        ]
-        let output = Pipe()
-        browser.standardOutput = output
-        browser.standardError = output
-        try browser.run()
-        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        browser.waitUntilExit()
-        #expect(browser.terminationStatus == 0, "\(printed)")
+        ])
+        let printed = finished.output + finished.errors
+        #expect(finished.status == 0, "\(printed)")
         #expect(printed.contains("PASS"), "\(printed)")
     }
 
@@ -68,23 +61,14 @@ struct ThirdPartyClientTests {
         let server = try await KeelProcess.serve(store: fixture.location)
         defer { server.signal(SIGKILL) }
         let token = try await MultiProcessJobTests.session(on: server)
-        let content = MultiProcessUploadTests.content(megabytes: 7)
+        let content = try await randomBytes(megabytes: 7)
         let file = fixture.directory.appendingPathComponent("source.bin")
         try Data(content).write(to: file)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(Self.python))
-        process.arguments = [Self.clientsDirectory.appendingPathComponent("tuspy_upload.py").path, server.baseURL, token, file.path]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let printed = output.fileHandleForReading.readDataToEndOfFile()
-        let complaints = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(String(decoding: complaints, as: UTF8.self))")
-        let report = try JSONValue.parse(Array(printed)).objectValue ?? [:]
+        let finished = try await ChildProcess.run(
+            try #require(Self.python), [Self.clientsDirectory.appendingPathComponent("tuspy_upload.py").path, server.baseURL, token, file.path])
+        #expect(finished.status == 0, "\(finished.errors)")
+        let report = try JSONValue.parse(Array(finished.output.utf8)).objectValue ?? [:]
         // The first uploader stopped at half; the second learned that from HEAD.
         #expect(report["resumed_from"] == .int(Int64(content.count / 2)))
         let url = try #require(report["url"]?.stringValue)
