@@ -36,8 +36,7 @@ final class KeelProcess: Sendable {
 
     /// Runs `keel <arguments>` to completion and returns its exit status and output.
     static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-run-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestEnvironment.directory("run")
         let logPath = directory.appendingPathComponent("output.log").path
         let process = try Self.launch(arguments, environment: environment, logPath: logPath, directory: directory)
         let status = await process.waitForExit()
@@ -52,8 +51,7 @@ final class KeelProcess: Sendable {
         environment: [String: String] = [:]
     ) async throws -> KeelProcess {
         let port = try port ?? freePort()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-proc-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestEnvironment.directory("serve")
         let storeArgument = Self.argument(for: store)
         let process = try Self.launch(
             ["serve", "--port", String(port), "--store", storeArgument, "--drain-delay", "0s", "--instance-id", "proc-\(port)"] + arguments,
@@ -75,8 +73,7 @@ final class KeelProcess: Sendable {
 
     /// Starts `keel worker` on `store` (it has no HTTP port to wait for).
     static func worker(store: StoreLocation, arguments: [String] = []) throws -> KeelProcess {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-worker-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestEnvironment.directory("worker")
         let storeArgument = Self.argument(for: store)
         return try Self.launch(
             ["worker", "--store", storeArgument] + arguments, environment: [:],

@@ -54,8 +54,7 @@ enum ChildProcess {
     }
 
     static func run(_ executable: String, _ arguments: [String]) async throws -> Finished {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-child-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestEnvironment.directory("child")
         defer { try? FileManager.default.removeItem(at: directory) }
         let outputPath = directory.appendingPathComponent("stdout").path
         let errorsPath = directory.appendingPathComponent("stderr").path

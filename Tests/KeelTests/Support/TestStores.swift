@@ -25,6 +25,21 @@ enum TestEnvironment {
         ProcessInfo.processInfo.environment["KEEL_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
+    /// Where a test's files go (stores, upload bytes, server logs): one directory
+    /// per test run, `KEEL_TEST_SCRATCH` when set. `scripts/test` sets it, removes it
+    /// after a passing run and names it after a failing one.
+    static let scratch: URL = {
+        let configured = ProcessInfo.processInfo.environment["KEEL_TEST_SCRATCH"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+        return configured ?? FileManager.default.temporaryDirectory.appendingPathComponent("keel-tests-\(ProcessInfo.processInfo.processIdentifier)")
+    }()
+
+    /// A new, empty directory under ``scratch`` named `prefix-<uuid>`.
+    static func directory(_ prefix: String) throws -> URL {
+        let directory = self.scratch.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
     static let logger: Logger = {
         var logger = Logger(label: "keel-test")
         logger.logLevel = .warning
@@ -40,8 +55,7 @@ struct StoreFixture: Sendable {
     let directory: URL
 
     static func make(_ driver: Driver) async throws -> StoreFixture {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestEnvironment.directory("store")
         switch driver {
         case .sqlite:
             return StoreFixture(driver: driver, location: .sqlite(path: directory.appendingPathComponent("keel.sqlite").path), directory: directory)
