@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Job benchmarks: end-to-end throughput of no-op jobs created over HTTP, and
-# pickup latency (creation to start) with workers in the same process and in
+# Job benchmarks: end-to-end throughput of no-op jobs created over HTTP, the
+# same split into creation alone and workers alone, and pickup latency (creation to start) with workers in the same process and in
 # a separate `keel worker` process.
 #
 #   bench/jobs.sh [sqlite|postgres|all]
@@ -49,6 +49,27 @@ run_store() {
   "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" | sed 's/^/throughput: /'
   bench_log "$store: pickup, workers in the same process"
   "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/in-process /'
+  stop_all
+
+  # The two halves apart: creation alone (no workers anywhere), then a
+  # `keel worker` with the same worker count draining the queue alone. The
+  # drain time includes the worker's start (a few hundred ms) and stops when
+  # the queue is empty (the last few running jobs finish within milliseconds).
+  bench_start_keel "$url" "$store-split" --log-level warning --workers 0
+  bench_log "$store: split: $JOBS jobs created with no worker running"
+  "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" --enqueue-only | sed 's/^/split, creation only: /'
+  local started finished
+  started=$(date +%s.%N)
+  "$KEEL_BIN" worker --store "$url" --log-level warning --drain-timeout 5s --workers "$WORKERS" >"$BENCH_TMP/worker-$store-split.log" 2>&1 &
+  WORKER_PID=$!
+  while :; do
+    depth=$(curl -s "$KEEL_URL/system-health" | grep -o '"queue_depth":[0-9]*' | cut -d: -f2 || true)
+    [ "${depth:-1}" = 0 ] && break
+    sleep 0.05
+  done
+  finished=$(date +%s.%N)
+  awk -v n="$JOBS" -v a="$started" -v b="$finished" -v w="$WORKERS" \
+    'BEGIN { printf "split, workers only: %d jobs drained by keel worker --workers %d in %.2fs: %.0f jobs/s\n", n, w, b - a, n / (b - a) }'
   stop_all
 
   bench_start_keel "$url" "$store-cross" --log-level warning --workers 0

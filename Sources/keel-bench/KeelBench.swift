@@ -101,6 +101,7 @@ struct JobThroughput: AsyncParsableCommand {
     @Option(help: "Jobs to create.") var jobs = 5000
     @Option(help: "Concurrent creating clients.") var concurrency = 32
     @Option(help: "Where to check completion, if not --url (a server sharing the store).") var statusURL: String?
+    @Flag(help: "Only create the jobs and report the creation rate (for a server without workers).") var enqueueOnly = false
 
     func run() async throws {
         let client = Client.make(connections: self.concurrency + 4)
@@ -125,6 +126,12 @@ struct JobThroughput: AsyncParsableCommand {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         let enqueued = ContinuousClock.now - start
+        if self.enqueueOnly {
+            print(String(format: "jobs=%d concurrency=%d enqueue=%.0f/s (%.2fs)", total, self.concurrency,
+                         Double(total) / (enqueued.milliseconds / 1000), enqueued.milliseconds / 1000))
+            print("create latency: \(Summary(values: latencies))")
+            return
+        }
         let statusBase = self.statusURL ?? base
         // Done when nothing is queued or running.
         while true {
