@@ -77,7 +77,7 @@ struct UploadsAPITests {
             #expect(info.json["status"] == .string("complete"))
             #expect(info.json["filename"] == .string("report é.pdf"))
             #expect(info.json["metadata"]?.objectValue?["flag"] == .null)
-            #expect(info.json["sha256"] == .string(SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined()))
+            #expect(info.json["sha256"] == .string(try await sha256Hex(content)))
         }
     }
 
