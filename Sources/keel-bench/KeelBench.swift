@@ -196,6 +196,8 @@ struct Streams: AsyncParsableCommand {
     @Option(help: "Token events per job.") var events = 50
     @Option(help: "Milliseconds between a job's events.") var intervalMs = 20
     @Option(help: "Stream this URL instead of Keel jobs (a peer server sending the same events, then done).") var rawURL: String?
+    @Option(help: "HTTP client: nio (a bare SwiftNIO channel per stream) or async-http-client (the figures before 2026-11-24).")
+    var client: StreamClientKind = .nio
 
     func run() async throws {
         let client = Client.make(connections: self.clients + 8)
@@ -215,8 +217,19 @@ struct Streams: AsyncParsableCommand {
         let streamURLs = urls
         let bearer = token
         let expectedTokens = self.events
+        let targets = self.client == .nio ? try streamURLs.map(StreamClient.Target.init) : nil
         let start = ContinuousClock.now
         let results = try await withThrowingTaskGroup(of: (firstEvent: Double, complete: Bool).self) { group in
+            if let targets {
+                // All streams started from here, without a task each.
+                let outcomes = try await StreamClient.burst(targets, count: self.clients, bearer: bearer.isEmpty ? nil : bearer)
+                var results: [(firstEvent: Double, complete: Bool)] = []
+                for outcome in outcomes {
+                    let outcome = try await outcome.get()
+                    results.append((outcome.firstEvent ?? .infinity, outcome.status == 200 && Self.complete(outcome.body, tokens: expectedTokens)))
+                }
+                return results
+            }
             for index in 0..<self.clients {
                 group.addTask {
                     var request = HTTPClientRequest(url: streamURLs[index % streamURLs.count])
@@ -238,8 +251,8 @@ struct Streams: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - start
         let incomplete = results.filter { !$0.complete }.count
-        print(String(format: "clients=%d jobs=%d events/job=%d interval=%dms elapsed=%.2fs incomplete=%d", self.clients, self.jobs, self.events,
-                     self.intervalMs, elapsed.milliseconds / 1000, incomplete))
+        print("client=\(self.client.rawValue) " + String(format: "clients=%d jobs=%d events/job=%d interval=%dms elapsed=%.2fs incomplete=%d",
+                     self.clients, self.jobs, self.events, self.intervalMs, elapsed.milliseconds / 1000, incomplete))
         print("time to first event: \(Summary(values: results.map(\.firstEvent)))")
         if incomplete > 0 { throw ExitCode(1) }
     }
@@ -262,6 +275,11 @@ struct Streams: AsyncParsableCommand {
         }
         return tokenCount == tokens && done == 1 && lastType == "done"
     }
+}
+
+enum StreamClientKind: String, ExpressibleByArgument, Sendable {
+    case nio
+    case asyncHTTPClient = "async-http-client"
 }
 
 /// Many idle streams held open (the script measures the server's memory).
