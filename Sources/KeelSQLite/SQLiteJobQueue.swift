@@ -8,6 +8,14 @@ import KeelCore
 /// never skip.
 struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     let pool: DatabasePool
+    /// Enqueues, claims and completions, the writes a busy process makes
+    /// many of at once, share transactions (group commit).
+    let batcher: SQLiteWriteBatcher
+
+    init(pool: DatabasePool) {
+        self.pool = pool
+        self.batcher = SQLiteWriteBatcher(pool: pool)
+    }
 
     static let columns = """
         id, session_id, type, input, status, progress, result, error, attempts, max_attempts, idempotency_key,
@@ -20,7 +28,7 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
 
     func enqueue(_ new: NewJob, now: Date) async throws -> (job: Job, created: Bool) {
         try await withStoreErrors {
-            try await self.pool.write { db in
+            try await self.batcher.write { db in
                 if let key = new.idempotencyKey,
                     let existing = try Self.fetch(db, where: "session_id = ? AND idempotency_key = ?", [new.sessionID, key])
                 {
@@ -75,37 +83,36 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         guard !types.isEmpty else { return nil }
         let token = Identifiers.random(byteCount: 16)
         return try await withStoreErrors {
-            try await self.pool.write { db -> ClaimedJob? in
+            try await self.batcher.write { db -> ClaimedJob? in
                 let placeholders = Array(repeating: "?", count: types.count).joined(separator: ", ")
-                var arguments: [any DatabaseValueConvertible] = [now.millisecondsSince1970]
+                let ms = now.millisecondsSince1970
+                var arguments: [any DatabaseValueConvertible] = [
+                    owner, token, now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970, ms, ms, ms,
+                ]
                 arguments += types
+                // One statement: pick the oldest due job, take it, return it.
                 guard
                     let row = try Row.fetchOne(
                         cached: db,
                         sql: """
-                            SELECT id, attempts, last_seq FROM keel_jobs
-                            WHERE status = 'queued' AND run_at <= ? AND type IN (\(placeholders))
-                            ORDER BY run_at, created_at LIMIT 1
+                            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_token = ?,
+                                lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, cancel_requested = 0
+                            WHERE id = (
+                                SELECT id FROM keel_jobs
+                                WHERE status = 'queued' AND run_at <= ? AND type IN (\(placeholders))
+                                ORDER BY run_at, created_at LIMIT 1)
+                            RETURNING \(Self.columns)
                             """,
                         arguments: StatementArguments(arguments)
                     )
                 else { return nil }
-                let id: String = row[0]
-                let attempts: Int = row[1]
-                let lastSequence: Int64 = row[2]
-                let ms = now.millisecondsSince1970
-                if lastSequence > 0 {
-                    try Self.appendUnfenced(db, jobID: id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(attempts + 1)}"#, now: ms)
+                var job = try Self.decode(row)
+                if job.lastSequence > 0 {
+                    // A retried attempt: clients drop the earlier attempt's partial output.
+                    try Self.appendUnfenced(db, jobID: job.id, type: JobEventType.reset, dataJSON: #"{"attempt":\#(job.attempts)}"#, now: ms)
+                    job = try Self.fetch(db, id: job.id)!
                 }
-                try db.executeCached(
-                    sql: """
-                        UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_token = ?,
-                            lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, cancel_requested = 0
-                        WHERE id = ?
-                        """,
-                    arguments: [owner, token, now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970, ms, ms, id]
-                )
-                return ClaimedJob(job: try Self.fetch(db, id: id)!, lease: JobLease(jobID: id, token: token, owner: owner))
+                return ClaimedJob(job: job, lease: JobLease(jobID: job.id, token: token, owner: owner))
             }
         }
     }
@@ -146,16 +153,27 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     }
 
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
-        try await self.finish(lease, timing: timing) { db, ms in
-            try db.executeCached(
-                sql: """
-                    UPDATE keel_jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?,
-                        expires_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                    WHERE id = ?
-                    """,
-                arguments: [resultJSON, ms, ms, timing.expiry.millisecondsSince1970, lease.jobID]
-            )
-            return true
+        try await withStoreErrors {
+            try await self.batcher.write { db in
+                let ms = timing.now.millisecondsSince1970
+                // The fence, the transition and the `done` event's sequence
+                // number in one statement, which returns the final job.
+                guard
+                    let row = try Row.fetchOne(
+                        cached: db,
+                        sql: """
+                            UPDATE keel_jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?,
+                                expires_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+                            WHERE \(Self.fence)
+                            RETURNING \(Self.columns)
+                            """,
+                        arguments: [resultJSON, ms, ms, timing.expiry.millisecondsSince1970, lease.jobID, lease.token]
+                    )
+                else { throw KeelError.leaseLost }
+                let job = try Self.decode(row)
+                try Self.insertEvent(db, jobID: job.id, sequence: job.lastSequence, type: JobEventType.done, dataJSON: job.jsonRepresentation(), ms: ms)
+                return job
+            }
         }
     }
 
@@ -335,21 +353,22 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
     private static func appendUnfenced(_ db: Database, jobID: String, type: String, dataJSON: String, now ms: Int64) throws -> Int64 {
         try db.executeCached(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?", arguments: [ms, jobID])
         let sequence = try Int64.fetchOne(cached: db, sql: "SELECT last_seq FROM keel_jobs WHERE id = ?", arguments: [jobID]) ?? 0
+        try Self.insertEvent(db, jobID: jobID, sequence: sequence, type: type, dataJSON: dataJSON, ms: ms)
+        return sequence
+    }
+
+    private static func insertEvent(_ db: Database, jobID: String, sequence: Int64, type: String, dataJSON: String, ms: Int64) throws {
         try db.executeCached(
             sql: "INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
             arguments: [jobID, sequence, type, dataJSON, ms]
         )
-        return sequence
     }
 
     /// Appends the terminal `done` event, whose data is the final job.
     private static func appendDone(_ db: Database, id: String, ms: Int64) throws -> Job {
         try db.executeCached(sql: "UPDATE keel_jobs SET last_seq = last_seq + 1 WHERE id = ?", arguments: [id])
         let job = try Self.fetch(db, id: id)!
-        try db.executeCached(
-            sql: "INSERT INTO keel_job_events (job_id, seq, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
-            arguments: [id, job.lastSequence, JobEventType.done, job.jsonRepresentation(), ms]
-        )
+        try Self.insertEvent(db, jobID: id, sequence: job.lastSequence, type: JobEventType.done, dataJSON: job.jsonRepresentation(), ms: ms)
         return job
     }
 

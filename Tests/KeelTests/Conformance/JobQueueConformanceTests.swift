@@ -99,6 +99,36 @@ struct JobQueueConformanceTests {
         #expect(Set(claimed).count == jobCount)
     }
 
+    @Test("concurrent completions: each stale lease fails alone, every held one succeeds once", arguments: Driver.available)
+    func concurrentCompletions(driver: Driver) async throws {
+        try await StoreFixture.make(driver).withStore { store in
+            var leases: [JobLease] = []
+            for _ in 0..<12 {
+                _ = try await store.jobs.enqueue(Self.newJob(), now: Self.t0)
+                leases.append(try #require(try await store.jobs.claim(owner: "w", types: ["demo"], leaseDuration: Self.lease, now: Self.t0)).lease)
+            }
+            // Writes arriving together share transactions on SQLite (group
+            // commit); a refused one must not take its neighbours down.
+            let attempts = leases.map { ($0, true) } + leases.prefix(6).map { (JobLease(jobID: $0.jobID, token: "stale", owner: "old"), false) }
+            let outcomes = await withTaskGroup(of: (String, Bool, Bool).self) { group in
+                for (lease, held) in attempts.shuffled() {
+                    group.addTask {
+                        let succeeded = (try? await store.jobs.succeed(lease, resultJSON: #"{"ok":true}"#, timing: Self.timing())) != nil
+                        return (lease.jobID, held, succeeded)
+                    }
+                }
+                return await group.reduce(into: [(String, Bool, Bool)]()) { $0.append($1) }
+            }
+            #expect(outcomes.allSatisfy { $0.1 == $0.2 }, "\(outcomes.filter { $0.1 != $0.2 })")
+            for lease in leases {
+                let job = try #require(try await store.jobs.job(id: lease.jobID))
+                #expect(job.status == .succeeded && job.resultJSON == #"{"ok":true}"#)
+                let events = try await store.events.events(jobID: lease.jobID, after: 0, limit: 10)
+                #expect(events.map(\.type) == ["done"] && events.map(\.sequence) == [1])
+            }
+        }
+    }
+
     @Test("only due jobs of known types are claimed", arguments: Driver.available)
     func claimFilters(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
