@@ -46,6 +46,11 @@ final class WakeSignal: Sendable {
         }
     }
 
+    /// Waits until fired, or until the task is cancelled.
+    func wait() async {
+        await self.waitUntilFired()
+    }
+
     private func waitUntilFired() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -31,7 +31,8 @@ public final class WorkerPool: Service, Sendable {
     private let draining = Atomic<Bool>(false)
     private let releasing = Atomic<Bool>(false)
     private let drainSignal = WakeSignal()
-    private let running = Mutex<[ObjectIdentifier: WakeSignal]>([:])
+    /// The jobs this pool is running, each with the signal its worker waits on.
+    private let running = Mutex<[ObjectIdentifier: RunningJob]>([:])
     private let releaseAfter = Mutex<Duration>(.zero)
 
     init(
@@ -77,6 +78,10 @@ public final class WorkerPool: Service, Sendable {
                 }
             }
             group.addTask {
+                await self.beatLeases()
+                return false
+            }
+            group.addTask {
                 // Waits for the drain, then for its deadline, then releases.
                 while !self.isDraining {
                     _ = await self.drainSignal.wait(timeout: .seconds(3600))
@@ -98,9 +103,24 @@ public final class WorkerPool: Service, Sendable {
 
     private func releaseRunningJobs() {
         self.releasing.store(true, ordering: .relaxed)
-        let signals = self.running.withLock { Array($0.values) }
-        if !signals.isEmpty { self.logger.notice("drain timeout: releasing unfinished jobs", metadata: ["keel.jobs": "\(signals.count)"]) }
-        for signal in signals { signal.fire() }
+        let jobs = self.running.withLock { Array($0.values) }
+        if !jobs.isEmpty { self.logger.notice("drain timeout: releasing unfinished jobs", metadata: ["keel.jobs": "\(jobs.count)"]) }
+        for job in jobs { job.signal.fire() }
+    }
+
+    /// The pool's one heartbeat clock: every running job's worker is told
+    /// when its lease is a third of the way to expiring. One timer for the
+    /// pool rather than one per job keeps a short job down to its handler's
+    /// task and its two writes.
+    private func beatLeases() async {
+        let interval = self.settings.leaseDuration / 3
+        let tick = min(interval / 4, .seconds(1))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: tick)
+            let now = ContinuousClock.now
+            let due = self.running.withLock { running in running.values.filter { now - $0.started >= interval } }
+            for job in due where job.beatDue(now: now, interval: interval) { job.signal.fire() }
+        }
     }
 
     private func work(index: Int) async {
@@ -167,16 +187,24 @@ public final class WorkerPool: Service, Sendable {
         self.hub.publish([.jobEvents(jobID: job.id)])
     }
 
-    /// Runs the handler next to a supervisor that heartbeats; whichever
-    /// decides first wins, and the other is cancelled.
+    /// Runs the handler in a child task while this worker supervises it:
+    /// it sleeps until the handler ends, the pool's heartbeat clock says the
+    /// lease needs extending, or the drain releases the job. A heartbeat that
+    /// finds the lease lost or cancellation requested stops the handler.
+    /// Whichever decides first wins; a handler that ends because it was
+    /// stopped does not decide.
     private func run(_ handler: any JobHandler, _ context: JobContext, lease: JobLease) async -> Outcome {
-        let release = WakeSignal()
-        self.running.withLock { $0[ObjectIdentifier(release)] = release }
-        defer { self.running.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(release)) } }
+        let job = RunningJob()
+        self.running.withLock { $0[ObjectIdentifier(job)] = job }
+        defer { self.running.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(job)) } }
         if self.releasing.load(ordering: .relaxed) { return .release }
 
         return await withTaskGroup(of: Outcome.self) { group in
             group.addTask {
+                defer {
+                    job.handlerEnded.store(true, ordering: .releasing)
+                    job.signal.fire()
+                }
                 do {
                     return .succeeded(try await handler.run(context))
                 } catch let failure as JobHandlerFailure {
@@ -189,22 +217,25 @@ public final class WorkerPool: Service, Sendable {
                     return .failed(JobHandlerFailure(code: "handler_error", message: "\(error)"))
                 }
             }
-            group.addTask { await self.supervise(lease, release: release) }
-            var decided: Outcome = .stopped
-            if let first = await group.next() { decided = first }
-            group.cancelAll()
-            // A handler that ends because its supervisor cancelled it does not decide.
-            if case .stopped = decided, let second = await group.next() { decided = second }
-            return decided
+            let decided = await self.supervise(job, lease: lease)
+            if let decided {
+                group.cancelAll()
+                _ = await group.next()
+                return decided
+            }
+            return await group.next() ?? .stopped
         }
     }
 
-    private func supervise(_ lease: JobLease, release: WakeSignal) async -> Outcome {
-        let interval = self.settings.leaseDuration / 3
+    /// Returns when the handler has ended (`nil`: its outcome decides) or
+    /// when the job must stop (the reason).
+    private func supervise(_ job: RunningJob, lease: JobLease) async -> Outcome? {
         while true {
-            let released = await release.wait(timeout: interval)
+            await job.signal.wait()
+            if job.handlerEnded.load(ordering: .acquiring) { return nil }
             if Task.isCancelled { return .stopped }
-            if released || self.releasing.load(ordering: .relaxed) { return .release }
+            if self.releasing.load(ordering: .relaxed) { return .release }
+            guard job.takeBeat() else { continue }
             do {
                 switch try await self.queue.heartbeat(lease, leaseDuration: self.settings.leaseDuration, now: self.clock.now()) {
                 case .lost: return .leaseLost
@@ -253,6 +284,33 @@ public final class WorkerPool: Service, Sendable {
             logger.warning("lost the job's lease before recording its outcome")
         } catch {
             logger.error("recording the job's outcome failed; its lease will expire and it will run again", metadata: ["keel.error": "\(error)"])
+        }
+    }
+}
+
+/// A job a worker of this pool is running: what its worker waits on, and
+/// when its lease was last extended.
+private final class RunningJob: Sendable {
+    let signal = WakeSignal()
+    let started = ContinuousClock.now
+    let handlerEnded = Atomic<Bool>(false)
+    private let beats = Mutex<(last: ContinuousClock.Instant, due: Bool)>((ContinuousClock.now, false))
+
+    /// Marks a heartbeat due when the last one is `interval` old; says whether it did.
+    func beatDue(now: ContinuousClock.Instant, interval: Duration) -> Bool {
+        self.beats.withLock { beats in
+            guard !beats.due, now - beats.last >= interval else { return false }
+            beats.due = true
+            return true
+        }
+    }
+
+    /// Takes the due heartbeat, if any (the worker is about to send it).
+    func takeBeat() -> Bool {
+        self.beats.withLock { beats in
+            guard beats.due else { return false }
+            beats = (.now, false)
+            return true
         }
     }
 }
