@@ -35,15 +35,17 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
                     return (existing, false)
                 }
                 let ms = now.millisecondsSince1970
-                try db.executeCached(
+                let row = try Row.fetchOne(
+                    cached: db,
                     sql: """
                         INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
                             idempotency_key, created_at, updated_at, run_at)
                         VALUES (?, ?, ?, ?, 'queued', '{}', 0, ?, ?, ?, ?, ?)
+                        RETURNING \(Self.columns)
                         """,
                     arguments: [new.id, new.sessionID, new.type, new.inputJSON, new.maxAttempts, new.idempotencyKey, ms, ms, ms]
                 )
-                return (try Self.fetch(db, id: new.id)!, true)
+                return (try Self.decode(row!), true)
             }
         }
     }
