@@ -196,7 +196,7 @@ struct Streams: AsyncParsableCommand {
     @Option(help: "Token events per job.") var events = 50
     @Option(help: "Milliseconds between a job's events.") var intervalMs = 20
     @Option(help: "Stream this URL instead of Keel jobs (a peer server sending the same events, then done).") var rawURL: String?
-    @Option(help: "HTTP client: nio (a bare SwiftNIO channel per stream) or async-http-client (the figures before 2026-11-24).")
+    @Option(help: "HTTP client: nio (a bare SwiftNIO channel per stream) or async-http-client (how the earlier figures were measured).")
     var client: StreamClientKind = .nio
 
     func run() async throws {
