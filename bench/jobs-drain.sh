@@ -29,8 +29,6 @@ stop_worker() {
 }
 bench_on_exit stop_worker
 
-queue_depth() { curl -s "$KEEL_URL/system-health" | grep -o '"queue_depth":[0-9]*' | cut -d: -f2; }
-
 echo "# keel backlog drain, $(date -u +%Y-%m-%d), $(nproc) cores, keel $("$KEEL_BIN" --version), $WORKERS workers"
 for ((run = 1; run <= RUNS; run++)); do
   store="sqlite:$BENCH_TMP/drain-$run.sqlite"
@@ -39,11 +37,11 @@ for ((run = 1; run <= RUNS; run++)); do
   [ -n "$TOKEN" ] || bench_die "could not create a session"
   export TOKEN
   created=$(wrk -t2 -c"$CONNECTIONS" -d"${CREATE_SECONDS}s" -s bench/create-job.lua "$KEEL_URL/api/jobs" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
-  queued=$(queue_depth)
+  queued=$(bench_queue_depth "$KEEL_URL")
   started=$(date +%s.%N)
   "$KEEL_BIN" worker --store "$store" --log-level warning --drain-timeout 5s --workers "$WORKERS" >"$BENCH_TMP/worker-$run.log" 2>&1 &
   WORKER_PID=$!
-  while [ "$(queue_depth)" != 0 ]; do sleep 0.05; done
+  bench_wait_queue_empty "$KEEL_URL"
   finished=$(date +%s.%N)
   awk -v r="$run" -v c="$created" -v n="$queued" -v a="$started" -v b="$finished" -v w="$WORKERS" \
     'BEGIN { printf "run %d: creation %d jobs/s; %d jobs drained by keel worker --workers %d in %.2fs: %.0f jobs/s\n", r, c, n, w, b - a, n / (b - a) }'

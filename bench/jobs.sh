@@ -65,11 +65,7 @@ run_store() {
   started=$(date +%s.%N)
   "$KEEL_BIN" worker --store "$url" --log-level warning --drain-timeout 5s --workers "$WORKERS" >"$BENCH_TMP/worker-$store-split.log" 2>&1 &
   WORKER_PID=$!
-  while :; do
-    depth=$(curl -s "$KEEL_URL/system-health" | grep -o '"queue_depth":[0-9]*' | cut -d: -f2 || true)
-    [ "${depth:-1}" = 0 ] && break
-    sleep 0.05
-  done
+  bench_wait_queue_empty "$KEEL_URL"
   finished=$(date +%s.%N)
   awk -v n="$JOBS" -v a="$started" -v b="$finished" -v w="$WORKERS" \
     'BEGIN { printf "split, workers only: %d jobs drained by keel worker --workers %d in %.2fs: %.0f jobs/s\n", n, w, b - a, n / (b - a) }'

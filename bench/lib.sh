@@ -255,6 +255,14 @@ bench_start_keel() {
   bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
 }
 
+# bench_queue_depth URL: the queued jobs /system-health reports (empty if unreachable).
+bench_queue_depth() { curl -s "$1/system-health" | grep -o '"queue_depth":[0-9]*' | cut -d: -f2 || true; }
+
+# bench_wait_queue_empty URL: returns once /system-health reports no queued job.
+bench_wait_queue_empty() {
+  while [ "$(bench_queue_depth "$1")" != 0 ]; do sleep 0.05; done
+}
+
 bench_stop_keel() {
   bench_stop_pid "$KEEL_PID"
   KEEL_PID=
