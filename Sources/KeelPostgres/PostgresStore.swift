@@ -23,7 +23,8 @@ public final class PostgresStore: KeelStore {
 
     /// - Parameter url: `postgres://user:password@host:port/database`, with
     ///   optional `sslmode` (disable, prefer, require), `pool_size`,
-    ///   `session_reads` and `session_read_stall_ms` query items.
+    ///   `session_reads`, `session_read_stall_ms` and `startup_parameters`
+    ///   (planner, none) query items.
     public init(url: String, logger: Logger) throws {
         let configuration = try Self.configuration(from: url)
         let sessionReads = try Self.sessionReads(from: url)
@@ -197,7 +198,18 @@ public final class PostgresStore: KeelStore {
         // the whole queue (4.9 ms at 6,000 queued, against 0.1 ms by index). A
         // bitmap scan stays possible where nothing else is (the setting is a cost
         // penalty, not a ban). See docs/architecture.md.
-        configuration.options.additionalStartupParameters = [("enable_bitmapscan", "off")]
+        // `startup_parameters=none` leaves the setting to the server, for a
+        // PgBouncer that refuses startup parameters it does not know: set it
+        // there with ALTER DATABASE … SET enable_bitmapscan = off.
+        switch items["startup_parameters"] ?? "planner" {
+        case "planner": configuration.options.additionalStartupParameters = [("enable_bitmapscan", "off")]
+        case "none": configuration.options.additionalStartupParameters = []
+        case let other:
+            throw KeelError.invalidConfiguration(
+                "startup_parameters '\(other)' in the PostgreSQL URL must be planner or none.",
+                hint: "planner (the default) starts each connection with enable_bitmapscan = off; none sends nothing, for a PgBouncer that refuses it."
+            )
+        }
         return configuration
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 import KeelCore
-import KeelPostgres
+@testable import KeelPostgres
 import Logging
+import PostgresNIO
 import Testing
 
 @Suite("Configuration")
@@ -59,7 +60,7 @@ struct ConfigurationTests {
     @Test("PostgreSQL URL options are checked before anything connects")
     func postgresURLOptions() throws {
         let logger = Logger(label: "test")
-        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "session_reads", "session_read_stall_ms=5", "session_read_stall_ms=soon", "sslmode=sometimes"] {
+        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "session_reads", "session_read_stall_ms=5", "session_read_stall_ms=soon", "sslmode=sometimes", "startup_parameters=all"] {
             let error = #expect(throws: KeelError.self, "\(query)") {
                 _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?\(query)", logger: logger)
             }
@@ -67,6 +68,26 @@ struct ConfigurationTests {
             #expect(error?.message.contains(String(query.prefix(while: { $0 != "=" }))) == true, "\(query)")
         }
         _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?sslmode=disable&pool_size=8&session_reads=4&session_read_stall_ms=250", logger: logger)
+    }
+
+    @Test("PostgreSQL connections start with enable_bitmapscan off, unless startup_parameters=none", arguments: [nil, "planner", "none"])
+    func postgresStartupParameters(option: String?) async throws {
+        guard let base = TestEnvironment.postgresURL else { return }
+        var components = try #require(URLComponents(string: base))
+        if let option { components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "startup_parameters", value: option)] }
+        let configuration = try PostgresStore.configuration(from: try #require(components.string))
+        let client = PostgresClient(configuration: configuration, backgroundLogger: TestEnvironment.logger)
+        let setting = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                await client.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            var value = ""
+            for try await row in try await client.query("SHOW enable_bitmapscan", logger: TestEnvironment.logger).decode(String.self) { value = row }
+            return value
+        }
+        #expect(setting == (option == "none" ? "on" : "off"))
     }
 
     @Test("RFC 7396 merge patch examples")
