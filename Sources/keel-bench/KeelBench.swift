@@ -102,6 +102,8 @@ struct JobThroughput: AsyncParsableCommand {
     @Option(help: "Concurrent creating clients.") var concurrency = 32
     @Option(help: "Where to check completion, if not --url (a server sharing the store).") var statusURL: String?
     @Flag(help: "Only create the jobs and report the creation rate (for a server without workers).") var enqueueOnly = false
+    @Option(help: "HTTP client creating the jobs: nio (bare keep-alive SwiftNIO connections) or async-http-client (how the earlier figures were measured).")
+    var client: ClientKind = .nio
 
     func run() async throws {
         let client = Client.make(connections: self.concurrency + 4)
@@ -111,7 +113,12 @@ struct JobThroughput: AsyncParsableCommand {
         let next = SharedCount()
         let total = self.jobs
         let start = ContinuousClock.now
+        let body = #"{"type":"demo.generate","input":{"tokens":0,"delay_ms":0}}"#
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            if self.client == .nio {
+                return try await JobCreator.run(
+                    try StreamClient.Target(base), bearer: token, body: body, total: total, connections: self.concurrency)
+            }
             for _ in 0..<self.concurrency {
                 group.addTask {
                     var latencies: [Double] = []
@@ -126,8 +133,9 @@ struct JobThroughput: AsyncParsableCommand {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         let enqueued = ContinuousClock.now - start
+        guard latencies.count == total else { throw ValidationError("\(latencies.count) of \(total) jobs were created") }
         if self.enqueueOnly {
-            print(String(format: "jobs=%d concurrency=%d enqueue=%.0f/s (%.2fs)", total, self.concurrency,
+            print(String(format: "client=\(self.client.rawValue) jobs=%d concurrency=%d enqueue=%.0f/s (%.2fs)", total, self.concurrency,
                          Double(total) / (enqueued.milliseconds / 1000), enqueued.milliseconds / 1000))
             print("create latency: \(Summary(values: latencies))")
             return
@@ -143,7 +151,7 @@ struct JobThroughput: AsyncParsableCommand {
         let finished = ContinuousClock.now - start
         let failed = try await Client.send(client, .GET, statusBase + "/api/jobs?status=failed&limit=1", token: token)
         guard failed.json["jobs"] == .array([]) else { throw ValidationError("some jobs failed") }
-        print(String(format: "jobs=%d concurrency=%d enqueue=%.0f/s end-to-end=%.0f jobs/s (%.2fs)", total, self.concurrency,
+        print(String(format: "client=\(self.client.rawValue) jobs=%d concurrency=%d enqueue=%.0f/s end-to-end=%.0f jobs/s (%.2fs)", total, self.concurrency,
                      Double(total) / (enqueued.milliseconds / 1000), Double(total) / (finished.milliseconds / 1000), finished.milliseconds / 1000))
         print("create latency: \(Summary(values: latencies))")
     }
@@ -197,7 +205,7 @@ struct Streams: AsyncParsableCommand {
     @Option(help: "Milliseconds between a job's events.") var intervalMs = 20
     @Option(help: "Stream this URL instead of Keel jobs (a peer server sending the same events, then done).") var rawURL: String?
     @Option(help: "HTTP client: nio (a bare SwiftNIO channel per stream) or async-http-client (how the earlier figures were measured).")
-    var client: StreamClientKind = .nio
+    var client: ClientKind = .nio
 
     func run() async throws {
         let client = Client.make(connections: self.clients + 8)
@@ -277,7 +285,7 @@ struct Streams: AsyncParsableCommand {
     }
 }
 
-enum StreamClientKind: String, ExpressibleByArgument, Sendable {
+enum ClientKind: String, ExpressibleByArgument, Sendable {
     case nio
     case asyncHTTPClient = "async-http-client"
 }
