@@ -48,7 +48,8 @@ final class SQLiteWriteBatcher: Sendable {
             return true
         }
         if alone {
-            defer { self.finishRound() }
+            // The writes that queued meanwhile get the next round.
+            defer { if self.moreRounds() { Task { await self.runRounds() } } }
             return try await self.pool.write(body)
         }
         return try await withCheckedThrowingContinuation { continuation in
@@ -85,14 +86,13 @@ final class SQLiteWriteBatcher: Sendable {
         }
     }
 
-    /// Ends a round: the writes that queued meanwhile get the next one, or
-    /// nothing is in flight any more.
-    private func finishRound() {
-        let more = self.state.withLock { state -> Bool in
+    /// Whether writes are waiting for another round; when none is, nothing
+    /// is in flight any more.
+    private func moreRounds() -> Bool {
+        self.state.withLock { state in
             if state.pending.isEmpty { state.inFlight = false }
             return !state.pending.isEmpty
         }
-        if more { Task { await self.runRounds() } }
     }
 
     private func runRounds() async {
@@ -112,11 +112,7 @@ final class SQLiteWriteBatcher: Sendable {
                     for item in batch { item.finish(error) }
                 }
             }
-            let more = self.state.withLock { state -> Bool in
-                if state.pending.isEmpty { state.inFlight = false }
-                return !state.pending.isEmpty
-            }
-            if !more { return }
+            if !self.moreRounds() { return }
         }
     }
 }

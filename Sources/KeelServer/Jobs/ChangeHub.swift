@@ -33,7 +33,7 @@ final class WakeSignal: Sendable {
         if pending { return true }
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                await self.waitUntilFired()
+                await self.wait()
                 return !Task.isCancelled
             }
             group.addTask {
@@ -48,10 +48,6 @@ final class WakeSignal: Sendable {
 
     /// Waits until fired, or until the task is cancelled.
     func wait() async {
-        await self.waitUntilFired()
-    }
-
-    private func waitUntilFired() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = self.state.withLock { state -> Bool in

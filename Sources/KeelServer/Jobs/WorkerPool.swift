@@ -118,8 +118,8 @@ public final class WorkerPool: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: tick)
             let now = ContinuousClock.now
-            let due = self.running.withLock { running in running.values.filter { now - $0.started >= interval } }
-            for job in due where job.beatDue(now: now, interval: interval) { job.signal.fire() }
+            let jobs = self.running.withLock { Array($0.values) }
+            for job in jobs where job.beatDue(now: now, interval: interval) { job.signal.fire() }
         }
     }
 
@@ -292,7 +292,6 @@ public final class WorkerPool: Service, Sendable {
 /// when its lease was last extended.
 private final class RunningJob: Sendable {
     let signal = WakeSignal()
-    let started = ContinuousClock.now
     let handlerEnded = Atomic<Bool>(false)
     private let beats = Mutex<(last: ContinuousClock.Instant, due: Bool)>((ContinuousClock.now, false))
 
