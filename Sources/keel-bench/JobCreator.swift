@@ -4,20 +4,16 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// Creates jobs over keep-alive HTTP/1.1 connections with nothing but NIO's
-/// HTTP codec: each connection sends `POST /api/jobs`, waits for the 202 and
-/// sends the next, until the shared count reaches the total. No Swift task
-/// per request and no connection pool, so the client takes little of the two
-/// cores it shares with the server (AsyncHTTPClient's 32 clients took a
-/// third of what the server's creation path could use).
+/// Creates jobs over keep-alive bare connections (``BareHTTP``): each
+/// connection sends `POST /api/jobs`, waits for the 202 and sends the next,
+/// until the shared count reaches the total. AsyncHTTPClient's 32 clients
+/// took CPU the server's creation path could use.
 enum JobCreator {
     /// Creates `total` jobs over `connections` connections; returns each
     /// request's latency in milliseconds.
-    static func run(_ target: StreamClient.Target, bearer: String, body: String, total: Int, connections: Int) async throws -> [Double] {
+    static func run(_ target: BareHTTP.Target, bearer: String, body: String, total: Int, connections: Int) async throws -> [Double] {
         let counter = JobCounter(total: total)
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/api/jobs")
-        head.headers.add(name: "Host", value: "\(target.host):\(target.port)")
-        head.headers.add(name: "Authorization", value: "Bearer \(bearer)")
+        var head = BareHTTP.head(.POST, target, uri: "/api/jobs", bearer: bearer)
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Content-Length", value: "\(body.utf8.count)")
         let request = head
@@ -25,16 +21,7 @@ enum JobCreator {
         for _ in 0..<connections {
             let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
             let promise = eventLoop.makePromise(of: [Double].self)
-            ClientBootstrap(group: eventLoop)
-                .connectTimeout(.seconds(30))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(
-                            CreatingHandler(request: request, body: body, counter: counter, promise: promise))
-                    }
-                }
-                .connect(to: target.address)
+            BareHTTP.connect(target, on: eventLoop) { CreatingHandler(request: request, body: body, counter: counter, promise: promise) }
                 .whenFailure { promise.fail($0) }
             futures.append(promise.futureResult)
         }
@@ -101,7 +88,7 @@ private final class CreatingHandler: ChannelInboundHandler {
             break
         case .end:
             guard self.status == 202 else {
-                self.promise.fail(StreamClientError("job creation answered \(self.status)"))
+                self.promise.fail(BareHTTP.Failure("job creation answered \(self.status)"))
                 context.close(promise: nil)
                 return
             }
@@ -111,7 +98,7 @@ private final class CreatingHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.promise.fail(StreamClientError("the server closed a connection after \(self.latencies.count) jobs"))
+        self.promise.fail(BareHTTP.Failure("the server closed a connection after \(self.latencies.count) jobs"))
         context.fireChannelInactive()
     }
 

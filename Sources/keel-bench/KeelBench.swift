@@ -61,8 +61,11 @@ enum Client {
         return token
     }
 
+    /// The body of `POST /api/jobs` for a `demo.generate` job.
+    static func jobBody(input: String) -> String { #"{"type":"demo.generate","input":\#(input)}"# }
+
     static func createJob(_ client: HTTPClient, _ base: String, token: String, input: String) async throws -> String {
-        let created = try await Self.send(client, .POST, base + "/api/jobs", token: token, body: #"{"type":"demo.generate","input":\#(input)}"#)
+        let created = try await Self.send(client, .POST, base + "/api/jobs", token: token, body: Self.jobBody(input: input))
         guard created.status == 202, case .string(let id)? = created.json["id"] else {
             throw ValidationError("job creation answered \(created.status): \(created.json)")
         }
@@ -113,24 +116,27 @@ struct JobThroughput: AsyncParsableCommand {
         let next = SharedCount()
         let total = self.jobs
         let start = ContinuousClock.now
-        let body = #"{"type":"demo.generate","input":{"tokens":0,"delay_ms":0}}"#
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
-            if self.client == .nio {
-                return try await JobCreator.run(
-                    try StreamClient.Target(base), bearer: token, body: body, total: total, connections: self.concurrency)
-            }
-            for _ in 0..<self.concurrency {
-                group.addTask {
-                    var latencies: [Double] = []
-                    while next.increment() <= total {
-                        let sent = ContinuousClock.now
-                        _ = try await Client.createJob(client, base, token: token, input: #"{"tokens":0,"delay_ms":0}"#)
-                        latencies.append((ContinuousClock.now - sent).milliseconds)
+        let input = #"{"tokens":0,"delay_ms":0}"#
+        let latencies: [Double]
+        switch self.client {
+        case .nio:
+            latencies = try await JobCreator.run(
+                try BareHTTP.Target(base), bearer: token, body: Client.jobBody(input: input), total: total, connections: self.concurrency)
+        case .asyncHTTPClient:
+            latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+                for _ in 0..<self.concurrency {
+                    group.addTask {
+                        var latencies: [Double] = []
+                        while next.increment() <= total {
+                            let sent = ContinuousClock.now
+                            _ = try await Client.createJob(client, base, token: token, input: input)
+                            latencies.append((ContinuousClock.now - sent).milliseconds)
+                        }
+                        return latencies
                     }
-                    return latencies
                 }
+                return try await group.reduce(into: []) { $0 += $1 }
             }
-            return try await group.reduce(into: []) { $0 += $1 }
         }
         let enqueued = ContinuousClock.now - start
         guard latencies.count == total else { throw ValidationError("\(latencies.count) of \(total) jobs were created") }
@@ -225,37 +231,38 @@ struct Streams: AsyncParsableCommand {
         let streamURLs = urls
         let bearer = token
         let expectedTokens = self.events
-        let targets = self.client == .nio ? try streamURLs.map(StreamClient.Target.init) : nil
+        // Resolved before the clock starts.
+        let targets = self.client == .nio ? try streamURLs.map(BareHTTP.Target.init) : []
         let start = ContinuousClock.now
-        let results = try await withThrowingTaskGroup(of: (firstEvent: Double, complete: Bool).self) { group in
-            if let targets {
-                // All streams started from here, without a task each.
-                let outcomes = try await StreamClient.burst(targets, count: self.clients, bearer: bearer.isEmpty ? nil : bearer)
-                var results: [(firstEvent: Double, complete: Bool)] = []
-                for outcome in outcomes {
-                    let outcome = try await outcome.get()
-                    results.append((outcome.firstEvent ?? .infinity, outcome.status == 200 && Self.complete(outcome.body, tokens: expectedTokens)))
-                }
-                return results
+        var results: [(firstEvent: Double, complete: Bool)] = []
+        switch self.client {
+        case .nio:
+            // All streams started from here, without a task each.
+            for outcome in try await StreamClient.burst(targets, count: self.clients, bearer: bearer.isEmpty ? nil : bearer) {
+                let outcome = try await outcome.get()
+                results.append((outcome.firstEvent ?? .infinity, outcome.status == 200 && Self.complete(outcome.body, tokens: expectedTokens)))
             }
-            for index in 0..<self.clients {
-                group.addTask {
-                    var request = HTTPClientRequest(url: streamURLs[index % streamURLs.count])
-                    if !bearer.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
-                    let connected = ContinuousClock.now
-                    let response = try await client.execute(request, timeout: .seconds(120))
-                    var first: Double?
-                    var text = ""
-                    for try await buffer in response.body {
-                        text += String(buffer: buffer)
-                        if first == nil, text.contains("event: ") || text.contains("id: ") {
-                            first = (ContinuousClock.now - connected).milliseconds
+        case .asyncHTTPClient:
+            results = try await withThrowingTaskGroup(of: (firstEvent: Double, complete: Bool).self) { group in
+                for index in 0..<self.clients {
+                    group.addTask {
+                        var request = HTTPClientRequest(url: streamURLs[index % streamURLs.count])
+                        if !bearer.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+                        let connected = ContinuousClock.now
+                        let response = try await client.execute(request, timeout: .seconds(120))
+                        var first: Double?
+                        var text = ""
+                        for try await buffer in response.body {
+                            text += String(buffer: buffer)
+                            if first == nil, text.contains("event: ") || text.contains("id: ") {
+                                first = (ContinuousClock.now - connected).milliseconds
+                            }
                         }
+                        return (first ?? .infinity, Self.complete(text, tokens: expectedTokens))
                     }
-                    return (first ?? .infinity, Self.complete(text, tokens: expectedTokens))
                 }
+                return try await group.reduce(into: []) { $0.append($1) }
             }
-            return try await group.reduce(into: []) { $0.append($1) }
         }
         let elapsed = ContinuousClock.now - start
         let incomplete = results.filter { !$0.complete }.count

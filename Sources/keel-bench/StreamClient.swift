@@ -3,33 +3,9 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A bare SwiftNIO HTTP/1.1 client for the stream burst: one channel per
-/// stream with only NIO's HTTP codec in its pipeline, no connection pool.
-/// With 1,000 streams opened at once on the same two cores as the server,
-/// the client's own work is part of every figure; this one does little more
-/// than the kernel does, and resolves the server's address once.
+/// The stream burst over bare connections (``BareHTTP``): one channel per
+/// stream, started on the event loops.
 enum StreamClient {
-    struct Target: Sendable {
-        var host: String
-        var port: Int
-        var path: String
-        /// Resolved once: NIO's `connect(host:port:)` runs getaddrinfo on a
-        /// thread pool for every connection, even for a literal address,
-        /// and with 1,000 connections at once that alone took 100+ ms.
-        var address: SocketAddress
-
-        init(_ url: String) throws {
-            guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host else {
-                throw StreamClientError("only http:// URLs are supported: \(url)")
-            }
-            self.host = host
-            self.port = components.port ?? 80
-            let query = components.percentEncodedQuery.map { "?" + $0 } ?? ""
-            self.path = (components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath) + query
-            self.address = try SocketAddress.makeAddressResolvingHost(host, port: self.port)
-        }
-    }
-
     /// What one stream saw: the time from starting the connect to the first
     /// event, and the whole body (HTTP chunking removed).
     struct Outcome: Sendable {
@@ -41,7 +17,7 @@ enum StreamClient {
     /// Opens `count` streams at once, each read to its end, spread over
     /// NIO's event loops and started on them: no Swift task per stream and
     /// no cross-thread hop per connect.
-    static func burst(_ targets: [Target], count: Int, bearer: String?) async throws -> [EventLoopFuture<Outcome>] {
+    static func burst(_ targets: [BareHTTP.Target], count: Int, bearer: String?) async throws -> [EventLoopFuture<Outcome>] {
         let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
         var futures: [EventLoopFuture<Outcome>] = []
         for (index, loop) in loops.enumerated() {
@@ -53,28 +29,18 @@ enum StreamClient {
     }
 
     /// Opens one stream and reads it to its end.
-    static func read(_ target: Target, bearer: String?, on eventLoop: any EventLoop, timeout: TimeAmount = .seconds(120)) -> EventLoopFuture<Outcome> {
+    static func read(_ target: BareHTTP.Target, bearer: String?, on eventLoop: any EventLoop, timeout: TimeAmount = .seconds(120)) -> EventLoopFuture<Outcome> {
         let promise = eventLoop.makePromise(of: Outcome.self)
         let started = ContinuousClock.now
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.path)
-        head.headers.add(name: "Host", value: "\(target.host):\(target.port)")
+        var head = BareHTTP.head(.GET, target, bearer: bearer)
         head.headers.add(name: "Accept", value: "text/event-stream")
-        if let bearer { head.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
         let request = head
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(.seconds(30))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(StreamReader(request: request, started: started, promise: promise))
-                }
-            }
-            .connect(to: target.address)
+        BareHTTP.connect(target, on: eventLoop) { StreamReader(request: request, started: started, promise: promise) }
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
                     let timer = eventLoop.scheduleTask(in: timeout) {
-                        promise.fail(StreamClientError("stream still open after \(timeout)"))
+                        promise.fail(BareHTTP.Failure("stream still open after \(timeout)"))
                         channel.close(promise: nil)
                     }
                     promise.futureResult.whenComplete { _ in timer.cancel() }
@@ -86,10 +52,6 @@ enum StreamClient {
     }
 }
 
-struct StreamClientError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
 
 /// Sends the request once connected, notes when the first event arrives and
 /// collects the body until the response ends.
