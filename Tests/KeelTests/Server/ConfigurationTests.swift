@@ -1,6 +1,6 @@
 import Foundation
 import KeelCore
-@testable import KeelPostgres
+import KeelPostgres
 import Logging
 import PostgresNIO
 import Testing
@@ -75,16 +75,10 @@ struct ConfigurationTests {
         guard let base = TestEnvironment.postgresURL else { return }
         var components = try #require(URLComponents(string: base))
         if let option { components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "startup_parameters", value: option)] }
-        let configuration = try PostgresStore.configuration(from: try #require(components.string))
-        let client = PostgresClient(configuration: configuration, backgroundLogger: TestEnvironment.logger)
-        let setting = try await withThrowingTaskGroup(of: String?.self) { group in
-            group.addTask {
-                await client.run()
-                return nil
-            }
-            defer { group.cancelAll() }
+        let store = try PostgresStore(url: try #require(components.string), logger: TestEnvironment.logger)
+        let setting = try await store.withRunning {
             var value = ""
-            for try await row in try await client.query("SHOW enable_bitmapscan", logger: TestEnvironment.logger).decode(String.self) { value = row }
+            for try await row in try await store.client.query("SHOW enable_bitmapscan", logger: TestEnvironment.logger).decode(String.self) { value = row }
             return value
         }
         #expect(setting == (option == "none" ? "on" : "off"))
