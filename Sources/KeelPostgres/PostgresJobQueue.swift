@@ -11,6 +11,22 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     let client: PostgresClient
     let logger: Logger
     let started: StartSignal
+    /// Enqueues, claims and completions: each kind runs at most `maxInFlight`
+    /// statements at once per process, and the requests waiting meanwhile
+    /// share the next one.
+    let enqueues: QueryBatcher<(job: NewJob, now: Int64), Job?>
+    let claims: QueryBatcher<ClaimRequest, Job?>
+    let completions: QueryBatcher<Completion, Job?>
+
+    struct ClaimRequest: Sendable {
+        var owner: String
+        var token: String
+        var leaseUntil: Int64
+        var now: Int64
+        var types: [String]
+    }
+
+    typealias Completion = (lease: JobLease, resultJSON: String, now: Int64, expiry: Int64)
 
     static let columns = """
         id, session_id, type, input, status, progress, result, error, attempts, max_attempts, idempotency_key,
@@ -18,15 +34,28 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         cancel_requested, last_seq
         """
 
+    /// The most requests one shared statement carries.
+    static let maxBatch = 64
+
+    init(client: PostgresClient, logger: Logger, started: StartSignal, maxInFlight: Int, stallAfter: Duration) {
+        self.client = client
+        self.logger = logger
+        self.started = started
+        self.enqueues = QueryBatcher("job enqueues", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: Self.maxBatch, logger: logger) {
+            try await Self.enqueue($0, client: client, logger: logger)
+        }
+        self.claims = QueryBatcher("job claims", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: Self.maxBatch, logger: logger) {
+            try await Self.claim($0, client: client, logger: logger)
+        }
+        self.completions = QueryBatcher("job completions", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: Self.maxBatch, logger: logger) {
+            try await Self.succeed($0, client: client, logger: logger)
+        }
+    }
+
     func enqueue(_ new: NewJob, now: Date) async throws -> (job: Job, created: Bool) {
         try await self.operation {
-            let ms = now.millisecondsSince1970
-            // One statement (its own transaction): insert, announce, return the row.
-            var inserted: [Job] = []
-            for try await job in try await self.client.execute(EnqueueJobStatement(job: new, now: ms), logger: self.logger) {
-                inserted.append(job)
-            }
-            if let job = inserted.first { return (job, true) }
+            // One statement (its own transaction) inserts, announces and returns the row.
+            if let job = try await self.enqueues.submit((new, now.millisecondsSince1970)) { return (job, true) }
             // The key was taken, possibly by a racing request: ON CONFLICT waited for it to commit.
             let existing = try await self.jobs(
                 self.client,
@@ -65,17 +94,15 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
 
     func claim(owner: String, types: [String], leaseDuration: Duration, now: Date) async throws -> ClaimedJob? {
         guard !types.isEmpty else { return nil }
-        let token = Identifiers.random(byteCount: 16)
-        let ms = now.millisecondsSince1970
-        let leaseUntil = now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970
-        // One statement (claim, and a retry's reset event): atomic without
-        // an explicit transaction, so a round trip instead of three.
-        return try await self.operation { () -> ClaimedJob? in
-            var claimed: Job?
-            let rows = try await self.client.execute(
-                ClaimJobStatement(owner: owner, token: token, leaseUntil: leaseUntil, now: ms, types: types), logger: self.logger)
-            for try await job in rows { claimed = job }
-            return claimed.map { ClaimedJob(job: $0, lease: JobLease(jobID: $0.id, token: token, owner: owner)) }
+        let request = ClaimRequest(
+            owner: owner,
+            token: Identifiers.random(byteCount: 16),
+            leaseUntil: now.addingTimeInterval(leaseDuration.timeInterval).millisecondsSince1970,
+            now: now.millisecondsSince1970,
+            types: types
+        )
+        return try await self.operation {
+            try await self.claims.submit(request).map { ClaimedJob(job: $0, lease: JobLease(jobID: $0.id, token: request.token, owner: owner)) }
         }
     }
 
@@ -125,20 +152,17 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     }
 
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
-        let ms = timing.now.millisecondsSince1970
-        return try await self.finish(lease, ms: ms) { connection in
-            var finished: Job?
-            let rows = try await connection.execute(
-                SucceedJobStatement(lease: lease, resultJSON: resultJSON, now: ms, expiry: timing.expiry.millisecondsSince1970), logger: self.logger)
-            for try await job in rows { finished = job }
-            return finished
+        try await self.operation {
+            let completion = (lease, resultJSON, timing.now.millisecondsSince1970, timing.expiry.millisecondsSince1970)
+            guard let job = try await self.completions.submit(completion) else { throw KeelError.leaseLost }
+            return job
         }
     }
 
     func fail(_ lease: JobLease, error: JobFailure, retryAt: Date?, timing: JobTiming) async throws -> Job {
         let errorJSON = try JobRowCoding.encode(error)
         let ms = timing.now.millisecondsSince1970
-        return try await self.finish(lease, ms: ms) { connection in
+        return try await self.finish(lease) { connection in
             if let retryAt {
                 let requeued = try await self.jobs(
                     connection,
@@ -166,7 +190,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
 
     func acknowledgeCancel(_ lease: JobLease, timing: JobTiming) async throws -> Job {
         let ms = timing.now.millisecondsSince1970
-        return try await self.finish(lease, ms: ms) { connection in
+        return try await self.finish(lease) { connection in
             try await self.jobs(
                 connection,
                 """
@@ -313,17 +337,78 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         }
     }
 
+    // MARK: Shared statements
+
+    /// Inserts a batch of new jobs; nil for each whose idempotency key was taken.
+    private static func enqueue(_ requests: [(job: NewJob, now: Int64)], client: PostgresClient, logger: Logger) async throws -> [Job?] {
+        var inserted: [String: Job] = [:]
+        for try await job in try await client.execute(EnqueueJobsStatement(jobs: requests), logger: logger) {
+            inserted[job.id] = job
+        }
+        return requests.map { inserted[$0.job.id] }
+    }
+
+    /// Claims for a batch of workers, one statement per distinct list of
+    /// types (a process's workers all share one); nil for each worker left
+    /// without a due job.
+    private static func claim(_ requests: [ClaimRequest], client: PostgresClient, logger: Logger) async throws -> [Job?] {
+        var replies = [Job?](repeating: nil, count: requests.count)
+        var groups: [[String]: [Int]] = [:]
+        for (index, request) in requests.enumerated() { groups[request.types, default: []].append(index) }
+        for (types, indices) in groups {
+            var statement = ClaimJobsStatement(types: types)
+            for index in indices {
+                statement.owners.append(requests[index].owner)
+                statement.tokens.append(requests[index].token)
+                statement.leasesUntil.append(requests[index].leaseUntil)
+                statement.claimedAt.append(requests[index].now)
+                statement.dueBy = max(statement.dueBy, requests[index].now)
+            }
+            for try await (request, job) in try await client.execute(statement, logger: logger) {
+                guard indices.indices.contains(request - 1) else { throw KeelError(.internalError, "a claim answered request \(request) of \(indices.count)") }
+                replies[indices[request - 1]] = job
+            }
+        }
+        return replies
+    }
+
+    /// Ends a batch of jobs in one transaction: the fenced updates, then
+    /// the `done` events of those whose lease held; nil for the others.
+    private static func succeed(_ requests: [Completion], client: PostgresClient, logger: Logger) async throws -> [Job?] {
+        var replies = [Job?](repeating: nil, count: requests.count)
+        var remaining = Array(requests.indices)
+        // A job is ended at most once per statement; a repeated id (which a
+        // worker pool never sends) waits for the next round.
+        while !remaining.isEmpty {
+            var seen = Set<String>()
+            let round = remaining.filter { seen.insert(requests[$0].lease.jobID).inserted }
+            remaining = remaining.filter { !round.contains($0) }
+            let finished = try await client.withTransaction(logger: logger) { connection -> [String: Job] in
+                var jobs: [Job] = []
+                for try await job in try await connection.execute(SucceedJobsStatement(completions: round.map { requests[$0] }), logger: logger) {
+                    jobs.append(job)
+                }
+                if !jobs.isEmpty {
+                    for try await _ in try await connection.execute(InsertDoneEventsStatement(jobs: jobs), logger: logger) {}
+                }
+                return Dictionary(jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            }
+            for index in round { replies[index] = finished[requests[index].lease.jobID] }
+        }
+        return replies
+    }
+
     // MARK: Helpers
 
     /// A worker's last write: `update` is a single UPDATE fenced by the lease
     /// that returns the row (or nothing once the lease is lost). A job that
     /// ended gets its `done` event (the UPDATE counted it in `last_seq`); one
     /// queued again for a retry is announced to idle workers.
-    private func finish(_ lease: JobLease, ms: Int64, _ update: (PostgresConnection) async throws -> Job?) async throws -> Job {
+    private func finish(_ lease: JobLease, _ update: (PostgresConnection) async throws -> Job?) async throws -> Job {
         try await self.transaction { connection in
             guard let job = try await update(connection) else { throw KeelError.leaseLost }
             if job.status.isTerminal {
-                try await self.insertDone(connection, job, ms: ms)
+                try await self.insertDone(connection, job)
             } else {
                 try await connection.query("SELECT pg_notify(\(PostgresSchema.jobsChannel), \(job.type))", logger: self.logger)
             }
@@ -332,10 +417,8 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     }
 
     /// Appends the `done` event of a job whose row already counts it in `last_seq`, and announces it.
-    private func insertDone(_ connection: PostgresConnection, _ job: Job, ms: Int64) async throws {
-        let rows = try await connection.execute(
-            InsertDoneStatement(jobID: job.id, sequence: job.lastSequence, data: job.jsonRepresentation(), now: ms), logger: self.logger)
-        for try await _ in rows {}
+    private func insertDone(_ connection: PostgresConnection, _ job: Job) async throws {
+        for try await _ in try await connection.execute(InsertDoneEventsStatement(jobs: [job]), logger: self.logger) {}
     }
 
     private func appendDone(_ connection: PostgresConnection, id: String, ms: Int64) async throws -> Job {

@@ -2,52 +2,69 @@ import KeelCore
 import PostgresNIO
 
 // The statements workers run for every job, prepared once per connection so
-// PostgreSQL parses and plans them once rather than on every call.
-
-/// Hands the oldest due job of the given types to a worker.
-struct ClaimJobStatement: PostgresPreparedStatement {
+// PostgreSQL parses and plans them once rather than on every call. Enqueues,
+// claims and completions take arrays, one element per request: under load,
+// the requests that wait for a statement share the next one
+// (``QueryBatcher``), so a burst costs a few round trips and commits
+// instead of one per job.
+/// Hands the oldest due jobs of the given types to the workers asking, one
+/// job each at most: request `n` (1-based, the order of the arrays) gets the
+/// `n`-th due job, so every row comes back with the number of its request.
+struct ClaimJobsStatement: PostgresPreparedStatement {
     /// One statement, so one round trip and atomic without `BEGIN`: the
-    /// claim, and for a job that already has events (a retry) its `reset`
-    /// event, counted in `last_seq` and announced.
+    /// claims, and for each job that already has events (a retry) its
+    /// `reset` event, counted in `last_seq` and announced.
     static let sql = """
-        WITH claimed AS (
-            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_token = $2,
-                lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, cancel_requested = FALSE,
+        WITH requests AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                WITH ORDINALITY AS asked(owner, token, lease_until, claimed_at, request)
+        ), due AS (
+            SELECT id AS due_id, row_number() OVER (ORDER BY run_at, created_at) AS request FROM (
+                SELECT id, run_at, created_at FROM keel_jobs WHERE status = 'queued' AND run_at <= $5 AND type = ANY($6)
+                ORDER BY run_at, created_at LIMIT cardinality($1::text[]) FOR UPDATE SKIP LOCKED
+            ) AS picked
+        ), claimed AS (
+            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = requests.owner,
+                lease_token = requests.token, lease_expires_at = requests.lease_until,
+                started_at = COALESCE(started_at, requests.claimed_at), updated_at = requests.claimed_at, cancel_requested = FALSE,
                 last_seq = CASE WHEN last_seq > 0 THEN last_seq + 1 ELSE 0 END
-            WHERE id = (
-                SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $4 AND type = ANY($5)
-                ORDER BY run_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-            )
-            RETURNING \(PostgresJobQueue.columns)
+            FROM due JOIN requests USING (request)
+            WHERE keel_jobs.id = due.due_id
+            RETURNING \(PostgresJobQueue.columns), request
         ), reset AS (
             INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
-            SELECT id, last_seq, '\(JobEventType.reset)', '{"attempt":' || attempts || '}', $4 FROM claimed WHERE last_seq > 1
+            SELECT id, last_seq, '\(JobEventType.reset)', '{"attempt":' || attempts || '}', updated_at FROM claimed WHERE last_seq > 1
             RETURNING job_id
         )
         SELECT claimed.*,
             (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.eventsChannel)', reset.job_id) FROM reset) AS notify) AS announced
         FROM claimed
         """
-    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .int8, .int8, .textArray]
-    typealias Row = Job
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .textArray, .int8Array, .int8Array, .int8, .textArray]
+    typealias Row = (request: Int, job: Job)
 
-    var owner: String
-    var token: String
-    var leaseUntil: Int64
-    var now: Int64
+    var owners: [String] = []
+    var tokens: [String] = []
+    var leasesUntil: [Int64] = []
+    var claimedAt: [Int64] = []
+    /// Jobs due by then are handed out.
+    var dueBy: Int64 = 0
     var types: [String]
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 5)
-        bindings.append(self.owner)
-        bindings.append(self.token)
-        bindings.append(self.leaseUntil)
-        bindings.append(self.now)
+        var bindings = PostgresBindings(capacity: 6)
+        bindings.append(self.owners)
+        bindings.append(self.tokens)
+        bindings.append(self.leasesUntil)
+        bindings.append(self.claimedAt)
+        bindings.append(self.dueBy)
         bindings.append(self.types)
         return bindings
     }
 
-    func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
+    func decodeRow(_ row: PostgresRow) throws -> (request: Int, job: Job) {
+        (Int(try row.makeRandomAccess()["request"].decode(Int64.self)), try PostgresJobQueue.job(from: row))
+    }
 }
 
 /// Appends an event with the lease as fence, in one statement, and announces it.
@@ -87,94 +104,103 @@ struct AppendEventStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode((Int64, Int64).self).0 }
 }
 
-/// Stores a new job and announces it, in one statement; no row when the
-/// session already used the idempotency key.
-struct EnqueueJobStatement: PostgresPreparedStatement {
+/// Stores new jobs and announces them, in one statement. A job whose
+/// session already used its idempotency key (in an earlier statement or
+/// earlier in this one) is not inserted and has no row.
+struct EnqueueJobsStatement: PostgresPreparedStatement {
     static let sql = """
         WITH inserted AS (
             INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
                 idempotency_key, created_at, updated_at, run_at)
-            VALUES ($1, $2, $3, $4, 'queued', '{}', 0, $5, $6, $7, $7, $7)
+            SELECT id, session_id, type, input, 'queued', '{}', 0, max_attempts,
+                CASE WHEN has_key THEN idempotency_key END, created, created, created
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[], $8::int8[])
+                WITH ORDINALITY AS new(id, session_id, type, input, max_attempts, has_key, idempotency_key, created, position)
+            ORDER BY position
             ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING \(PostgresJobQueue.columns)
         )
-        SELECT inserted.*, announced.count FROM inserted
-        CROSS JOIN LATERAL (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', inserted.type)) AS notify) AS announced
+        SELECT inserted.*,
+            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', types.type)
+                FROM (SELECT DISTINCT type FROM inserted) AS types) AS notify) AS announced
+        FROM inserted
         """
-    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .text, .int4, .text, .int8]
+    static let bindingDataTypes: [PostgresDataType] = [
+        .textArray, .textArray, .textArray, .textArray, .int4Array, .boolArray, .textArray, .int8Array,
+    ]
     typealias Row = Job
 
-    var job: NewJob
-    var now: Int64
+    var jobs: [(job: NewJob, now: Int64)]
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 7)
-        bindings.append(self.job.id)
-        bindings.append(self.job.sessionID)
-        bindings.append(self.job.type)
-        bindings.append(self.job.inputJSON)
-        bindings.append(Int32(clamping: self.job.maxAttempts))
-        bindings.append(self.job.idempotencyKey)
-        bindings.append(self.now)
+        var bindings = PostgresBindings(capacity: 8)
+        bindings.append(self.jobs.map(\.job.id))
+        bindings.append(self.jobs.map(\.job.sessionID))
+        bindings.append(self.jobs.map(\.job.type))
+        bindings.append(self.jobs.map(\.job.inputJSON))
+        bindings.append(self.jobs.map { Int32(clamping: $0.job.maxAttempts) })
+        bindings.append(self.jobs.map { $0.job.idempotencyKey != nil })
+        bindings.append(self.jobs.map { $0.job.idempotencyKey ?? "" })
+        bindings.append(self.jobs.map(\.now))
         return bindings
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
 }
 
-/// Ends a job successfully if the lease is still current, counting its `done` event in `last_seq`.
-struct SucceedJobStatement: PostgresPreparedStatement {
+/// Ends jobs successfully whose leases are still current, counting each
+/// one's `done` event in `last_seq`; a job whose lease was lost has no row.
+struct SucceedJobsStatement: PostgresPreparedStatement {
     static let sql = """
-        UPDATE keel_jobs SET status = 'succeeded', result = $3, error = NULL, finished_at = $4, updated_at = $4,
-            expires_at = $5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
-        WHERE id = $1 AND lease_token = $2 AND status = 'running'
+        UPDATE keel_jobs SET status = 'succeeded', result = finished.result_json, error = NULL, finished_at = finished.at,
+            updated_at = finished.at, expires_at = finished.expiry, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+            last_seq = last_seq + 1
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS finished(job_id, token, result_json, at, expiry)
+        WHERE keel_jobs.id = finished.job_id AND keel_jobs.lease_token = finished.token AND keel_jobs.status = 'running'
         RETURNING \(PostgresJobQueue.columns)
         """
-    static let bindingDataTypes: [PostgresDataType] = [.text, .text, .text, .int8, .int8]
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .textArray, .textArray, .int8Array, .int8Array]
     typealias Row = Job
 
-    var lease: JobLease
-    var resultJSON: String
-    var now: Int64
-    var expiry: Int64
+    /// Distinct job ids: a job is ended at most once per statement.
+    var completions: [(lease: JobLease, resultJSON: String, now: Int64, expiry: Int64)]
 
     func makeBindings() throws -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 5)
-        bindings.append(self.lease.jobID)
-        bindings.append(self.lease.token)
-        bindings.append(self.resultJSON)
-        bindings.append(self.now)
-        bindings.append(self.expiry)
+        bindings.append(self.completions.map(\.lease.jobID))
+        bindings.append(self.completions.map(\.lease.token))
+        bindings.append(self.completions.map(\.resultJSON))
+        bindings.append(self.completions.map(\.now))
+        bindings.append(self.completions.map(\.expiry))
         return bindings
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Job { try PostgresJobQueue.job(from: row) }
 }
 
-/// The `done` event of a job whose row already counts it in `last_seq`, announced.
-struct InsertDoneStatement: PostgresPreparedStatement {
+/// The `done` events of jobs whose rows already count them in `last_seq`, announced.
+struct InsertDoneEventsStatement: PostgresPreparedStatement {
     static let sql = """
         WITH inserted AS (
             INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
-            VALUES ($1, $2, '\(JobEventType.done)', $3, $4)
+            SELECT job_id, seq, '\(JobEventType.done)', data, at
+            FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS done(job_id, seq, data, at)
             RETURNING job_id
         )
-        SELECT count(*) FROM inserted, LATERAL (SELECT pg_notify('\(PostgresSchema.eventsChannel)', inserted.job_id)) AS notify
+        SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.eventsChannel)', inserted.job_id) FROM inserted) AS notify
         """
-    static let bindingDataTypes: [PostgresDataType] = [.text, .int8, .text, .int8]
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .int8Array, .textArray, .int8Array]
     typealias Row = Int64
 
-    var jobID: String
-    var sequence: Int64
-    var data: String
-    var now: Int64
+    /// Ended jobs, each stamped with its last update (when it ended).
+    var jobs: [Job]
 
     func makeBindings() throws -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 4)
-        bindings.append(self.jobID)
-        bindings.append(self.sequence)
-        bindings.append(self.data)
-        bindings.append(self.now)
+        bindings.append(self.jobs.map(\.id))
+        bindings.append(self.jobs.map(\.lastSequence))
+        bindings.append(self.jobs.map { $0.jsonRepresentation() })
+        bindings.append(self.jobs.map(\.updatedAt.millisecondsSince1970))
         return bindings
     }
 

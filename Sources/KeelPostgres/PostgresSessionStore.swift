@@ -7,7 +7,7 @@ struct PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let logger: Logger
     let started: StartSignal
-    let reads: SessionReadBatcher
+    let reads: QueryBatcher<String, Session?>
 
     func createSession(_ session: Session) async throws {
         try await self.storeOperation {
@@ -26,7 +26,7 @@ struct PostgresSessionStore: SessionStore {
         try await self.storeOperation {
             // The hottest read: prepared statements (parsed and planned once
             // per connection), and concurrent lookups share a round trip.
-            try await self.reads.session(id: id)
+            try await self.reads.submit(id)
         }
     }
 

@@ -23,22 +23,25 @@ public final class PostgresStore: KeelStore {
 
     /// - Parameter url: `postgres://user:password@host:port/database`, with
     ///   optional `sslmode` (disable, prefer, require), `pool_size`,
-    ///   `session_reads`, `session_read_stall_ms` and `startup_parameters`
-    ///   (planner, none) query items.
+    ///   `session_reads`, `session_read_stall_ms`, `job_writes`,
+    ///   `job_write_stall_ms` and `startup_parameters` (planner, none) query items.
     public init(url: String, logger: Logger) throws {
         let configuration = try Self.configuration(from: url)
         let sessionReads = try Self.sessionReads(from: url)
         let sessionReadStall = try Self.sessionReadStall(from: url)
+        let jobWrites = try Self.jobWrites(from: url)
+        let jobWriteStall = try Self.jobWriteStall(from: url)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         self.sessions = PostgresSessionStore(
             client: self.client,
             logger: logger,
             started: self.started,
-            reads: SessionReadBatcher(client: self.client, logger: logger, maxInFlight: sessionReads, stallAfter: sessionReadStall)
+            reads: .sessionReads(client: self.client, logger: logger, maxInFlight: sessionReads, stallAfter: sessionReadStall)
         )
         self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
-        let jobQueue = PostgresJobQueue(client: self.client, logger: logger, started: self.started)
+        let jobQueue = PostgresJobQueue(
+            client: self.client, logger: logger, started: self.started, maxInFlight: jobWrites, stallAfter: jobWriteStall)
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
@@ -147,6 +150,27 @@ public final class PostgresStore: KeelStore {
         .milliseconds(try Self.integerOption(
             "session_read_stall_ms", in: url, range: 10...600_000,
             hint: "After this many milliseconds a session lookup query no longer holds back the lookups waiting behind it."
+        ) ?? 1000)
+    }
+
+    /// Job enqueues, claims and completions of one process that may run at
+    /// once, per kind (`job_writes`, default 1); the others wait and share
+    /// the next statement of their kind. One at a time gave the most jobs a
+    /// second on a 2-core machine (docs/benchmarks.md): the requests that
+    /// wait for it make the next statement larger, not slower.
+    static func jobWrites(from url: String) throws -> Int {
+        try Self.integerOption(
+            "job_writes", in: url, range: 1...1000,
+            hint: "It is how many job enqueues, claims and completions (each) of one process run at once; the others wait and share the next statement."
+        ) ?? 1
+    }
+
+    /// How long a shared job statement may run before the requests waiting
+    /// for a slot stop waiting for it (`job_write_stall_ms`, default 1000).
+    static func jobWriteStall(from url: String) throws -> Duration {
+        .milliseconds(try Self.integerOption(
+            "job_write_stall_ms", in: url, range: 10...600_000,
+            hint: "After this many milliseconds a job enqueue, claim or completion statement no longer holds back the requests waiting behind it."
         ) ?? 1000)
     }
 

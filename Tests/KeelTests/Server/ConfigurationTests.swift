@@ -60,14 +60,16 @@ struct ConfigurationTests {
     @Test("PostgreSQL URL options are checked before anything connects")
     func postgresURLOptions() throws {
         let logger = Logger(label: "test")
-        for query in ["pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "session_reads", "session_read_stall_ms=5", "session_read_stall_ms=soon", "sslmode=sometimes", "startup_parameters=all"] {
+        for query in [
+            "pool_size=1", "pool_size=lots", "session_reads=0", "session_reads=1001", "session_reads=two", "session_reads", "session_read_stall_ms=5", "session_read_stall_ms=soon", "job_writes=0", "job_writes=many", "job_write_stall_ms=9", "sslmode=sometimes", "startup_parameters=all",
+        ] {
             let error = #expect(throws: KeelError.self, "\(query)") {
                 _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?\(query)", logger: logger)
             }
             #expect(error?.code == .invalidConfiguration, "\(query)")
             #expect(error?.message.contains(String(query.prefix(while: { $0 != "=" }))) == true, "\(query)")
         }
-        _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?sslmode=disable&pool_size=8&session_reads=4&session_read_stall_ms=250", logger: logger)
+        _ = try PostgresStore(url: "postgres://keel@127.0.0.1:5432/keel?sslmode=disable&pool_size=8&session_reads=4&session_read_stall_ms=250&job_writes=3&job_write_stall_ms=500", logger: logger)
     }
 
     @Test("PostgreSQL connections start with enable_bitmapscan off, unless startup_parameters=none", arguments: [nil, "planner", "none"])

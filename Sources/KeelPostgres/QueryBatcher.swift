@@ -4,33 +4,36 @@ import Logging
 import PostgresNIO
 import Synchronization
 
-/// Session lookups (`GET /api/session` and every authenticated request) that
-/// arrive while `maxInFlight` queries are already running share the next
-/// query: `SELECT … WHERE id = ANY($1)`.
+/// Runs one kind of statement for many callers: a request that arrives
+/// while `maxInFlight` statements of its kind are already running waits and
+/// shares the next one with every request that queued meanwhile (at most
+/// `maxBatch`). Session lookups share `SELECT … WHERE id = ANY($1)`; job
+/// enqueues, claims and completions share one multi-row statement each.
 ///
-/// This is not a cache. A lookup joins only a batch that has not been sent
-/// yet, so its query starts after the lookup did and sees every write
-/// committed before it. When fewer than `maxInFlight` lookups run, each one
-/// queries alone, inline, with no added wait; under load the waiting ones
-/// ride on a single round trip instead of a pooled connection each, which is
-/// where the time of a PostgreSQL session read goes (leasing a connection,
-/// two event-loop hops and a wake-up per query; measured in
+/// This is not a cache. A request joins only a batch that has not been sent
+/// yet, so its statement starts after the request did and sees every write
+/// committed before it. When fewer than `maxInFlight` requests run, each one
+/// runs alone, inline, with no added wait; under load the waiting ones ride
+/// on a single round trip instead of a pooled connection each, which is
+/// where the time of a short PostgreSQL statement goes (leasing a
+/// connection, two event-loop hops and a wake-up per statement on our side;
+/// parsing the message, binding and committing on the server's; measured in
 /// docs/benchmarks.md).
 ///
-/// A query still running after `stallAfter` (a connection gone silent, say)
-/// stops counting against `maxInFlight`, so the lookups behind it get a
-/// query of their own instead of waiting for it; it finishes on its own.
-final class SessionReadBatcher: Sendable {
-    /// Looks up sessions by id (distinct ids, at least one).
-    typealias Fetch = @Sendable (_ ids: [String]) async throws -> [Session]
+/// A statement still running after `stallAfter` (a connection gone silent,
+/// say) stops counting against `maxInFlight`, so the requests behind it get
+/// a statement of their own instead of waiting for it; it finishes on its own.
+final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
+    /// Runs one batch: one reply per request, in the requests' order.
+    typealias Run = @Sendable (_ requests: [Request]) async throws -> [Reply]
 
     private struct Waiter {
-        let id: String
-        let continuation: CheckedContinuation<Session?, any Error>
+        let request: Request
+        let continuation: CheckedContinuation<Reply, any Error>
     }
 
     private struct State {
-        /// The queries holding a slot, by slot number, with when each started.
+        /// The statements holding a slot, by slot number, with when each started.
         var running: [UInt64: ContinuousClock.Instant] = [:]
         var lastSlot: UInt64 = 0
         var pending: [Waiter] = []
@@ -52,7 +55,7 @@ final class SessionReadBatcher: Sendable {
             return Array(self.pending.prefix(limit))
         }
 
-        /// Frees the slots of queries running for longer than `stallAfter`.
+        /// Frees the slots of statements running for longer than `stallAfter`.
         mutating func releaseStalled(now: ContinuousClock.Instant, stallAfter: Duration) -> Int {
             let stalled = self.running.filter { now - $0.value > stallAfter }.map(\.key)
             for slot in stalled { self.running[slot] = nil }
@@ -61,35 +64,35 @@ final class SessionReadBatcher: Sendable {
     }
 
     private let state = Mutex(State())
-    private let fetchSessions: Fetch
+    private let statementCount = Atomic<Int>(0)
+    private let runBatch: Run
     private let logger: Logger
+    /// What the statements do, for the log ("session lookups", "job claims").
+    let name: String
     let maxInFlight: Int
     let maxBatch: Int
     let stallAfter: Duration
 
-    init(maxInFlight: Int, stallAfter: Duration, maxBatch: Int = 256, logger: Logger, fetch: @escaping Fetch) {
+    init(_ name: String, maxInFlight: Int, stallAfter: Duration, maxBatch: Int, logger: Logger, run: @escaping Run) {
         precondition(maxInFlight >= 1 && maxBatch >= 1 && stallAfter > .zero)
+        self.name = name
         self.maxInFlight = maxInFlight
         self.stallAfter = stallAfter
         self.maxBatch = maxBatch
         self.logger = logger
-        self.fetchSessions = fetch
+        self.runBatch = run
     }
 
-    convenience init(client: PostgresClient, logger: Logger, maxInFlight: Int, stallAfter: Duration) {
-        self.init(maxInFlight: maxInFlight, stallAfter: stallAfter, logger: logger) { ids in
-            var sessions: [Session] = []
-            for try await session in try await client.execute(SessionsByIDs(ids: ids), logger: logger) {
-                sessions.append(session)
-            }
-            return sessions
-        }
-    }
+    /// Statements holding a slot (for tests).
+    var statementsCounted: Int { self.state.withLock { $0.running.count } }
 
-    /// Queries holding a slot (for tests).
-    var queriesCounted: Int { self.state.withLock { $0.running.count } }
+    /// Requests waiting for a slot (for tests).
+    var requestsWaiting: Int { self.state.withLock { $0.pending.count } }
 
-    func session(id: String) async throws -> Session? {
+    /// Batches run so far, alone or shared (for tests).
+    var batchesRun: Int { self.statementCount.load(ordering: .relaxed) }
+
+    func submit(_ request: Request) async throws -> Reply {
         let now = ContinuousClock.now
         let slot = self.state.withLock { state -> UInt64? in
             guard state.running.count < self.maxInFlight else { return nil }
@@ -97,11 +100,11 @@ final class SessionReadBatcher: Sendable {
         }
         if let slot {
             defer { self.finishRound(slot) }
-            return try await self.fetchSessions([id]).first { $0.id == id }
+            return try await self.runAlone(request)
         }
         return try await withCheckedThrowingContinuation { continuation in
             let (batch, watch) = self.state.withLock { state -> ((UInt64, [Waiter])?, Bool) in
-                state.pending.append(Waiter(id: id, continuation: continuation))
+                state.pending.append(Waiter(request: request, continuation: continuation))
                 // A slot may have freed between the two locks.
                 if state.running.count < self.maxInFlight {
                     return ((state.open(at: now), state.take(limit: self.maxBatch)), false)
@@ -119,7 +122,14 @@ final class SessionReadBatcher: Sendable {
         }
     }
 
-    /// Ends a leader's query: hands its slot to the lookups that queued meanwhile, or frees it.
+    private func runAlone(_ request: Request) async throws -> Reply {
+        self.statementCount.add(1, ordering: .relaxed)
+        let replies = try await self.runBatch([request])
+        guard replies.count == 1 else { throw self.miscounted(replies.count, requests: 1) }
+        return replies[0]
+    }
+
+    /// Ends a leader's statement: hands its slot to the requests that queued meanwhile, or frees it.
     private func finishRound(_ slot: UInt64) {
         if let next = self.nextBatch(slot) {
             Task { await self.runRounds(next, slot: slot) }
@@ -144,15 +154,15 @@ final class SessionReadBatcher: Sendable {
     private func runRounds(_ first: [Waiter], slot: UInt64) async {
         var batch = first
         while true {
-            await self.fetch(batch)
+            await self.run(batch)
             guard let next = self.nextBatch(slot) else { return }
             batch = next
         }
     }
 
-    /// Runs while lookups wait and every slot is taken: when the oldest
-    /// query has run for `stallAfter`, frees the slots of the stalled ones
-    /// and sends the waiting lookups a query of their own.
+    /// Runs while requests wait and every slot is taken: when the oldest
+    /// statement has run for `stallAfter`, frees the slots of the stalled
+    /// ones and sends the waiting requests a statement of their own.
     private func watchForStalls() async {
         while true {
             let deadline = self.state.withLock { state -> ContinuousClock.Instant? in
@@ -172,8 +182,8 @@ final class SessionReadBatcher: Sendable {
             }
             if released > 0 {
                 self.logger.warning(
-                    "session lookups: queries running longer than the stall limit no longer hold back the others",
-                    metadata: ["keel.stalled_queries": "\(released)", "keel.stall_after": "\(self.stallAfter)"]
+                    "\(self.name): statements running longer than the stall limit no longer hold back the others",
+                    metadata: ["keel.stalled_statements": "\(released)", "keel.stall_after": "\(self.stallAfter)"]
                 )
             }
             if let (slot, batch) = batch {
@@ -182,20 +192,13 @@ final class SessionReadBatcher: Sendable {
         }
     }
 
-    private func fetch(_ batch: [Waiter]) async {
-        var ids: [String] = []
-        ids.reserveCapacity(batch.count)
-        var seen = Set<String>()
-        for waiter in batch where seen.insert(waiter.id).inserted {
-            ids.append(waiter.id)
-        }
+    private func run(_ batch: [Waiter]) async {
+        self.statementCount.add(1, ordering: .relaxed)
         do {
-            var found: [String: Session] = [:]
-            for session in try await self.fetchSessions(ids) {
-                found[session.id] = session
-            }
-            for waiter in batch {
-                waiter.continuation.resume(returning: found[waiter.id])
+            let replies = try await self.runBatch(batch.map(\.request))
+            guard replies.count == batch.count else { throw self.miscounted(replies.count, requests: batch.count) }
+            for (waiter, reply) in zip(batch, replies) {
+                waiter.continuation.resume(returning: reply)
             }
         } catch {
             for waiter in batch {
@@ -203,9 +206,26 @@ final class SessionReadBatcher: Sendable {
             }
         }
     }
+
+    private func miscounted(_ replies: Int, requests: Int) -> KeelError {
+        KeelError(.internalError, "\(self.name): a batch of \(requests) got \(replies) replies")
+    }
 }
 
-/// The session lookup of ``SessionReadBatcher``, one id or many, prepared
+extension QueryBatcher where Request == String, Reply == Session? {
+    /// Session lookups by id, sharing `SELECT … WHERE id = ANY($1)`.
+    static func sessionReads(client: PostgresClient, logger: Logger, maxInFlight: Int, stallAfter: Duration) -> QueryBatcher {
+        QueryBatcher("session lookups", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: 256, logger: logger) { ids in
+            var sessions: [String: Session] = [:]
+            for try await session in try await client.execute(SessionsByIDs(ids: Array(Set(ids))), logger: logger) {
+                sessions[session.id] = session
+            }
+            return ids.map { sessions[$0] }
+        }
+    }
+}
+
+/// The session lookup of ``QueryBatcher/sessionReads(client:logger:maxInFlight:stallAfter:)``, one id or many, prepared
 /// once per connection.
 struct SessionsByIDs: PostgresPreparedStatement {
     static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = ANY($1)"

@@ -1,0 +1,90 @@
+import Foundation
+import KeelCore
+@testable import KeelPostgres
+import Testing
+
+/// On PostgreSQL, concurrent enqueues, claims and completions of one process
+/// share multi-row statements (`job_writes` at a time, per kind). The
+/// conformance suite checks the outcomes under concurrency on both drivers;
+/// this checks that the requests really were shared, and that sharing keeps
+/// every request's own answer.
+@Suite("PostgreSQL job statements shared between requests")
+struct PostgresJobBatchingTests {
+    typealias Conformance = JobQueueConformanceTests
+
+    @Test("40 concurrent enqueues, claims and completions each take fewer than 40 statements, with every answer its own",
+          .enabled(if: TestEnvironment.postgresURL != nil))
+    func sharedStatements() async throws {
+        let fixture = try await StoreFixture.make(.postgres)
+        guard case .postgres(let url) = fixture.location else { return }
+        var components = try #require(URLComponents(string: url))
+        components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "job_writes", value: "1")]
+        let store = try PostgresStore(url: try #require(components.string), logger: TestEnvironment.logger)
+        let queue = try #require(store.jobs as? PostgresJobQueue)
+        try await store.withRunning {
+            _ = try await store.migrate(logger: TestEnvironment.logger)
+
+            // 30 new jobs, and 5 keys each sent twice: one job per key.
+            let requests = (0..<30).map { _ in (Conformance.newJob(), false) }
+                + (0..<5).flatMap { key in [(Conformance.newJob(key: "k\(key)"), true), (Conformance.newJob(key: "k\(key)"), true)] }
+            let enqueued = try await withThrowingTaskGroup(of: (NewJob, Job, Bool).self) { group in
+                for (new, _) in requests.shuffled() {
+                    group.addTask {
+                        let (job, created) = try await store.jobs.enqueue(new, now: Conformance.t0)
+                        return (new, job, created)
+                    }
+                }
+                return try await group.reduce(into: [(NewJob, Job, Bool)]()) { $0.append($1) }
+            }
+            #expect(queue.enqueues.batchesRun < requests.count, "\(queue.enqueues.batchesRun) statements")
+            for (new, job, created) in enqueued where created {
+                #expect(job.id == new.id && job.status == .queued && job.idempotencyKey == new.idempotencyKey)
+            }
+            #expect(enqueued.filter(\.2).count == 35)
+            for key in 0..<5 {
+                let answers = enqueued.filter { $0.0.idempotencyKey == "k\(key)" }
+                #expect(answers.map(\.2).sorted { !$0 && $1 } == [false, true] && Set(answers.map(\.1.id)).count == 1, "key k\(key)")
+            }
+
+            // 40 workers ask at once for 35 jobs: each job goes to one worker.
+            let claims = try await withThrowingTaskGroup(of: ClaimedJob?.self) { group in
+                for worker in 0..<40 {
+                    group.addTask {
+                        try await store.jobs.claim(owner: "w\(worker)", types: ["demo"], leaseDuration: Conformance.lease, now: Conformance.t0)
+                    }
+                }
+                return try await group.reduce(into: [ClaimedJob?]()) { $0.append($1) }
+            }
+            #expect(queue.claims.batchesRun < 40, "\(queue.claims.batchesRun) statements")
+            let claimed = claims.compactMap { $0 }
+            #expect(claimed.count == 35 && Set(claimed.map(\.job.id)).count == 35)
+            #expect(Set(claimed.map(\.lease.token)).count == 35)
+            for claim in claimed {
+                #expect(claim.job.status == .running && claim.job.leaseOwner == claim.lease.owner && claim.job.attempts == 1)
+            }
+
+            // Every held lease completes once; 5 stale tokens for the same jobs are refused alone.
+            let attempts = claimed.map { ($0.lease, true) } + claimed.prefix(5).map { (JobLease(jobID: $0.lease.jobID, token: "stale", owner: "old"), false) }
+            let outcomes = await withTaskGroup(of: (JobLease, Bool, Job?).self) { group in
+                for (lease, held) in attempts.shuffled() {
+                    group.addTask {
+                        (lease, held, try? await store.jobs.succeed(lease, resultJSON: #"{"job":"\#(lease.jobID)"}"#, timing: Conformance.timing()))
+                    }
+                }
+                return await group.reduce(into: [(JobLease, Bool, Job?)]()) { $0.append($1) }
+            }
+            #expect(queue.completions.batchesRun < attempts.count, "\(queue.completions.batchesRun) statements")
+            for (lease, held, job) in outcomes {
+                #expect((job != nil) == held, "\(lease)")
+                if let job { #expect(job.id == lease.jobID && job.status == .succeeded && job.resultJSON == #"{"job":"\#(lease.jobID)"}"#) }
+            }
+            for claim in claimed {
+                let events = try await store.events.events(jobID: claim.job.id, after: 0, limit: 10)
+                let final = try #require(try await store.jobs.job(id: claim.job.id))
+                #expect(events.map(\.type) == ["done"] && events.map(\.sequence) == [1])
+                #expect(events.first?.dataJSON == final.jsonRepresentation())
+            }
+        }
+        try await store.close()
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import KeelCore
+@testable import KeelPostgres
+import Logging
+import Synchronization
+import Testing
+
+/// `QueryBatcher` with a run of our own, so a statement can be made to hang.
+@Suite("Query batching")
+struct QueryBatcherTests {
+    /// Holds back every fetch that asks for a "stuck…" id until opened.
+    final class Gate: Sendable {
+        private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+        var isOpen: Bool { self.state.withLock { $0.open } }
+
+        func wait() async {
+            await withCheckedContinuation { continuation in
+                let resume = self.state.withLock { state -> Bool in
+                    if state.open { return true }
+                    state.waiters.append(continuation)
+                    return false
+                }
+                if resume { continuation.resume() }
+            }
+        }
+
+        func open() {
+            let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.open = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    static func session(_ id: String) -> Session {
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        return Session(id: id, dataJSON: #"{"id":"\#(id)"}"#, version: 1, createdAt: t0, lastSeenAt: t0, expiresAt: t0.addingTimeInterval(3600))
+    }
+
+    @Test("lookups stop waiting behind stalled queries; the stalled ones still finish and give their slots back")
+    func stalledQueries() async throws {
+        let gate = Gate()
+        let batcher = QueryBatcher<String, Session?>("lookups", maxInFlight: 2, stallAfter: .milliseconds(200), maxBatch: 256, logger: Logger(label: "test")) { ids in
+            if ids.contains(where: { $0.hasPrefix("stuck") }) { await gate.wait() }
+            return ids.map { $0.hasPrefix("missing") ? nil : Self.session($0) }
+        }
+        // Should the batcher wait for the stuck queries after all, the test
+        // fails below instead of hanging.
+        let safety = Task {
+            try await Task.sleep(for: .seconds(30))
+            gate.open()
+        }
+        defer { safety.cancel() }
+
+        async let first = batcher.submit("stuck-1")
+        async let second = batcher.submit("stuck-2")
+        while batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(10)) }
+
+        // Both slots are taken by queries that never return: these wait,
+        // then get a query of their own once the stall limit has passed.
+        async let third = batcher.submit("fresh-1")
+        async let fourth = batcher.submit("missing-1")
+        let (fresh, missing) = try await (third, fourth)
+        #expect(!gate.isOpen, "the lookups waited for the stuck queries to finish")
+        #expect(fresh == Self.session("fresh-1"))
+        #expect(missing == nil)
+
+        gate.open()
+        let (stuckFirst, stuckSecond) = try await (first, second)
+        #expect(stuckFirst?.id == "stuck-1" && stuckSecond?.id == "stuck-2")
+
+        // Full capacity afterwards: many lookups at once, each its own answer.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let id = index.isMultiple(of: 5) ? "missing-\(index)" : "s-\(index % 20)"
+                    let found = try await batcher.submit(id)
+                    #expect(found == (id.hasPrefix("missing") ? nil : Self.session(id)))
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Every slot is given back (the last round frees its slot just after
+        // resuming its lookups).
+        for _ in 0..<100 where batcher.statementsCounted > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(batcher.statementsCounted == 0)
+    }
+
+    @Test("requests that arrive while a statement runs share the next one, each with its own reply; a failing batch fails only its own")
+    func sharing() async throws {
+        let gate = Gate()
+        let batches = Mutex<[[String]]>([])
+        let batcher = QueryBatcher<String, Session?>("lookups", maxInFlight: 1, stallAfter: .seconds(60), maxBatch: 8, logger: Logger(label: "test")) { ids in
+            batches.withLock { $0.append(ids) }
+            if ids.contains(where: { $0.hasPrefix("stuck") }) { await gate.wait() }
+            if ids.contains("poison") { throw KeelError(.storeUnavailable, "refused") }
+            return ids.map { $0.hasPrefix("missing") ? nil : Self.session($0) }
+        }
+        let safety = Task {
+            try await Task.sleep(for: .seconds(30))
+            gate.open()
+        }
+        defer { safety.cancel() }
+
+        async let stuck = batcher.submit("stuck")
+        while batcher.statementsCounted < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let ids = (0..<20).map { $0.isMultiple(of: 4) ? "missing-\($0)" : "s-\($0)" }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask {
+                    let found = try await batcher.submit(id)
+                    #expect(found == (id.hasPrefix("missing") ? nil : Self.session(id)))
+                }
+            }
+            while batcher.requestsWaiting < ids.count { try await Task.sleep(for: .milliseconds(5)) }
+            gate.open()
+            try await group.waitForAll()
+        }
+        #expect(try await stuck?.id == "stuck")
+        // One statement for the first request, then batches of at most 8 for the 20 that waited.
+        let shared = batches.withLock { Array($0.dropFirst()) }
+        #expect(shared.count == 3 && shared.allSatisfy { $0.count <= 8 }, "\(shared)")
+        #expect(shared.flatMap { $0 }.sorted() == ids.sorted())
+        #expect(batcher.batchesRun == 4)
+
+        // A statement that fails fails the requests it carried, and nothing else.
+        await #expect(throws: KeelError.self) { try await batcher.submit("poison") }
+        #expect(try await batcher.submit("s-1") == Self.session("s-1"))
+        for _ in 0..<100 where batcher.statementsCounted > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(batcher.statementsCounted == 0)
+    }
+}
