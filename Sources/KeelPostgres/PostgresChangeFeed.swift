@@ -16,6 +16,15 @@ final class PostgresChangeFeed: ChangeFeed {
         self.started = started
     }
 
+    /// A `keel_jobs` notification: `type`, or `type<TAB>count` when one
+    /// statement stored several jobs of that type.
+    static func readyJobs(_ payload: String) -> [StoreChange] {
+        if let tab = payload.lastIndex(of: "\t"), let count = Int(payload[payload.index(after: tab)...]), count > 1 {
+            return Array(repeating: .jobReady(type: String(payload[..<tab])), count: min(count, 10_000))
+        }
+        return [.jobReady(type: payload)]
+    }
+
     func follow(_ deliver: @escaping @Sendable ([StoreChange]) -> Void) async throws {
         await self.started.wait()
         try await withStoreErrors {
@@ -29,7 +38,7 @@ final class PostgresChangeFeed: ChangeFeed {
                                 for try await notification in events { deliver([.jobEvents(jobID: notification.payload)]) }
                             }
                             group.addTask {
-                                for try await notification in jobs { deliver([.jobReady(type: notification.payload)]) }
+                                for try await notification in jobs { deliver(Self.readyJobs(notification.payload)) }
                             }
                             try await group.next()
                             group.cancelAll()

@@ -14,9 +14,12 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     /// Enqueues, claims and completions: each kind runs at most `maxInFlight`
     /// statements at once per process, and the requests waiting meanwhile
     /// share the next one.
-    let enqueues: QueryBatcher<(job: NewJob, now: Int64), Job?>
-    let claims: QueryBatcher<ClaimRequest, Job?>
-    let completions: QueryBatcher<Completion, Job?>
+    let enqueues: QueryBatcher<(job: NewJob, now: Int64), (job: Job, created: Bool)?>
+    /// A claim's or a completion's reply is its own outcome: when a batch
+    /// needs more than one statement, the requests a committed statement
+    /// carried keep its result even if a later one fails.
+    let claims: QueryBatcher<ClaimRequest, Result<Job?, any Error>>
+    let completions: QueryBatcher<Completion, Result<Job?, any Error>>
 
     struct ClaimRequest: Sendable {
         var owner: String
@@ -45,18 +48,20 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
             try await Self.enqueue($0, client: client, logger: logger)
         }
         self.claims = QueryBatcher("job claims", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: Self.maxBatch, logger: logger) {
-            try await Self.claim($0, client: client, logger: logger)
+            await Self.claim($0, client: client, logger: logger)
         }
         self.completions = QueryBatcher("job completions", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: Self.maxBatch, logger: logger) {
-            try await Self.succeed($0, client: client, logger: logger)
+            await Self.succeed($0, client: client, logger: logger)
         }
     }
 
     func enqueue(_ new: NewJob, now: Date) async throws -> (job: Job, created: Bool) {
         try await self.operation {
-            // One statement (its own transaction) inserts, announces and returns the row.
-            if let job = try await self.enqueues.submit((new, now.millisecondsSince1970)) { return (job, true) }
-            // The key was taken, possibly by a racing request: ON CONFLICT waited for it to commit.
+            // One statement (its own transaction) inserts, announces and returns the row,
+            // or the job of an earlier request in the same statement with the same key.
+            if let enqueued = try await self.enqueues.submit((new, now.millisecondsSince1970)) { return enqueued }
+            // The key was taken by an earlier statement, possibly a racing
+            // request's: ON CONFLICT waited for it to commit.
             let existing = try await self.jobs(
                 self.client,
                 "SELECT \(unescaped: Self.columns) FROM keel_jobs WHERE session_id = \(new.sessionID) AND idempotency_key = \(new.idempotencyKey)"
@@ -102,7 +107,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
             types: types
         )
         return try await self.operation {
-            try await self.claims.submit(request).map { ClaimedJob(job: $0, lease: JobLease(jobID: $0.id, token: request.token, owner: owner)) }
+            try await self.claims.submit(request).get().map { ClaimedJob(job: $0, lease: JobLease(jobID: $0.id, token: request.token, owner: owner)) }
         }
     }
 
@@ -154,7 +159,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     func succeed(_ lease: JobLease, resultJSON: String, timing: JobTiming) async throws -> Job {
         try await self.operation {
             let completion = (lease, resultJSON, timing.now.millisecondsSince1970, timing.expiry.millisecondsSince1970)
-            guard let job = try await self.completions.submit(completion) else { throw KeelError.leaseLost }
+            guard let job = try await self.completions.submit(completion).get() else { throw KeelError.leaseLost }
             return job
         }
     }
@@ -339,20 +344,33 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
 
     // MARK: Shared statements
 
-    /// Inserts a batch of new jobs; nil for each whose idempotency key was taken.
-    private static func enqueue(_ requests: [(job: NewJob, now: Int64)], client: PostgresClient, logger: Logger) async throws -> [Job?] {
+    /// Inserts a batch of new jobs. A request whose key an earlier request
+    /// of the batch used gets that job (not created); nil for each whose
+    /// key an earlier statement took.
+    private static func enqueue(_ requests: [(job: NewJob, now: Int64)], client: PostgresClient, logger: Logger) async throws -> [(job: Job, created: Bool)?] {
         var inserted: [String: Job] = [:]
+        var byKey: [KeyedJob: Job] = [:]
         for try await job in try await client.execute(EnqueueJobsStatement(jobs: requests), logger: logger) {
             inserted[job.id] = job
+            if let key = job.idempotencyKey { byKey[KeyedJob(sessionID: job.sessionID, key: key)] = job }
         }
-        return requests.map { inserted[$0.job.id] }
+        return requests.map { request in
+            if let job = inserted[request.job.id] { return (job, true) }
+            guard let key = request.job.idempotencyKey, let job = byKey[KeyedJob(sessionID: request.job.sessionID, key: key)] else { return nil }
+            return (job, false)
+        }
+    }
+
+    private struct KeyedJob: Hashable {
+        var sessionID: String
+        var key: String
     }
 
     /// Claims for a batch of workers, one statement per distinct list of
     /// types (a process's workers all share one); nil for each worker left
-    /// without a due job.
-    private static func claim(_ requests: [ClaimRequest], client: PostgresClient, logger: Logger) async throws -> [Job?] {
-        var replies = [Job?](repeating: nil, count: requests.count)
+    /// without a due job. A statement that fails fails only its own requests.
+    private static func claim(_ requests: [ClaimRequest], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
+        var replies = [Result<Job?, any Error>](repeating: .success(nil), count: requests.count)
         var groups: [[String]: [Int]] = [:]
         for (index, request) in requests.enumerated() { groups[request.types, default: []].append(index) }
         for (types, indices) in groups {
@@ -362,20 +380,27 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
                 statement.tokens.append(requests[index].token)
                 statement.leasesUntil.append(requests[index].leaseUntil)
                 statement.claimedAt.append(requests[index].now)
-                statement.dueBy = max(statement.dueBy, requests[index].now)
+                statement.dueBy = min(statement.dueBy, requests[index].now)
             }
-            for try await (request, job) in try await client.execute(statement, logger: logger) {
-                guard indices.indices.contains(request - 1) else { throw KeelError(.internalError, "a claim answered request \(request) of \(indices.count)") }
-                replies[indices[request - 1]] = job
+            do {
+                for try await (request, job) in try await client.execute(statement, logger: logger) {
+                    guard indices.indices.contains(request - 1) else {
+                        throw KeelError(.internalError, "a claim answered request \(request) of \(indices.count)")
+                    }
+                    replies[indices[request - 1]] = .success(job)
+                }
+            } catch {
+                for index in indices { replies[index] = .failure(error) }
             }
         }
         return replies
     }
 
     /// Ends a batch of jobs in one transaction: the fenced updates, then
-    /// the `done` events of those whose lease held; nil for the others.
-    private static func succeed(_ requests: [Completion], client: PostgresClient, logger: Logger) async throws -> [Job?] {
-        var replies = [Job?](repeating: nil, count: requests.count)
+    /// the `done` events of those whose lease held; nil for the others. A
+    /// transaction that fails fails only its own requests.
+    private static func succeed(_ requests: [Completion], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
+        var replies = [Result<Job?, any Error>](repeating: .success(nil), count: requests.count)
         var remaining = Array(requests.indices)
         // A job is ended at most once per statement; a repeated id (which a
         // worker pool never sends) waits for the next round.
@@ -383,17 +408,21 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
             var seen = Set<String>()
             let round = remaining.filter { seen.insert(requests[$0].lease.jobID).inserted }
             remaining = remaining.filter { !round.contains($0) }
-            let finished = try await client.withTransaction(logger: logger) { connection -> [String: Job] in
-                var jobs: [Job] = []
-                for try await job in try await connection.execute(SucceedJobsStatement(completions: round.map { requests[$0] }), logger: logger) {
-                    jobs.append(job)
+            do {
+                let finished = try await client.withTransaction(logger: logger) { connection -> [String: Job] in
+                    var jobs: [Job] = []
+                    for try await job in try await connection.execute(SucceedJobsStatement(completions: round.map { requests[$0] }), logger: logger) {
+                        jobs.append(job)
+                    }
+                    if !jobs.isEmpty {
+                        for try await _ in try await connection.execute(InsertDoneEventsStatement(jobs: jobs), logger: logger) {}
+                    }
+                    return Dictionary(jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
                 }
-                if !jobs.isEmpty {
-                    for try await _ in try await connection.execute(InsertDoneEventsStatement(jobs: jobs), logger: logger) {}
-                }
-                return Dictionary(jobs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+                for index in round { replies[index] = .success(finished[requests[index].lease.jobID]) }
+            } catch {
+                for index in round { replies[index] = .failure(error) }
             }
-            for index in round { replies[index] = finished[requests[index].lease.jobID] }
         }
         return replies
     }

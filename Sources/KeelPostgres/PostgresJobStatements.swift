@@ -47,8 +47,9 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
     var tokens: [String] = []
     var leasesUntil: [Int64] = []
     var claimedAt: [Int64] = []
-    /// Jobs due by then are handed out.
-    var dueBy: Int64 = 0
+    /// Jobs due by then are handed out: the earliest `now` of the requests,
+    /// so no request gets a job that was not yet due when it asked.
+    var dueBy: Int64 = .max
     var types: [String]
 
     func makeBindings() throws -> PostgresBindings {
@@ -106,7 +107,12 @@ struct AppendEventStatement: PostgresPreparedStatement {
 
 /// Stores new jobs and announces them, in one statement. A job whose
 /// session already used its idempotency key (in an earlier statement or
-/// earlier in this one) is not inserted and has no row.
+/// earlier in this one) is not inserted and has no row. Rows go in ordered
+/// by key, so two statements waiting on each other's uncommitted keys
+/// (`ON CONFLICT` waits for them) always wait in the same order and cannot
+/// deadlock; within one key the request that came first wins. Each type is
+/// announced once, with the number of new jobs (`type<TAB>count`), so a
+/// listening instance wakes that many idle workers.
 struct EnqueueJobsStatement: PostgresPreparedStatement {
     static let sql = """
         WITH inserted AS (
@@ -116,13 +122,13 @@ struct EnqueueJobsStatement: PostgresPreparedStatement {
                 CASE WHEN has_key THEN idempotency_key END, created, created, created
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::bool[], $7::text[], $8::int8[])
                 WITH ORDINALITY AS new(id, session_id, type, input, max_attempts, has_key, idempotency_key, created, position)
-            ORDER BY position
+            ORDER BY session_id, idempotency_key, position
             ON CONFLICT (session_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING \(PostgresJobQueue.columns)
         )
         SELECT inserted.*,
-            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', types.type)
-                FROM (SELECT DISTINCT type FROM inserted) AS types) AS notify) AS announced
+            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', types.type || E'\\t' || types.jobs)
+                FROM (SELECT type, count(*) AS jobs FROM inserted GROUP BY type) AS types) AS notify) AS announced
         FROM inserted
         """
     static let bindingDataTypes: [PostgresDataType] = [

@@ -175,10 +175,14 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
             guard let deadline else { return }
             try? await Task.sleep(until: deadline + .milliseconds(1), clock: .continuous)
             let now = ContinuousClock.now
-            let (released, batch) = self.state.withLock { state -> (Int, (UInt64, [Waiter])?) in
+            // Every freed slot takes a batch of the waiting requests.
+            let (released, batches) = self.state.withLock { state -> (Int, [(UInt64, [Waiter])]) in
                 let released = state.releaseStalled(now: now, stallAfter: self.stallAfter)
-                guard !state.pending.isEmpty, state.running.count < self.maxInFlight else { return (released, nil) }
-                return (released, (state.open(at: now), state.take(limit: self.maxBatch)))
+                var batches: [(UInt64, [Waiter])] = []
+                while !state.pending.isEmpty, state.running.count < self.maxInFlight {
+                    batches.append((state.open(at: now), state.take(limit: self.maxBatch)))
+                }
+                return (released, batches)
             }
             if released > 0 {
                 self.logger.warning(
@@ -186,7 +190,7 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
                     metadata: ["keel.stalled_statements": "\(released)", "keel.stall_after": "\(self.stallAfter)"]
                 )
             }
-            if let (slot, batch) = batch {
+            for (slot, batch) in batches {
                 Task { await self.runRounds(batch, slot: slot) }
             }
         }

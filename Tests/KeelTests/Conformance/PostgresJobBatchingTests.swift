@@ -1,6 +1,7 @@
 import Foundation
 import KeelCore
 @testable import KeelPostgres
+import Synchronization
 import Testing
 
 /// On PostgreSQL, concurrent enqueues, claims and completions of one process
@@ -11,6 +12,13 @@ import Testing
 @Suite("PostgreSQL job statements shared between requests")
 struct PostgresJobBatchingTests {
     typealias Conformance = JobQueueConformanceTests
+
+    /// Job announcements heard by the listening instance.
+    final class Tally: Sendable {
+        private let count = Mutex(0)
+        var value: Int { self.count.withLock { $0 } }
+        func add(_ amount: Int) { self.count.withLock { $0 += amount } }
+    }
 
     @Test("40 concurrent enqueues, claims and completions each take fewer than 40 statements, with every answer its own",
           .enabled(if: TestEnvironment.postgresURL != nil))
@@ -46,6 +54,16 @@ struct PostgresJobBatchingTests {
                 #expect(answers.map(\.2).sorted { !$0 && $1 } == [false, true] && Set(answers.map(\.1.id)).count == 1, "key k\(key)")
             }
 
+            // Five of them had an attempt that streamed a token and failed:
+            // their next claim, in a shared statement, appends a `reset`.
+            var retried: Set<String> = []
+            for _ in 0..<5 {
+                let first = try #require(try await store.jobs.claim(owner: "w", types: ["demo"], leaseDuration: Conformance.lease, now: Conformance.t0))
+                _ = try await store.jobs.appendEvent(type: "token", dataJSON: #""t""#, lease: first.lease, now: Conformance.t0)
+                _ = try await store.jobs.fail(first.lease, error: JobFailure(code: "x", message: "x"), retryAt: Conformance.t0, timing: Conformance.timing())
+                retried.insert(first.job.id)
+            }
+
             // 40 workers ask at once for 35 jobs: each job goes to one worker.
             let claims = try await withThrowingTaskGroup(of: ClaimedJob?.self) { group in
                 for worker in 0..<40 {
@@ -60,7 +78,8 @@ struct PostgresJobBatchingTests {
             #expect(claimed.count == 35 && Set(claimed.map(\.job.id)).count == 35)
             #expect(Set(claimed.map(\.lease.token)).count == 35)
             for claim in claimed {
-                #expect(claim.job.status == .running && claim.job.leaseOwner == claim.lease.owner && claim.job.attempts == 1)
+                let attempts = retried.contains(claim.job.id) ? 2 : 1
+                #expect(claim.job.status == .running && claim.job.leaseOwner == claim.lease.owner && claim.job.attempts == attempts)
             }
 
             // Every held lease completes once; 5 stale tokens for the same jobs are refused alone.
@@ -81,10 +100,56 @@ struct PostgresJobBatchingTests {
             for claim in claimed {
                 let events = try await store.events.events(jobID: claim.job.id, after: 0, limit: 10)
                 let final = try #require(try await store.jobs.job(id: claim.job.id))
-                #expect(events.map(\.type) == ["done"] && events.map(\.sequence) == [1])
-                #expect(events.first?.dataJSON == final.jsonRepresentation())
+                if retried.contains(claim.job.id) {
+                    #expect(events.map(\.type) == ["token", "reset", "done"] && events.map(\.sequence) == [1, 2, 3])
+                    #expect(events[1].dataJSON == #"{"attempt":2}"#)
+                } else {
+                    #expect(events.map(\.type) == ["done"] && events.map(\.sequence) == [1])
+                }
+                #expect(events.last?.dataJSON == final.jsonRepresentation())
             }
         }
         try await store.close()
+    }
+
+    @Test("another instance hears every job of a shared enqueue: one notification per type carries the count",
+          .enabled(if: TestEnvironment.postgresURL != nil))
+    func announcedCounts() async throws {
+        #expect(PostgresChangeFeed.readyJobs("demo") == [.jobReady(type: "demo")])
+        #expect(PostgresChangeFeed.readyJobs("demo.generate\t3") == Array(repeating: .jobReady(type: "demo.generate"), count: 3))
+        #expect(PostgresChangeFeed.readyJobs("odd\tname") == [.jobReady(type: "odd\tname")])
+
+        let fixture = try await StoreFixture.make(.postgres)
+        try await fixture.withStore { store in
+            let listener = try fixture.openStore()
+            let heard = Tally()
+            try await listener.withRunning {
+                let following = Task {
+                    try await listener.changes.follow { changes in
+                        let ready = changes.filter { if case .jobReady = $0 { true } else { false } }.count
+                        heard.add(ready)
+                    }
+                }
+                defer { following.cancel() }
+                // Wait until LISTEN is in place: a job enqueued now is heard.
+                _ = try await store.jobs.enqueue(Conformance.newJob(), now: Conformance.t0)
+                for _ in 0..<500 where heard.value == 0 {
+                    try await Task.sleep(for: .milliseconds(10))
+                    if heard.value == 0 { _ = try await store.jobs.enqueue(Conformance.newJob(), now: Conformance.t0) }
+                }
+                let before = heard.value
+                let batchesBefore = try #require(store.jobs as? PostgresJobQueue).enqueues.batchesRun
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<40 {
+                        group.addTask { _ = try await store.jobs.enqueue(Conformance.newJob(), now: Conformance.t0) }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(try #require(store.jobs as? PostgresJobQueue).enqueues.batchesRun - batchesBefore < 40)
+                for _ in 0..<500 where heard.value < before + 40 { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(heard.value == before + 40)
+            }
+            try await listener.close()
+        }
     }
 }
