@@ -27,21 +27,20 @@ public final class PostgresStore: KeelStore {
     ///   `job_write_stall_ms` and `startup_parameters` (planner, none) query items.
     public init(url: String, logger: Logger) throws {
         let configuration = try Self.configuration(from: url)
-        let sessionReads = try Self.sessionReads(from: url)
-        let sessionReadStall = try Self.sessionReadStall(from: url)
-        let jobWrites = try Self.jobWrites(from: url)
-        let jobWriteStall = try Self.jobWriteStall(from: url)
+        let sessionReads = try Self.sharing("session lookups", slots: "session_reads", defaultSlots: 2, stall: "session_read_stall_ms", in: url)
+        let jobWrites = try Self.sharing(
+            "job enqueues, claims and completions (each kind)", slots: "job_writes", defaultSlots: 1, stall: "job_write_stall_ms", in: url)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         self.sessions = PostgresSessionStore(
             client: self.client,
             logger: logger,
             started: self.started,
-            reads: .sessionReads(client: self.client, logger: logger, maxInFlight: sessionReads, stallAfter: sessionReadStall)
+            reads: .sessionReads(client: self.client, logger: logger, maxInFlight: sessionReads.maxInFlight, stallAfter: sessionReads.stallAfter)
         )
         self.meta = PostgresMetaStore(client: self.client, logger: logger, started: self.started)
         let jobQueue = PostgresJobQueue(
-            client: self.client, logger: logger, started: self.started, maxInFlight: jobWrites, stallAfter: jobWriteStall)
+            client: self.client, logger: logger, started: self.started, maxInFlight: jobWrites.maxInFlight, stallAfter: jobWrites.stallAfter)
         self.jobs = jobQueue
         self.events = jobQueue
         self.leases = jobQueue
@@ -135,43 +134,26 @@ public final class PostgresStore: KeelStore {
         return version
     }
 
-    /// Session lookups of one process that may query at once (`session_reads`,
-    /// default 2); lookups arriving meanwhile share the next query.
-    static func sessionReads(from url: String) throws -> Int {
-        try Self.integerOption(
-            "session_reads", in: url, range: 1...1000,
-            hint: "It is how many session lookups of one process query at once; the others wait and share the next query."
-        ) ?? 2
-    }
-
-    /// How long a session lookup query may run before the lookups waiting
-    /// for a slot stop waiting for it (`session_read_stall_ms`, default 1000).
-    static func sessionReadStall(from url: String) throws -> Duration {
-        .milliseconds(try Self.integerOption(
-            "session_read_stall_ms", in: url, range: 10...600_000,
-            hint: "After this many milliseconds a session lookup query no longer holds back the lookups waiting behind it."
-        ) ?? 1000)
-    }
-
-    /// Job enqueues, claims and completions of one process that may run at
-    /// once, per kind (`job_writes`, default 1); the others wait and share
-    /// the next statement of their kind. One at a time gave the most jobs a
-    /// second on a 2-core machine (docs/benchmarks.md): the requests that
-    /// wait for it make the next statement larger, not slower.
-    static func jobWrites(from url: String) throws -> Int {
-        try Self.integerOption(
-            "job_writes", in: url, range: 1...1000,
-            hint: "It is how many job enqueues, claims and completions (each) of one process run at once; the others wait and share the next statement."
-        ) ?? 1
-    }
-
-    /// How long a shared job statement may run before the requests waiting
-    /// for a slot stop waiting for it (`job_write_stall_ms`, default 1000).
-    static func jobWriteStall(from url: String) throws -> Duration {
-        .milliseconds(try Self.integerOption(
-            "job_write_stall_ms", in: url, range: 10...600_000,
-            hint: "After this many milliseconds a job enqueue, claim or completion statement no longer holds back the requests waiting behind it."
-        ) ?? 1000)
+    /// How many statements of one shared kind a process runs at once (the
+    /// requests arriving meanwhile wait and share the next one), and after
+    /// how long a running one stops holding back those waiting (1000 ms by
+    /// default): `session_reads` (default 2) and `session_read_stall_ms`;
+    /// `job_writes` (default 1, per kind) and `job_write_stall_ms`. One job
+    /// statement at a time gave the most jobs a second on a 2-core machine,
+    /// two session lookups the most reads (docs/benchmarks.md): the requests
+    /// that wait make the next statement larger, not slower.
+    static func sharing(
+        _ what: String, slots: String, defaultSlots: Int, stall: String, in url: String
+    ) throws -> (maxInFlight: Int, stallAfter: Duration) {
+        let maxInFlight = try Self.integerOption(
+            slots, in: url, range: 1...1000,
+            hint: "It is how many \(what) of one process run at once; the others wait and share the next statement."
+        ) ?? defaultSlots
+        let stallAfter = try Self.integerOption(
+            stall, in: url, range: 10...600_000,
+            hint: "After this many milliseconds a statement of \(what) no longer holds back the requests waiting behind it."
+        ) ?? 1000
+        return (maxInFlight, .milliseconds(stallAfter))
     }
 
     /// The integer query item `name` of the URL (the last one given), or nil
