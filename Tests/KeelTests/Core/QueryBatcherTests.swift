@@ -25,6 +25,16 @@ struct QueryBatcherTests {
             }
         }
 
+        /// Opens the gate after `limit` unless the test did: should the
+        /// batcher wait for the stuck statements after all, the test fails
+        /// instead of hanging.
+        func openLater(after limit: Duration = .seconds(30)) -> Task<Void, any Error> {
+            Task {
+                try await Task.sleep(for: limit)
+                self.open()
+            }
+        }
+
         func open() {
             let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
                 state.open = true
@@ -47,12 +57,7 @@ struct QueryBatcherTests {
             if ids.contains(where: { $0.hasPrefix("stuck") }) { await gate.wait() }
             return ids.map { $0.hasPrefix("missing") ? nil : Self.session($0) }
         }
-        // Should the batcher wait for the stuck queries after all, the test
-        // fails below instead of hanging.
-        let safety = Task {
-            try await Task.sleep(for: .seconds(30))
-            gate.open()
-        }
+        let safety = gate.openLater()
         defer { safety.cancel() }
 
         async let first = batcher.submit("stuck-1")
@@ -99,10 +104,7 @@ struct QueryBatcherTests {
             if ids.contains("poison") { throw KeelError(.storeUnavailable, "refused") }
             return ids.map { $0.hasPrefix("missing") ? nil : Self.session($0) }
         }
-        let safety = Task {
-            try await Task.sleep(for: .seconds(30))
-            gate.open()
-        }
+        let safety = gate.openLater()
         defer { safety.cancel() }
 
         async let stuck = batcher.submit("stuck")
