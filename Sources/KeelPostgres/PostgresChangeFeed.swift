@@ -19,7 +19,7 @@ final class PostgresChangeFeed: ChangeFeed {
     /// A `keel_jobs` notification: `type`, or `type<TAB>count` when one
     /// statement stored several jobs of that type.
     static func readyJobs(_ payload: String) -> [StoreChange] {
-        if let tab = payload.lastIndex(of: "\t"), let count = Int(payload[payload.index(after: tab)...]), count > 1 {
+        if let tab = payload.lastIndex(of: "\t"), let count = Int(payload[payload.index(after: tab)...]), count >= 1 {
             return Array(repeating: .jobReady(type: String(payload[..<tab])), count: min(count, 10_000))
         }
         return [.jobReady(type: payload)]

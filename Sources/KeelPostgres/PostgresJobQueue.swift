@@ -347,7 +347,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     /// Inserts a batch of new jobs. A request whose key an earlier request
     /// of the batch used gets that job (not created); nil for each whose
     /// key an earlier statement took.
-    private static func enqueue(_ requests: [(job: NewJob, now: Int64)], client: PostgresClient, logger: Logger) async throws -> [(job: Job, created: Bool)?] {
+    static func enqueue(_ requests: [(job: NewJob, now: Int64)], client: PostgresClient, logger: Logger) async throws -> [(job: Job, created: Bool)?] {
         var inserted: [String: Job] = [:]
         var byKey: [KeyedJob: Job] = [:]
         for try await job in try await client.execute(EnqueueJobsStatement(jobs: requests), logger: logger) {
@@ -369,7 +369,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     /// Claims for a batch of workers, one statement per distinct list of
     /// types (a process's workers all share one); nil for each worker left
     /// without a due job. A statement that fails fails only its own requests.
-    private static func claim(_ requests: [ClaimRequest], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
+    static func claim(_ requests: [ClaimRequest], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
         var replies = [Result<Job?, any Error>](repeating: .success(nil), count: requests.count)
         var groups: [[String]: [Int]] = [:]
         for (index, request) in requests.enumerated() { groups[request.types, default: []].append(index) }
@@ -380,7 +380,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
                 statement.tokens.append(requests[index].token)
                 statement.leasesUntil.append(requests[index].leaseUntil)
                 statement.claimedAt.append(requests[index].now)
-                statement.dueBy = min(statement.dueBy, requests[index].now)
+                statement.dueBy = max(statement.dueBy, requests[index].now)
             }
             do {
                 for try await (request, job) in try await client.execute(statement, logger: logger) {
@@ -399,7 +399,7 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
     /// Ends a batch of jobs in one transaction: the fenced updates, then
     /// the `done` events of those whose lease held; nil for the others. A
     /// transaction that fails fails only its own requests.
-    private static func succeed(_ requests: [Completion], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
+    static func succeed(_ requests: [Completion], client: PostgresClient, logger: Logger) async -> [Result<Job?, any Error>] {
         var replies = [Result<Job?, any Error>](repeating: .success(nil), count: requests.count)
         var remaining = Array(requests.indices)
         // A job is ended at most once per statement; a repeated id (which a

@@ -8,18 +8,24 @@ import PostgresNIO
 // (``QueryBatcher``), so a burst costs a few round trips and commits
 // instead of one per job.
 /// Hands the oldest due jobs of the given types to the workers asking, one
-/// job each at most: request `n` (1-based, the order of the arrays) gets the
-/// `n`-th due job, so every row comes back with the number of its request.
+/// job each at most. The jobs due by the latest request's time are locked
+/// and matched in order to the latest requests (oldest job to the earliest
+/// of those), so when jobs are fewer than requests, the requests made after
+/// a job became due get it; a pair whose job was not yet due when its
+/// request was made is left out, and that job stays queued. Every row comes
+/// back with the number of its request (1-based, the order of the arrays).
 struct ClaimJobsStatement: PostgresPreparedStatement {
     /// One statement, so one round trip and atomic without `BEGIN`: the
     /// claims, and for each job that already has events (a retry) its
     /// `reset` event, counted in `last_seq` and announced.
     static let sql = """
         WITH requests AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+            SELECT asked.*, row_number() OVER (ORDER BY claimed_at, request) AS place
+            FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
                 WITH ORDINALITY AS asked(owner, token, lease_until, claimed_at, request)
         ), due AS (
-            SELECT id AS due_id, row_number() OVER (ORDER BY run_at, created_at) AS request FROM (
+            SELECT id AS due_id, run_at AS due_at,
+                row_number() OVER (ORDER BY run_at, created_at) + cardinality($1::text[]) - count(*) OVER () AS place FROM (
                 SELECT id, run_at, created_at FROM keel_jobs WHERE status = 'queued' AND run_at <= $5 AND type = ANY($6)
                 ORDER BY run_at, created_at LIMIT cardinality($1::text[]) FOR UPDATE SKIP LOCKED
             ) AS picked
@@ -28,8 +34,8 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
                 lease_token = requests.token, lease_expires_at = requests.lease_until,
                 started_at = COALESCE(started_at, requests.claimed_at), updated_at = requests.claimed_at, cancel_requested = FALSE,
                 last_seq = CASE WHEN last_seq > 0 THEN last_seq + 1 ELSE 0 END
-            FROM due JOIN requests USING (request)
-            WHERE keel_jobs.id = due.due_id
+            FROM due JOIN requests USING (place)
+            WHERE keel_jobs.id = due.due_id AND due.due_at <= requests.claimed_at
             RETURNING \(PostgresJobQueue.columns), request
         ), reset AS (
             INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
@@ -47,9 +53,8 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
     var tokens: [String] = []
     var leasesUntil: [Int64] = []
     var claimedAt: [Int64] = []
-    /// Jobs due by then are handed out: the earliest `now` of the requests,
-    /// so no request gets a job that was not yet due when it asked.
-    var dueBy: Int64 = .max
+    /// The latest request's time: jobs due by then are locked and matched.
+    var dueBy: Int64 = .min
     var types: [String]
 
     func makeBindings() throws -> PostgresBindings {
@@ -111,7 +116,7 @@ struct AppendEventStatement: PostgresPreparedStatement {
 /// by key, so two statements waiting on each other's uncommitted keys
 /// (`ON CONFLICT` waits for them) always wait in the same order and cannot
 /// deadlock; within one key the request that came first wins. Each type is
-/// announced once, with the number of new jobs (`type<TAB>count`), so a
+/// announced once: `type` for one new job, `type<TAB>count` for more, so a
 /// listening instance wakes that many idle workers.
 struct EnqueueJobsStatement: PostgresPreparedStatement {
     static let sql = """
@@ -127,7 +132,8 @@ struct EnqueueJobsStatement: PostgresPreparedStatement {
             RETURNING \(PostgresJobQueue.columns)
         )
         SELECT inserted.*,
-            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)', types.type || E'\\t' || types.jobs)
+            (SELECT count(*) FROM (SELECT pg_notify('\(PostgresSchema.jobsChannel)',
+                CASE WHEN types.jobs = 1 THEN types.type ELSE types.type || E'\\t' || types.jobs END)
                 FROM (SELECT type, count(*) AS jobs FROM inserted GROUP BY type) AS types) AS notify) AS announced
         FROM inserted
         """

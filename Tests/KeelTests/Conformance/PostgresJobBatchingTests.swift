@@ -13,11 +13,19 @@ import Testing
 struct PostgresJobBatchingTests {
     typealias Conformance = JobQueueConformanceTests
 
-    /// Job announcements heard by the listening instance.
+    /// Job announcements heard by the listening instance: `demo` jobs, and the warm-up's.
     final class Tally: Sendable {
-        private let count = Mutex(0)
-        var value: Int { self.count.withLock { $0 } }
-        func add(_ amount: Int) { self.count.withLock { $0 += amount } }
+        private let counts = Mutex((demo: 0, warmUp: 0))
+        var value: Int { self.counts.withLock { $0.demo } }
+        var warmUp: Int { self.counts.withLock { $0.warmUp } }
+
+        func add(_ changes: [StoreChange]) {
+            self.counts.withLock { counts in
+                for case .jobReady(let type) in changes {
+                    if type == "demo" { counts.demo += 1 } else if type == "warm-up" { counts.warmUp += 1 }
+                }
+            }
+        }
     }
 
     @Test("40 concurrent enqueues, claims and completions each take fewer than 40 statements, with every answer its own",
@@ -116,6 +124,7 @@ struct PostgresJobBatchingTests {
           .enabled(if: TestEnvironment.postgresURL != nil))
     func announcedCounts() async throws {
         #expect(PostgresChangeFeed.readyJobs("demo") == [.jobReady(type: "demo")])
+        #expect(PostgresChangeFeed.readyJobs("demo\t1") == [.jobReady(type: "demo")])
         #expect(PostgresChangeFeed.readyJobs("demo.generate\t3") == Array(repeating: .jobReady(type: "demo.generate"), count: 3))
         #expect(PostgresChangeFeed.readyJobs("odd\tname") == [.jobReady(type: "odd\tname")])
 
@@ -126,18 +135,16 @@ struct PostgresJobBatchingTests {
             try await listener.withRunning {
                 let following = Task {
                     try await listener.changes.follow { changes in
-                        let ready = changes.filter { if case .jobReady = $0 { true } else { false } }.count
-                        heard.add(ready)
+                        heard.add(changes)
                     }
                 }
                 defer { following.cancel() }
                 // Wait until LISTEN is in place: a job enqueued now is heard.
-                _ = try await store.jobs.enqueue(Conformance.newJob(), now: Conformance.t0)
-                for _ in 0..<500 where heard.value == 0 {
+                // Those warm-up jobs have a type of their own, not counted below.
+                for _ in 0..<500 where heard.warmUp == 0 {
+                    _ = try await store.jobs.enqueue(Conformance.newJob(type: "warm-up"), now: Conformance.t0)
                     try await Task.sleep(for: .milliseconds(10))
-                    if heard.value == 0 { _ = try await store.jobs.enqueue(Conformance.newJob(), now: Conformance.t0) }
                 }
-                let before = heard.value
                 let batchesBefore = try #require(store.jobs as? PostgresJobQueue).enqueues.batchesRun
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for _ in 0..<40 {
@@ -146,10 +153,65 @@ struct PostgresJobBatchingTests {
                     try await group.waitForAll()
                 }
                 #expect(try #require(store.jobs as? PostgresJobQueue).enqueues.batchesRun - batchesBefore < 40)
-                for _ in 0..<500 where heard.value < before + 40 { try await Task.sleep(for: .milliseconds(10)) }
-                #expect(heard.value == before + 40)
+                for _ in 0..<500 where heard.value < 40 { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(heard.value == 40)
             }
             try await listener.close()
         }
+    }
+
+    @Test("one statement: a key used twice answers both; claims go to requests made after their job was due; a failing statement fails only its own requests",
+          .enabled(if: TestEnvironment.postgresURL != nil))
+    func statementOutcomes() async throws {
+        let fixture = try await StoreFixture.make(.postgres)
+        guard case .postgres(let url) = fixture.location else { return }
+        let store = try PostgresStore(url: url, logger: TestEnvironment.logger)
+        let (client, logger) = (store.client, TestEnvironment.logger)
+        try await store.withRunning {
+            _ = try await store.migrate(logger: logger)
+            let t0 = Conformance.t0.millisecondsSince1970
+            func claim(_ now: Int64, types: [String] = ["demo"]) -> PostgresJobQueue.ClaimRequest {
+                PostgresJobQueue.ClaimRequest(owner: "w\(now)", token: Identifiers.random(byteCount: 16), leaseUntil: now + 30_000, now: now, types: types)
+            }
+
+            // The same key twice in one statement: the first request creates the job, the second gets it.
+            let keyed = [Conformance.newJob(key: "k"), Conformance.newJob(key: "k"), Conformance.newJob()]
+            let enqueued = try await PostgresJobQueue.enqueue(keyed.map { ($0, t0) }, client: client, logger: logger)
+            #expect(enqueued[0]?.created == true && enqueued[0]?.job.id == keyed[0].id)
+            #expect(enqueued[1]?.created == false && enqueued[1]?.job.id == keyed[0].id)
+            #expect(enqueued[2]?.created == true && enqueued[2]?.job.id == keyed[2].id)
+            // A key taken by an earlier statement: no row, the caller looks it up.
+            let again = try await PostgresJobQueue.enqueue([(Conformance.newJob(key: "k"), t0)], client: client, logger: logger)
+            #expect(again.count == 1 && again[0] == nil)
+
+            // Both t0 jobs go to two claims; then one job due at t0+5s, asked
+            // for at t0 and at t0+10s: the later request gets it.
+            let first = await PostgresJobQueue.claim([claim(t0), claim(t0)], client: client, logger: logger)
+            #expect(try first.compactMap { try $0.get()?.id }.sorted() == [keyed[0].id, keyed[2].id].sorted())
+            let later = try #require(try await PostgresJobQueue.enqueue([(Conformance.newJob(), t0 + 5_000)], client: client, logger: logger)[0]).job
+            let matched = await PostgresJobQueue.claim([claim(t0), claim(t0 + 10_000)], client: client, logger: logger)
+            #expect(try matched[0].get() == nil)
+            #expect(try matched[1].get()?.id == later.id)
+            #expect(try matched[1].get()?.startedAt == Date(millisecondsSince1970: t0 + 10_000))
+
+            // Two type lists make two statements; the one PostgreSQL refuses
+            // (a NUL byte in text) fails alone.
+            let spare = try #require(try await PostgresJobQueue.enqueue([(Conformance.newJob(), t0)], client: client, logger: logger)[0]).job
+            let request = claim(t0)
+            let split = await PostgresJobQueue.claim([request, claim(t0, types: ["x\u{0}"])], client: client, logger: logger)
+            let claimedSpare = try #require(try split[0].get())
+            #expect(claimedSpare.id == spare.id)
+            #expect(throws: (any Error).self) { try split[1].get() }
+
+            // A job id twice makes two rounds; the second, refused, does not undo or fail the first.
+            let lease = JobLease(jobID: spare.id, token: request.token, owner: request.owner)
+            let ends = await PostgresJobQueue.succeed(
+                [(lease, #"{"ok":true}"#, t0 + 1, t0 + 3_600_000), (lease, "\"\u{0}\"", t0 + 1, t0 + 3_600_000)], client: client, logger: logger)
+            #expect(try ends[0].get()?.status == .succeeded)
+            #expect(throws: (any Error).self) { try ends[1].get() }
+            #expect(try await store.jobs.job(id: spare.id)?.resultJSON == #"{"ok":true}"#)
+            #expect(try await store.events.events(jobID: spare.id, after: 0, limit: 10).map(\.type) == ["done"])
+        }
+        try await store.close()
     }
 }

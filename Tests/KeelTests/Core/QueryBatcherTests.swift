@@ -62,7 +62,7 @@ struct QueryBatcherTests {
 
         async let first = batcher.submit("stuck-1")
         async let second = batcher.submit("stuck-2")
-        while batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<1000 where batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(10)) }
 
         // Both slots are taken by queries that never return: these wait,
         // then get a query of their own once the stall limit has passed.
@@ -108,7 +108,7 @@ struct QueryBatcherTests {
         defer { safety.cancel() }
 
         async let stuck = batcher.submit("stuck")
-        while batcher.statementsCounted < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        for _ in 0..<2000 where batcher.statementsCounted < 1 { try await Task.sleep(for: .milliseconds(5)) }
         // 20 requests wait; one of them makes its shared statement fail.
         let ids = (0..<19).map { $0.isMultiple(of: 4) ? "missing-\($0)" : "s-\($0)" } + ["poison"]
         let failed = try await withThrowingTaskGroup(of: String?.self) { group in
@@ -123,7 +123,8 @@ struct QueryBatcherTests {
                     }
                 }
             }
-            while batcher.requestsWaiting < ids.count { try await Task.sleep(for: .milliseconds(5)) }
+            for _ in 0..<2000 where batcher.requestsWaiting < ids.count { try await Task.sleep(for: .milliseconds(5)) }
+            try #require(batcher.requestsWaiting == ids.count)
             gate.open()
             return try await group.reduce(into: Set<String>()) { if let id = $1 { $0.insert(id) } }
         }
