@@ -94,6 +94,39 @@ struct QueryBatcherTests {
         #expect(batcher.statementsCounted == 0)
     }
 
+    @Test("when stalled statements free several slots, the waiting requests take all of them at once")
+    func everyFreedSlot() async throws {
+        let stuck = Gate()
+        let slow = Gate()
+        let batcher = QueryBatcher<String, Session?>("lookups", maxInFlight: 2, stallAfter: .milliseconds(300), maxBatch: 1, logger: Logger(label: "test")) { ids in
+            if ids.contains(where: { $0.hasPrefix("stuck") }) { await stuck.wait() }
+            if ids.contains("slow") { await slow.wait() }
+            return ids.map(Self.session)
+        }
+        let safety = [stuck.openLater(), slow.openLater()]
+        defer { for task in safety { task.cancel() } }
+
+        async let first = batcher.submit("stuck-1")
+        async let second = batcher.submit("stuck-2")
+        for _ in 0..<1000 where batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        // Two requests wait behind the stuck statements, one batch each (maxBatch 1).
+        async let third = batcher.submit("slow")
+        async let fourth = batcher.submit("fresh")
+        for _ in 0..<1000 where batcher.requestsWaiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        try #require(batcher.requestsWaiting == 2)
+        // The stall frees both slots: both waiting requests leave the queue
+        // together, so the fresh one does not wait behind the slow one.
+        for _ in 0..<2000 where batcher.requestsWaiting == 2 { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(batcher.requestsWaiting == 0)
+        #expect(try await fourth == Self.session("fresh"))
+        #expect(!slow.isOpen)
+
+        slow.open()
+        stuck.open()
+        let answers = try await [first, second, third]
+        #expect(answers.map { $0?.id } == ["stuck-1", "stuck-2", "slow"])
+    }
+
     @Test("requests that arrive while a statement runs share the next one, each with its own reply; a failing statement fails only its own")
     func sharing() async throws {
         let gate = Gate()
