@@ -32,6 +32,13 @@ struct MultiProcessUploadTests {
         return head.headers.first(name: "Upload-Offset").flatMap { Int($0) }
     }
 
+    /// The PATCH body bytes a server has read so far (`keel_upload_bytes_received_total`).
+    static func bytesReceived(_ server: KeelProcess) async throws -> Int {
+        let metrics = try await HTTP.send(.GET, server.baseURL + "/metrics", timeout: .seconds(10))
+        let line = metrics.body.split(separator: "\n").first { $0.hasPrefix("keel_upload_bytes_received_total") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) } ?? 0
+    }
+
     /// One PATCH; the body is streamed, optionally pausing after `pauseAfter` bytes until `resume` returns.
     static func patch(
         _ server: KeelProcess, _ location: String, token: String, offset: Int, bytes: ArraySlice<UInt8>,
@@ -161,14 +168,19 @@ struct MultiProcessUploadTests {
 
         // A receives 2.5 MiB more, then gets SIGTERM while the body is still open.
         let start = sent + 1_048_576
+        let paused = 2 * 1_048_576 + 524_288
+        let readBefore = try await Self.bytesReceived(a)
         let stopped = try? await Self.patch(
-            a, location, token: token, offset: start, bytes: content[start..<(start + Self.chunk)], pauseAfter: 2 * 1_048_576 + 524_288,
+            a, location, token: token, offset: start, bytes: content[start..<(start + Self.chunk)], pauseAfter: paused,
             whilePaused: {
+                // Only once A has read them: on a loaded machine the last
+                // bytes sent can still be in the socket.
+                try await waitFor("A to read the 2.5 MiB sent") { try await Self.bytesReceived(a) >= readBefore + paused }
                 a.signal(SIGTERM)
                 #expect(await a.waitForExit() == 0)
             })
         #expect(stopped?.status != 204)
-        #expect(try await Self.offset(b, location, token: token) == start + 2 * 1_048_576 + 524_288)
+        #expect(try await Self.offset(b, location, token: token) == start + paused)
         try await Self.upload(content, location: location, token: token, servers: { [b] })
         try await Self.verify(b, location, token: token, content: content)
     }
