@@ -406,8 +406,12 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         // worker pool never sends) waits for the next round.
         while !remaining.isEmpty {
             var seen = Set<String>()
-            let round = remaining.filter { seen.insert(requests[$0].lease.jobID).inserted }
-            remaining = remaining.filter { !round.contains($0) }
+            var round: [Int] = []
+            var later: [Int] = []
+            for index in remaining {
+                if seen.insert(requests[index].lease.jobID).inserted { round.append(index) } else { later.append(index) }
+            }
+            remaining = later
             do {
                 let finished = try await client.withTransaction(logger: logger) { connection -> [String: Job] in
                     var jobs: [Job] = []
@@ -502,7 +506,11 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
 
     /// A job from a row holding ``columns`` (by name, so extra columns are fine).
     static func job(from row: PostgresRow) throws -> Job {
-        let columns = row.makeRandomAccess()
+        try Self.job(from: row.makeRandomAccess())
+    }
+
+    /// The same, from a row already opened for access by name.
+    static func job(from columns: PostgresRandomAccessRow) throws -> Job {
         func date(_ name: String) throws -> Date? {
             try columns[name].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
         }

@@ -69,7 +69,8 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws -> (request: Int, job: Job) {
-        (Int(try row.makeRandomAccess()["request"].decode(Int64.self)), try PostgresJobQueue.job(from: row))
+        let columns = row.makeRandomAccess()
+        return (Int(try columns["request"].decode(Int64.self)), try PostgresJobQueue.job(from: columns))
     }
 }
 

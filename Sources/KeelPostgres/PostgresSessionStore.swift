@@ -112,3 +112,50 @@ struct PostgresSessionStore: SessionStore {
         return try await withStoreErrors(body)
     }
 }
+
+extension QueryBatcher where Request == String, Reply == Session? {
+    /// Session lookups by id, sharing `SELECT … WHERE id = ANY($1)`.
+    static func sessionReads(client: PostgresClient, logger: Logger, maxInFlight: Int, stallAfter: Duration) -> QueryBatcher {
+        QueryBatcher("session lookups", maxInFlight: maxInFlight, stallAfter: stallAfter, maxBatch: 256, logger: logger) { ids in
+            var sessions: [String: Session] = [:]
+            for try await session in try await client.execute(SessionsByIDs(ids: Array(Set(ids))), logger: logger) {
+                sessions[session.id] = session
+            }
+            return ids.map { sessions[$0] }
+        }
+    }
+}
+
+/// The session lookup of ``QueryBatcher/sessionReads(client:logger:maxInFlight:stallAfter:)``, one id or many, prepared
+/// once per connection.
+struct SessionsByIDs: PostgresPreparedStatement {
+    static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = ANY($1)"
+    typealias Row = Session
+
+    var ids: [String]
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(self.ids)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Session {
+        try Session(sessionRow: row)
+    }
+}
+
+extension Session {
+    /// A row of `SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions`.
+    init(sessionRow row: PostgresRow) throws {
+        let (id, data, version, created, lastSeen, expires) = try row.decode((String, String, Int64, Int64, Int64, Int64).self)
+        self.init(
+            id: id,
+            dataJSON: data,
+            version: version,
+            createdAt: Date(millisecondsSince1970: created),
+            lastSeenAt: Date(millisecondsSince1970: lastSeen),
+            expiresAt: Date(millisecondsSince1970: expires)
+        )
+    }
+}
