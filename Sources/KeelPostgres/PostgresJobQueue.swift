@@ -375,6 +375,8 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         for (index, request) in requests.enumerated() { groups[request.types, default: []].append(index) }
         for (types, indices) in groups {
             var statement = ClaimJobsStatement(types: types)
+            // In order of their times, as the statement wants them.
+            let indices = indices.sorted { (requests[$0].now, $0) < (requests[$1].now, $1) }
             for index in indices {
                 statement.owners.append(requests[index].owner)
                 statement.tokens.append(requests[index].token)

@@ -8,35 +8,36 @@ import PostgresNIO
 // (``QueryBatcher``), so a burst costs a few round trips and commits
 // instead of one per job.
 /// Hands the oldest due jobs of the given types to the workers asking, one
-/// job each at most. The jobs due by the latest request's time are locked
-/// and matched in order to the latest requests (oldest job to the earliest
-/// of those), so when jobs are fewer than requests, the requests made after
-/// a job became due get it; a pair whose job was not yet due when its
-/// request was made is left out, and that job stays queued. Every row comes
-/// back with the number of its request (1-based, the order of the arrays).
+/// job each at most. The requests come in order of their times (earliest
+/// first). The jobs due by the latest request's time are locked and matched
+/// in order to the latest requests (oldest job to the earliest of those), so
+/// when jobs are fewer than requests, the requests made after a job became
+/// due get it; a pair whose job was not yet due when its request was made
+/// is left out, and that job stays queued. Every row comes back with the
+/// number of its request (1-based, the order of the arrays).
 struct ClaimJobsStatement: PostgresPreparedStatement {
     /// One statement, so one round trip and atomic without `BEGIN`: the
     /// claims, and for each job that already has events (a retry) its
-    /// `reset` event, counted in `last_seq` and announced.
+    /// `reset` event, counted in `last_seq` and announced. A request's
+    /// lease is read from the arrays at its place rather than joined from
+    /// them: the planner, which cannot know how many jobs a claim locks,
+    /// chose a nested loop for that join, quadratic in the batch.
+    static let name = "keel_claim_jobs"
     static let sql = """
-        WITH requests AS (
-            SELECT asked.*, row_number() OVER (ORDER BY claimed_at, request) AS place
-            FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-                WITH ORDINALITY AS asked(owner, token, lease_until, claimed_at, request)
-        ), due AS (
+        WITH due AS (
             SELECT id AS due_id, run_at AS due_at,
-                row_number() OVER (ORDER BY run_at, created_at) + cardinality($1::text[]) - count(*) OVER () AS place FROM (
+                (row_number() OVER (ORDER BY run_at, created_at) + cardinality($1::text[]) - count(*) OVER ())::int4 AS place FROM (
                 SELECT id, run_at, created_at FROM keel_jobs WHERE status = 'queued' AND run_at <= $5 AND type = ANY($6)
                 ORDER BY run_at, created_at LIMIT cardinality($1::text[]) FOR UPDATE SKIP LOCKED
             ) AS picked
         ), claimed AS (
-            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = requests.owner,
-                lease_token = requests.token, lease_expires_at = requests.lease_until,
-                started_at = COALESCE(started_at, requests.claimed_at), updated_at = requests.claimed_at, cancel_requested = FALSE,
+            UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_owner = ($1::text[])[place],
+                lease_token = ($2::text[])[place], lease_expires_at = ($3::int8[])[place],
+                started_at = COALESCE(started_at, ($4::int8[])[place]), updated_at = ($4::int8[])[place], cancel_requested = FALSE,
                 last_seq = CASE WHEN last_seq > 0 THEN last_seq + 1 ELSE 0 END
-            FROM due JOIN requests USING (place)
-            WHERE keel_jobs.id = due.due_id AND due.due_at <= requests.claimed_at
-            RETURNING \(PostgresJobQueue.columns), request
+            FROM due
+            WHERE keel_jobs.id = due.due_id AND due.due_at <= ($4::int8[])[place]
+            RETURNING \(PostgresJobQueue.columns), place AS request
         ), reset AS (
             INSERT INTO keel_job_events (job_id, seq, type, data, created_at)
             SELECT id, last_seq, '\(JobEventType.reset)', '{"attempt":' || attempts || '}', updated_at FROM claimed WHERE last_seq > 1
@@ -70,12 +71,13 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
 
     func decodeRow(_ row: PostgresRow) throws -> (request: Int, job: Job) {
         let columns = row.makeRandomAccess()
-        return (Int(try columns["request"].decode(Int64.self)), try PostgresJobQueue.job(from: columns))
+        return (Int(try columns["request"].decode(Int32.self)), try PostgresJobQueue.job(from: columns))
     }
 }
 
 /// Appends an event with the lease as fence, in one statement, and announces it.
 struct AppendEventStatement: PostgresPreparedStatement {
+    static let name = "keel_append_event"
     static let sql = """
         WITH bumped AS (
             UPDATE keel_jobs SET last_seq = last_seq + 1, updated_at = $3
@@ -120,6 +122,7 @@ struct AppendEventStatement: PostgresPreparedStatement {
 /// announced once: `type` for one new job, `type<TAB>count` for more, so a
 /// listening instance wakes that many idle workers.
 struct EnqueueJobsStatement: PostgresPreparedStatement {
+    static let name = "keel_enqueue_jobs"
     static let sql = """
         WITH inserted AS (
             INSERT INTO keel_jobs (id, session_id, type, input, status, progress, attempts, max_attempts,
@@ -164,6 +167,7 @@ struct EnqueueJobsStatement: PostgresPreparedStatement {
 /// Ends jobs successfully whose leases are still current, counting each
 /// one's `done` event in `last_seq`; a job whose lease was lost has no row.
 struct SucceedJobsStatement: PostgresPreparedStatement {
+    static let name = "keel_succeed_jobs"
     static let sql = """
         UPDATE keel_jobs SET status = 'succeeded', result = finished.result_json, error = NULL, finished_at = finished.at,
             updated_at = finished.at, expires_at = finished.expiry, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
@@ -193,6 +197,7 @@ struct SucceedJobsStatement: PostgresPreparedStatement {
 
 /// The `done` events of jobs whose rows already count them in `last_seq`, announced.
 struct InsertDoneEventsStatement: PostgresPreparedStatement {
+    static let name = "keel_insert_done_events"
     static let sql = """
         WITH inserted AS (
             INSERT INTO keel_job_events (job_id, seq, type, data, created_at)

@@ -129,6 +129,7 @@ extension QueryBatcher where Request == String, Reply == Session? {
 /// The session lookup of ``QueryBatcher/sessionReads(client:logger:maxInFlight:stallAfter:)``, one id or many, prepared
 /// once per connection.
 struct SessionsByIDs: PostgresPreparedStatement {
+    static let name = "keel_sessions_by_ids"
     static let sql = "SELECT id, data, version, created_at, last_seen_at, expires_at FROM keel_sessions WHERE id = ANY($1)"
     typealias Row = Session
 

@@ -255,35 +255,35 @@ struct JSONParser {
 
 extension JSONValue {
     /// Appends compact JSON with sorted keys, so equal values serialize alike.
-    func write(to text: inout String) {
+    func write(to bytes: inout [UInt8]) {
         switch self {
-        case .null: text += "null"
-        case .bool(let value): text += value ? "true" : "false"
-        case .int(let value): text += String(value)
+        case .null: JSONWriter.appendRaw("null", to: &bytes)
+        case .bool(let value): JSONWriter.appendRaw(value ? "true" : "false", to: &bytes)
+        case .int(let value): JSONWriter.appendInteger(value, to: &bytes)
         case .double(let value):
             if value.rounded() == value && abs(value) < 1e15 {
-                text += String(Int64(value))
-                text += ".0"
+                JSONWriter.appendInteger(Int64(value), to: &bytes)
+                JSONWriter.appendRaw(".0", to: &bytes)
             } else {
-                text += String(value)
+                JSONWriter.appendRaw(String(value), to: &bytes)
             }
-        case .string(let value): JSONWriter.appendString(value, to: &text)
+        case .string(let value): JSONWriter.appendString(value, to: &bytes)
         case .array(let items):
-            text += "["
+            bytes.append(UInt8(ascii: "["))
             for (offset, item) in items.enumerated() {
-                if offset > 0 { text += "," }
-                item.write(to: &text)
+                if offset > 0 { bytes.append(UInt8(ascii: ",")) }
+                item.write(to: &bytes)
             }
-            text += "]"
+            bytes.append(UInt8(ascii: "]"))
         case .object(let members):
-            text += "{"
+            bytes.append(UInt8(ascii: "{"))
             for (offset, key) in members.keys.sorted().enumerated() {
-                if offset > 0 { text += "," }
-                JSONWriter.appendString(key, to: &text)
-                text += ":"
-                members[key]!.write(to: &text)
+                if offset > 0 { bytes.append(UInt8(ascii: ",")) }
+                JSONWriter.appendString(key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                members[key]!.write(to: &bytes)
             }
-            text += "}"
+            bytes.append(UInt8(ascii: "}"))
         }
     }
 }

@@ -85,8 +85,8 @@ extension JSONValue {
 
     /// Compact JSON text with sorted keys, so equal values serialize alike.
     public func serialized() -> String {
-        var text = ""
-        self.write(to: &text)
-        return text
+        var bytes: [UInt8] = []
+        self.write(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -7,6 +7,10 @@ final class JobMetrics: Sendable {
     let leaseRescues: Metrics.Counter
     let leasesLost: Metrics.Counter
     let workerHeartbeats: Metrics.Counter
+    /// Claims that got a job, and claims that found none (a worker woken for
+    /// a job another worker took first, or a poll of an empty queue).
+    let claimsWithJob: Metrics.Counter
+    let claimsEmpty: Metrics.Counter
     let queueDepth: Metrics.Gauge
     let busyWorkers: Metrics.Gauge
     let openStreamsGauge: Metrics.Gauge
@@ -15,7 +19,7 @@ final class JobMetrics: Sendable {
     private let busy = Atomic<Int>(0)
     private let streams = Atomic<Int>(0)
     /// Handles by label and dimensions, made once: these are recorded for every job.
-    private let counters = Mutex<[String: Metrics.Counter]>([:])
+    private let counters = Mutex<[CounterKey: Metrics.Counter]>([:])
     private let timers = Mutex<[String: Metrics.Timer]>([:])
 
     init(_ metrics: KeelMetrics) {
@@ -23,6 +27,8 @@ final class JobMetrics: Sendable {
         self.leaseRescues = metrics.counter("keel_job_lease_rescues_total")
         self.leasesLost = metrics.counter("keel_job_leases_lost_total")
         self.workerHeartbeats = metrics.counter("keel_job_heartbeats_total")
+        self.claimsWithJob = metrics.counter("keel_job_claims_total", [("outcome", "job")])
+        self.claimsEmpty = metrics.counter("keel_job_claims_total", [("outcome", "empty")])
         self.queueDepth = metrics.gauge("keel_job_queue_depth")
         self.busyWorkers = metrics.gauge("keel_workers_busy")
         self.openStreamsGauge = metrics.gauge("keel_sse_open_streams")
@@ -53,8 +59,14 @@ final class JobMetrics: Sendable {
         timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
+    /// A counter's label and dimension values (each label has fixed dimension names).
+    private struct CounterKey: Hashable {
+        var label: String
+        var values: [String]
+    }
+
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Counter {
-        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        let key = CounterKey(label: label, values: dimensions.map(\.1))
         return self.counters.withLock { counters in
             if let counter = counters[key] { return counter }
             let counter = self.metrics.counter(label, dimensions)

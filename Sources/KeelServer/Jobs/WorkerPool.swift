@@ -140,9 +140,11 @@ public final class WorkerPool: Service, Sendable {
                 continue
             }
             guard let claimed else {
+                self.metrics.claimsEmpty.increment()
                 _ = await signal.wait(timeout: self.settings.pollInterval)
                 continue
             }
+            self.metrics.claimsWithJob.increment()
             self.hub.markBusy(signal)
             await self.execute(claimed)
         }

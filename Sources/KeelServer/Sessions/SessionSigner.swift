@@ -43,7 +43,8 @@ public struct SessionSigner: Sendable {
     private static func signature(of id: some DataProtocol, key: HMAC<SHA256>) -> String {
         var hmac = key
         hmac.update(data: id)
-        return Identifiers.base64URL(hmac.finalize())
+        // Through its bytes: iterating the MAC as a sequence goes element by element.
+        return hmac.finalize().withUnsafeBytes { Identifiers.base64URL($0) }
     }
 
     private static func signature(of id: String, key: HMAC<SHA256>) -> String {

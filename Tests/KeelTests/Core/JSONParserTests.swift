@@ -1,3 +1,4 @@
+import Foundation
 import KeelCore
 import Testing
 
@@ -49,5 +50,29 @@ struct JSONParserTests {
         let text = value.serialized()
         #expect(text == #"{"a":[1.5,2.0,"q\"\\\n\u0001/",null,true],"m":{"k":"é😀"},"z":1}"#)
         #expect(try Self.parse(text) == value)
+    }
+
+    @Test("the writer: integers at their limits, escaped keys, dates, nulls and raw elements")
+    func writer() {
+        var json = JSONWriter()
+        json.object { json in
+            json.field("min", Int64.min)
+            json.field("max", Int64.max)
+            json.field("zero", Int64(0))
+            json.field("neg", Int64(-42))
+            json.field("k\"ey\t", "v\u{1F}é")
+            json.field("when", Date(timeIntervalSince1970: -0.5))
+            json.field("none", nil as Date?)
+            json.field("list") { json in
+                json.array { json in
+                    json.element(rawJSON: "1")
+                    json.element(rawJSON: "{}")
+                }
+            }
+        }
+        #expect(
+            json.text
+                == #"{"min":-9223372036854775808,"max":9223372036854775807,"zero":0,"neg":-42,"k\"ey\t":"v\u001fé","when":"1969-12-31T23:59:59.500Z","none":null,"list":[1,{}]}"#
+        )
     }
 }
