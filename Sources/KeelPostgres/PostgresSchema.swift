@@ -140,6 +140,24 @@ enum PostgresSchema {
                 "CREATE INDEX keel_upload_blobs_upload ON keel_upload_blobs (upload_id)",
             ]
         ),
+        Migration(
+            version: 5,
+            name: "job indexes by status",
+            statements: [
+                // Every job passes through queued, running and an end state, and
+                // every change of status is a new row version with an entry in
+                // each index the row is in. One index on (status, …) kept all
+                // three, so the claims' and completions' scans walked the dead
+                // entries of the jobs that had moved on, and a completion, whose
+                // planner chose that index over the primary key, read every
+                // running job. Partial indexes hold only the rows that can match:
+                // queued jobs in claim order, running jobs by lease expiry (the
+                // rescue). A finished job is in neither.
+                "DROP INDEX keel_jobs_claim",
+                "CREATE INDEX keel_jobs_queued ON keel_jobs (run_at, created_at) WHERE status = 'queued'",
+                "CREATE INDEX keel_jobs_running ON keel_jobs (lease_expires_at) WHERE status = 'running'",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

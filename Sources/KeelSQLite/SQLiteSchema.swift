@@ -129,6 +129,18 @@ enum SQLiteSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 5,
+            name: "job indexes by status",
+            statements: [
+                // As on PostgreSQL: an index holds only the jobs that a claim
+                // (queued, in claim order) or a rescue (running, by lease expiry)
+                // can match, not every job that ever passed through those states.
+                "DROP INDEX keel_jobs_claim",
+                "CREATE INDEX keel_jobs_queued ON keel_jobs (run_at, created_at) WHERE status = 'queued'",
+                "CREATE INDEX keel_jobs_running ON keel_jobs (lease_expires_at) WHERE status = 'running'",
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

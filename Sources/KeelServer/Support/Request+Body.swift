@@ -9,7 +9,7 @@ extension Request {
     /// content types other than JSON with 415.
     mutating func jsonBody(limit: Int, acceptedTypes: [String] = ["application/json"]) async throws -> JSONValue? {
         if let contentType = self.headers[.contentType] {
-            let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            let mediaType = contentType.split(separator: ";").first.map { $0.trimmingBlanks().lowercased() } ?? ""
             guard acceptedTypes.contains(mediaType) else {
                 throw KeelError(
                     .unsupportedMediaType,
@@ -40,11 +40,22 @@ extension Request {
     var isSecure: Bool {
         if self.uri.scheme == .https { return true }
         if let forwarded = self.headers[.xForwardedProto] {
-            return forwarded.split(separator: ",").first?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
+            return forwarded.split(separator: ",").first?.trimmingBlanks().lowercased() == "https"
         }
         if let forwarded = self.headers[.forwardedHeader] {
             return forwarded.lowercased().contains("proto=https")
         }
         return false
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (HTTP's optional
+    /// whitespace). Foundation's `trimmingCharacters(in:)` bridges through
+    /// `NSString`, which showed in profiles: this runs for every JSON body.
+    func trimmingBlanks() -> Substring {
+        let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let first = self.firstIndex(where: { !isBlank($0) }), let last = self.lastIndex(where: { !isBlank($0) }) else { return "" }
+        return self[first...last]
     }
 }

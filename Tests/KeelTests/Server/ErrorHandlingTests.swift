@@ -190,7 +190,7 @@ struct OperationsTests {
             let store = try #require(system.json["store"]?.objectValue)
             #expect(store["driver"] == .string("sqlite"))
             #expect(store["ok"] == .bool(true))
-            #expect(store["schema_version"] == .int(4))
+            #expect(store["schema_version"] == .int(5))
 
             _ = try await client.send(.get, "/api/session")
             let metrics = try await client.send(.get, "/metrics")
