@@ -506,38 +506,66 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         return jobs
     }
 
-    /// A job from a row holding ``columns`` (by name, so extra columns are fine).
+    /// A job from a row whose first columns are ``columns``, in that order
+    /// (a statement may add more after them). Read by position: opening a
+    /// row for access by name builds a dictionary of its columns, which
+    /// showed in profiles for rows every job goes through several times.
     static func job(from row: PostgresRow) throws -> Job {
-        try Self.job(from: row.makeRandomAccess())
+        var cells = JobCells(row.makeIterator())
+        return try Self.job(from: &cells)
     }
 
-    /// The same, from a row already opened for access by name.
-    static func job(from columns: PostgresRandomAccessRow) throws -> Job {
-        func date(_ name: String) throws -> Date? {
-            try columns[name].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
-        }
-        return Job(
-            id: try columns["id"].decode(String.self),
-            sessionID: try columns["session_id"].decode(String.self),
-            type: try columns["type"].decode(String.self),
-            inputJSON: try columns["input"].decode(String.self),
-            status: JobStatus(rawValue: try columns["status"].decode(String.self)) ?? .failed,
-            progress: try JobRowCoding.decode(JobProgress.self, from: columns["progress"].decode(String.self)) ?? JobProgress(),
-            resultJSON: try columns["result"].decode(String?.self),
-            error: try JobRowCoding.decode(JobFailure.self, from: columns["error"].decode(String?.self)),
-            attempts: Int(try columns["attempts"].decode(Int32.self)),
-            maxAttempts: Int(try columns["max_attempts"].decode(Int32.self)),
-            idempotencyKey: try columns["idempotency_key"].decode(String?.self),
-            createdAt: try date("created_at")!,
-            updatedAt: try date("updated_at")!,
-            runAt: try date("run_at")!,
-            startedAt: try date("started_at"),
-            finishedAt: try date("finished_at"),
-            expiresAt: try date("expires_at"),
-            leaseOwner: try columns["lease_owner"].decode(String?.self),
-            leaseExpiresAt: try date("lease_expires_at"),
-            cancelRequested: try columns["cancel_requested"].decode(Bool.self),
-            lastSequence: try columns["last_seq"].decode(Int64.self)
+    /// The same, leaving `cells` at the first column after ``columns``.
+    static func job(from cells: inout JobCells) throws -> Job {
+        Job(
+            id: try cells.next(String.self),
+            sessionID: try cells.next(String.self),
+            type: try cells.next(String.self),
+            inputJSON: try cells.next(String.self),
+            status: JobStatus(rawValue: try cells.next(String.self)) ?? .failed,
+            progress: try JobRowCoding.decode(JobProgress.self, from: cells.next(String.self)) ?? JobProgress(),
+            resultJSON: try cells.next(String?.self),
+            error: try JobRowCoding.decode(JobFailure.self, from: cells.next(String?.self)),
+            attempts: Int(try cells.next(Int32.self)),
+            maxAttempts: Int(try cells.next(Int32.self)),
+            idempotencyKey: try cells.next(String?.self),
+            createdAt: try cells.date(),
+            updatedAt: try cells.date(),
+            runAt: try cells.date(),
+            startedAt: try cells.optionalDate(),
+            finishedAt: try cells.optionalDate(),
+            expiresAt: try cells.optionalDate(),
+            leaseOwner: try cells.next(String?.self),
+            leaseExpiresAt: try cells.optionalDate(),
+            cancelRequested: try cells.next(Bool.self),
+            lastSequence: try cells.next(Int64.self)
         )
+    }
+}
+
+/// The cells of a row, decoded one after another in column order.
+struct JobCells {
+    private var iterator: PostgresRow.Iterator
+
+    init(_ iterator: PostgresRow.Iterator) {
+        self.iterator = iterator
+    }
+
+    mutating func next<Value: PostgresDecodable>(_ type: Value.Type) throws -> Value {
+        guard let cell = self.iterator.next() else {
+            throw KeelError(.internalError, "a job row has fewer columns than PostgresJobQueue.columns")
+        }
+        return try cell.decode(Value.self)
+    }
+
+    mutating func optionalDate() throws -> Date? {
+        try self.next(Int64?.self).map(Date.init(millisecondsSince1970:))
+    }
+
+    mutating func date() throws -> Date {
+        guard let date = try self.optionalDate() else {
+            throw KeelError(.internalError, "a job row lacks a time it always has")
+        }
+        return date
     }
 }

@@ -70,8 +70,9 @@ struct ClaimJobsStatement: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws -> (request: Int, job: Job) {
-        let columns = row.makeRandomAccess()
-        return (Int(try columns["request"].decode(Int32.self)), try PostgresJobQueue.job(from: columns))
+        var cells = JobCells(row.makeIterator())
+        let job = try PostgresJobQueue.job(from: &cells)
+        return (Int(try cells.next(Int32.self)), job)
     }
 }
 

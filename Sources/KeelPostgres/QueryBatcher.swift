@@ -12,8 +12,9 @@ import Synchronization
 ///
 /// This is not a cache. A request joins only a batch that has not been sent
 /// yet, so its statement starts after the request did and sees every write
-/// committed before it. When fewer than `maxInFlight` requests run, each one
-/// runs alone, inline, with no added wait; under load the waiting ones ride
+/// committed before it. When fewer than `maxInFlight` requests run, a request
+/// takes a slot and runs inline after one `Task.yield()` (the requests made
+/// during it share its statement), with no other wait; under load the waiting ones ride
 /// on a single round trip instead of a pooled connection each, which is
 /// where the time of a short PostgreSQL statement goes (leasing a
 /// connection, two event-loop hops and a wake-up per statement on our side;
@@ -100,7 +101,16 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
         }
         if let slot {
             defer { self.finishRound(slot) }
-            return try await self.runAlone(request)
+            // Let the tasks that are ready to run go first: requests made
+            // together (the workers a shared claim just answered, coming
+            // back for their next job) then queue behind this slot and
+            // share this statement, instead of this one running alone and
+            // the rest sharing the next. With nothing else to run, the
+            // yield returns at once.
+            await Task.yield()
+            let others = self.state.withLock { $0.take(limit: self.maxBatch - 1) }
+            if others.isEmpty { return try await self.runAlone(request) }
+            return try await self.runLeading(request, with: others)
         }
         return try await withCheckedThrowingContinuation { continuation in
             let (batch, watch) = self.state.withLock { state -> ((UInt64, [Waiter])?, Bool) in
@@ -126,6 +136,21 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
         self.statementCount.add(1, ordering: .relaxed)
         let replies = try await self.runBatch([request])
         guard replies.count == 1 else { throw self.miscounted(replies.count, requests: 1) }
+        return replies[0]
+    }
+
+    /// Runs a leader's request with the requests that queued behind its slot.
+    private func runLeading(_ request: Request, with others: [Waiter]) async throws -> Reply {
+        self.statementCount.add(1, ordering: .relaxed)
+        let replies: [Reply]
+        do {
+            replies = try await self.runBatch([request] + others.map(\.request))
+            guard replies.count == others.count + 1 else { throw self.miscounted(replies.count, requests: others.count + 1) }
+        } catch {
+            for waiter in others { waiter.continuation.resume(throwing: error) }
+            throw error
+        }
+        for (waiter, reply) in zip(others, replies.dropFirst()) { waiter.continuation.resume(returning: reply) }
         return replies[0]
     }
 

@@ -14,6 +14,11 @@ struct QueryBatcherTests {
 
         var isOpen: Bool { self.state.withLock { $0.open } }
 
+        /// Statements held at the gate: sent, not merely holding a slot (a
+        /// slot's first request takes the requests queued behind it until
+        /// its statement starts).
+        var waiting: Int { self.state.withLock { $0.waiters.count } }
+
         func wait() async {
             await withCheckedContinuation { continuation in
                 let resume = self.state.withLock { state -> Bool in
@@ -62,7 +67,7 @@ struct QueryBatcherTests {
 
         async let first = batcher.submit("stuck-1")
         async let second = batcher.submit("stuck-2")
-        for _ in 0..<1000 where batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<1000 where gate.waiting < 2 { try await Task.sleep(for: .milliseconds(10)) }
 
         // Both slots are taken by queries that never return: these wait,
         // then get a query of their own once the stall limit has passed.
@@ -108,7 +113,7 @@ struct QueryBatcherTests {
 
         async let first = batcher.submit("stuck-1")
         async let second = batcher.submit("stuck-2")
-        for _ in 0..<1000 where batcher.statementsCounted < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        for _ in 0..<1000 where stuck.waiting < 2 { try await Task.sleep(for: .milliseconds(5)) }
         // Two requests wait behind the stuck statements, one batch each (maxBatch 1).
         async let third = batcher.submit("slow")
         async let fourth = batcher.submit("fresh")
@@ -141,7 +146,7 @@ struct QueryBatcherTests {
         defer { safety.cancel() }
 
         async let stuck = batcher.submit("stuck")
-        for _ in 0..<2000 where batcher.statementsCounted < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        for _ in 0..<2000 where gate.waiting < 1 { try await Task.sleep(for: .milliseconds(5)) }
         // 20 requests wait; one of them makes its shared statement fail.
         let ids = (0..<19).map { $0.isMultiple(of: 4) ? "missing-\($0)" : "s-\($0)" } + ["poison"]
         let failed = try await withThrowingTaskGroup(of: String?.self) { group in
@@ -172,5 +177,39 @@ struct QueryBatcherTests {
         #expect(failed == Set(poisoned))
         for _ in 0..<100 where batcher.statementsCounted > 0 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(batcher.statementsCounted == 0)
+    }
+
+    /// Runs every task given to it on one thread, one job at a time, in order:
+    /// what interleaves is then fixed, not left to the scheduler.
+    final class SerialExecutor: TaskExecutor {
+        private let queue = DispatchQueue(label: "keel.tests.serial")
+
+        func enqueue(_ job: consuming ExecutorJob) {
+            let job = UnownedJob(job)
+            self.queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        }
+    }
+
+    @Test("requests made together share a statement even when none is running: the first lets the others queue behind it")
+    func gathering() async throws {
+        let batches = Mutex<[Int]>([])
+        let batcher = QueryBatcher<String, Session?>("lookups", maxInFlight: 1, stallAfter: .seconds(60), maxBatch: 64, logger: Logger(label: "test")) { ids in
+            batches.withLock { $0.append(ids.count) }
+            return ids.map { Self.session($0) }
+        }
+        let ids = (0..<32).map { "s-\($0)" }
+        // On one thread, each request would otherwise find the slot free and run alone: 32 statements.
+        try await withTaskExecutorPreference(SerialExecutor()) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask {
+                        let found = try await batcher.submit(id)
+                        #expect(found == Self.session(id))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        #expect(batches.withLock { $0 } == [ids.count])
     }
 }
