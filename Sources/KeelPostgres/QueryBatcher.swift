@@ -140,11 +140,16 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
     }
 
     /// Runs a leader's request with the requests that queued behind its slot.
+    /// The statement runs in a task of its own: it carries other callers'
+    /// requests, so the leader's cancellation (which postgres-nio checks when
+    /// it leases a connection) must not fail them.
     private func runLeading(_ request: Request, with others: [Waiter]) async throws -> Reply {
         self.statementCount.add(1, ordering: .relaxed)
+        let requests = [request] + others.map(\.request)
+        let runBatch = self.runBatch
         let replies: [Reply]
         do {
-            replies = try await self.runBatch([request] + others.map(\.request))
+            replies = try await Task { try await runBatch(requests) }.value
             guard replies.count == others.count + 1 else { throw self.miscounted(replies.count, requests: others.count + 1) }
         } catch {
             for waiter in others { waiter.continuation.resume(throwing: error) }

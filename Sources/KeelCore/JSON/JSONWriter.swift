@@ -123,10 +123,8 @@ public struct JSONWriter: Sendable {
 
     /// Decimal digits, zero-padded on the left to `width`.
     private static func appendPadded(_ value: Int64, width: Int, to bytes: inout [UInt8]) {
-        guard value >= 0 else {
-            Self.appendInteger(value, to: &bytes)
-            return
-        }
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        let value = value.magnitude
         var digits = 1
         var rest = value / 10
         while rest > 0 {
@@ -134,13 +132,17 @@ public struct JSONWriter: Sendable {
             rest /= 10
         }
         for _ in digits..<max(width, digits) { bytes.append(UInt8(ascii: "0")) }
-        Self.appendInteger(value, to: &bytes)
+        Self.appendDigits(value, to: &bytes)
     }
 
     static func appendInteger(_ value: Int64, to bytes: inout [UInt8]) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         // The magnitude, as UInt64 so Int64.min has one.
-        var magnitude = value.magnitude
+        Self.appendDigits(value.magnitude, to: &bytes)
+    }
+
+    private static func appendDigits(_ value: UInt64, to bytes: inout [UInt8]) {
+        var magnitude = value
         let start = bytes.count
         repeat {
             bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))

@@ -212,4 +212,36 @@ struct QueryBatcherTests {
         }
         #expect(batches.withLock { $0 } == [ids.count])
     }
+
+    @Test("the first request's cancellation does not fail the requests that share its statement")
+    func leaderCancelled() async throws {
+        let gate = Gate()
+        let batches = Mutex<[[String]]>([])
+        let batcher = QueryBatcher<String, Session?>("lookups", maxInFlight: 1, stallAfter: .seconds(60), maxBatch: 64, logger: Logger(label: "test")) { ids in
+            batches.withLock { $0.append(ids) }
+            await gate.wait()
+            // As postgres-nio does when it leases a connection.
+            try Task.checkCancellation()
+            return ids.map { Self.session($0) }
+        }
+        let safety = gate.openLater()
+        defer { safety.cancel() }
+        // On one thread, in order: the first takes the slot and yields, the others queue behind it.
+        // The tasks are made from the executor's own thread, so none starts before all are queued.
+        let executor = SerialExecutor()
+        let (first, others) = await withTaskExecutorPreference(executor) {
+            let first = Task(executorPreference: executor) { try await batcher.submit("first") }
+            let others = (0..<5).map { index in Task(executorPreference: executor) { try await batcher.submit("other-\(index)") } }
+            return (first, others)
+        }
+        for _ in 0..<2000 where gate.waiting < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        try #require(batches.withLock { $0 } == [["first"] + (0..<5).map { "other-\($0)" }])
+
+        first.cancel()
+        gate.open()
+        for (index, other) in others.enumerated() {
+            #expect(try await other.value == Self.session("other-\(index)"))
+        }
+        _ = try? await first.value
+    }
 }
