@@ -24,7 +24,11 @@ struct RequestIdentityMiddleware: RouterMiddleware {
         response.headers[.keelInstance] = self.instanceID
         // The server closes such connections; say so, as RFC 9112 asks, so
         // clients do not try to reuse the socket.
-        if let connection = request.headers[.connection], connection.lowercased().contains("close") {
+        // A token list; checked without Foundation's `contains`, which
+        // bridges through NSString.
+        if let connection = request.headers[.connection],
+            connection.split(separator: ",").contains(where: { $0.trimmingBlanks().lowercased() == "close" })
+        {
             response.headers[.connection] = "close"
         } else if self.drain.isDraining {
             // Draining: ask clients and proxies not to reuse this connection, so their

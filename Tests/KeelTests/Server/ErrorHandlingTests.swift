@@ -114,6 +114,11 @@ struct ErrorHandlingTests {
             #expect(echoed.headers[HTTPField.Name("X-Request-Id")!] == "abc-123")
             let unsafe = try await client.send(.get, "/health", headers: [HTTPField.Name("X-Request-Id")!: "bad id with spaces"])
             #expect(unsafe.headers[HTTPField.Name("X-Request-Id")!] != "bad id with spaces")
+            // A client that will close its connection is told the server closes it too.
+            let closing = try await client.send(.get, "/health", headers: [.connection: "keep-alive, Close"])
+            #expect(closing.headers[.connection] == "close")
+            let keeping = try await client.send(.get, "/health", headers: [.connection: "keep-alive, closed-loop"])
+            #expect(keeping.headers[.connection] != "close")
         }
     }
 }
