@@ -110,7 +110,14 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
             await Task.yield()
             let others = self.state.withLock { $0.take(limit: self.maxBatch - 1) }
             if others.isEmpty { return try await self.runAlone(request) }
-            return try await self.runLeading(request, with: others)
+            // The statement carries other callers' requests, so it runs in a
+            // task of its own, with this request as one of its waiters: this
+            // caller's cancellation (which postgres-nio checks when it leases
+            // a connection) must not fail the others.
+            return try await withCheckedThrowingContinuation { continuation in
+                let batch = [Waiter(request: request, continuation: continuation)] + others
+                Task { await self.run(batch) }
+            }
         }
         return try await withCheckedThrowingContinuation { continuation in
             let (batch, watch) = self.state.withLock { state -> ((UInt64, [Waiter])?, Bool) in
@@ -136,26 +143,6 @@ final class QueryBatcher<Request: Sendable, Reply: Sendable>: Sendable {
         self.statementCount.add(1, ordering: .relaxed)
         let replies = try await self.runBatch([request])
         guard replies.count == 1 else { throw self.miscounted(replies.count, requests: 1) }
-        return replies[0]
-    }
-
-    /// Runs a leader's request with the requests that queued behind its slot.
-    /// The statement runs in a task of its own: it carries other callers'
-    /// requests, so the leader's cancellation (which postgres-nio checks when
-    /// it leases a connection) must not fail them.
-    private func runLeading(_ request: Request, with others: [Waiter]) async throws -> Reply {
-        self.statementCount.add(1, ordering: .relaxed)
-        let requests = [request] + others.map(\.request)
-        let runBatch = self.runBatch
-        let replies: [Reply]
-        do {
-            replies = try await Task { try await runBatch(requests) }.value
-            guard replies.count == others.count + 1 else { throw self.miscounted(replies.count, requests: others.count + 1) }
-        } catch {
-            for waiter in others { waiter.continuation.resume(throwing: error) }
-            throw error
-        }
-        for (waiter, reply) in zip(others, replies.dropFirst()) { waiter.continuation.resume(returning: reply) }
         return replies[0]
     }
 
