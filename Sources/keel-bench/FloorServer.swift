@@ -1,0 +1,75 @@
+import ArgumentParser
+import Hummingbird
+import NIOCore
+import NIOPosix
+
+/// A bare Hummingbird server for `bench/streams-floor.sh`: no middleware, no
+/// session, no store. `GET /events` answers the stream `keel-bench streams`
+/// expects (`retry`, `--events` token events, then `done`), all at once or
+/// `--interval-ms` apart. Against it the stream burst measures what the HTTP
+/// framework Keel is built on costs per new stream on this machine, before
+/// any of Keel's own work.
+struct FloorServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "floor-server",
+        abstract: "A bare Hummingbird server sending the benchmark's event stream (the framework's own floor)."
+    )
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port = 8080
+    @Option(help: "Token events per stream, before the done event.") var events = 50
+    @Option(help: "Milliseconds between events (0: the whole stream in one write, like a static file).") var intervalMs = 0
+    @Option(help: "Listen backlog (keel serve's default).") var listenBacklog = 4096
+    @Option(help: "Event loop threads (0: NIO's default, one per core).") var threads = 0
+    @Flag(help: "Run Swift concurrency's global executor on NIO's event loops (keel serve --executor event-loops).")
+    var eventLoopExecutor = false
+
+    func run() async throws {
+        if self.eventLoopExecutor, !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
+            throw ValidationError("this Swift runtime does not let NIO's event loops become the global executor")
+        }
+        let events = self.events
+        let interval = self.intervalMs
+        let router = Router()
+        router.get("events") { _, _ -> Response in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream; charset=utf-8"
+            headers[.cacheControl] = "no-cache"
+            return Response(
+                status: .ok,
+                headers: headers,
+                body: ResponseBody { writer in
+                    if interval == 0 {
+                        var buffer = ByteBuffer(string: "retry: 1000\n\n")
+                        for index in 1...(events + 1) { Self.event(index, of: events, to: &buffer) }
+                        try await writer.write(buffer)
+                    } else {
+                        var buffer = ByteBuffer(string: "retry: 1000\n\n")
+                        for index in 1...(events + 1) {
+                            Self.event(index, of: events, to: &buffer)
+                            try await writer.write(buffer)
+                            buffer.clear()
+                            if index <= events { try await Task.sleep(for: .milliseconds(interval)) }
+                        }
+                    }
+                    try await writer.finish(nil)
+                }
+            )
+        }
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(self.host, port: self.port), serverName: nil, backlog: self.listenBacklog),
+            eventLoopGroupProvider: self.threads > 0 ? .shared(MultiThreadedEventLoopGroup(numberOfThreads: self.threads)) : .singleton
+        )
+        try await app.runService()
+    }
+
+    /// The same bytes as the static file of `bench/streams-floor.sh`.
+    static func event(_ index: Int, of events: Int, to buffer: inout ByteBuffer) {
+        if index <= events {
+            buffer.writeString("id: \(index)\nevent: token\ndata: {\"text\":\"t\(index)\"}\n\n")
+        } else {
+            buffer.writeString("id: \(index)\nevent: done\ndata: {}\n\n")
+        }
+    }
+}
