@@ -133,6 +133,20 @@ bench_check_get() {
 
 # --- wrk ---------------------------------------------------------------------
 
+# bench_cpu_ticks: the machine's CPU time counters, "total steal" (ticks since
+# boot, all CPUs, from /proc/stat's first line).
+bench_cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9; exit }' /proc/stat; }
+
+# bench_steal_percent BEFORE AFTER: the share of CPU time the hypervisor took
+# away (steal) between two bench_cpu_ticks readings, in percent. On this
+# shared virtual machine it varies from run to run, and tail latency with it.
+bench_steal_percent() {
+  local total0 steal0 total1 steal1
+  read -r total0 steal0 <<<"$1"
+  read -r total1 steal1 <<<"$2"
+  awk -v t=$((total1 - total0)) -v s=$((steal1 - steal0)) 'BEGIN { printf "%.0f", (t > 0 ? 100 * s / t : 0) }'
+}
+
 # bench_parse_wrk FILE: print "rps p50_ms p99_ms non2xx socket_errors requests"
 # from the output of `wrk --latency`. wrk omits the "Socket errors" and
 # "Non-2xx or 3xx responses" lines when they are zero.
@@ -164,12 +178,14 @@ bench_parse_wrk() {
 # its summary to the results table. A run with any non-2xx response (or no
 # completed request) is marked FAIL and makes bench_finish exit 1.
 bench_wrk() {
-  local store=$1 mode=$2 url=$3 out rps p50 p99 non2xx sockerr requests status=ok
+  local store=$1 mode=$2 url=$3 out rps p50 p99 non2xx sockerr requests status=ok ticks steal
   shift 3
   out="$BENCH_TMP/wrk-$store-$mode.txt"
   bench_log "wrk: $store, $mode: -t $THREADS -c $CONNECTIONS -d $DURATION $url"
+  ticks=$(bench_cpu_ticks)
   wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency "$@" "$url" >"$out" 2>&1 \
     || { cat "$out" >&2; bench_die "wrk failed ($store, $mode)"; }
+  steal=$(bench_steal_percent "$ticks" "$(bench_cpu_ticks)")
   sed 's/^/    /' "$out" >&2
   read -r rps p50 p99 non2xx sockerr requests < <(bench_parse_wrk "$out") \
     || bench_die "could not parse wrk's output ($store, $mode); see above"
@@ -186,8 +202,8 @@ bench_wrk() {
     # is still counted. So about one read error per request here is that.
     case $mode in *close*) bench_log "(about one read error per request in this mode means the server closed without answering 'Connection: close')" ;; esac
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-    "$store" "$mode" "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$status" >>"$BENCH_RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    "$store" "$mode" "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$steal" "$status" >>"$BENCH_RESULTS"
 }
 
 # bench_finish: print the summary table (stdout) for every bench_wrk run so
@@ -196,9 +212,9 @@ bench_finish() {
   echo
   echo "# wrk -t $THREADS -c $CONNECTIONS -d $DURATION, $(nproc) cores; latency in ms"
   {
-    printf 'store\tmode\trequests/s\tp50_ms\tp99_ms\tnon-2xx\tsocket_errors\tstatus\n'
+    printf 'store\tmode\trequests/s\tp50_ms\tp99_ms\tnon-2xx\tsocket_errors\tsteal_%%\tstatus\n'
     cat "$BENCH_RESULTS"
-  } | awk -F'\t' '{ printf "%-12s %-11s %11s %9s %9s %8s %14s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  } | awk -F'\t' '{ printf "%-12s %-11s %11s %9s %9s %8s %14s %8s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
   if grep -q $'\tFAIL$' "$BENCH_RESULTS"; then
     bench_die "some runs had non-2xx responses (or none at all): see the FAIL rows above"
   fi
