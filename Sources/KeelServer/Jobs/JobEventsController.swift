@@ -174,7 +174,7 @@ struct JobEventsController: Sendable {
     /// `data:` line per line, as the format requires.
     static func write(_ event: JobEvent, to buffer: inout ByteBuffer) {
         buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\n")
-        if event.dataJSON.utf8.contains(0x0A) || event.dataJSON.utf8.contains(0x0D) {
+        if event.dataJSON.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
             for line in event.dataJSON.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
                 buffer.writeString("data: \(line)\n")
             }
