@@ -46,14 +46,13 @@ start_worker() {
   sleep 1
 }
 
-# with_steal LABEL CMD...: run CMD, then print the share of CPU time the
+# with_steal CMD...: run CMD, then print the share of CPU time the
 # hypervisor took away while it ran (bench_steal_percent).
 with_steal() {
-  local label=$1 ticks
-  shift
+  local ticks
   ticks=$(bench_cpu_ticks)
   "$@"
-  echo "$label steal: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %"
+  echo "steal: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %"
 }
 
 run_store() {
@@ -61,9 +60,9 @@ run_store() {
   echo "## $store"
   bench_start_keel "$url" "$store-throughput" --log-level warning --workers "$WORKERS"
   bench_log "$store: $JOBS no-op jobs, $CONCURRENCY creating clients, $WORKERS workers in the server"
-  with_steal throughput "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" | sed 's/^/throughput: /'
+  with_steal "$KEEL_BENCH_BIN" jobs --url "$KEEL_URL" --jobs "$JOBS" --concurrency "$CONCURRENCY" | sed 's/^/throughput: /'
   bench_log "$store: pickup, workers in the same process"
-  with_steal pickup "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/in-process /'
+  with_steal "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/in-process /'
   stop_all
 
   # The two halves apart: creation alone (no workers anywhere), then a
@@ -86,7 +85,7 @@ run_store() {
   bench_start_keel "$url" "$store-cross" --log-level warning --workers 0
   start_worker "$url" "$store-cross" --workers 2
   bench_log "$store: pickup, workers in a separate keel worker process"
-  with_steal pickup "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/cross-process /'
+  with_steal "$KEEL_BENCH_BIN" pickup --url "$KEEL_URL" --samples "$SAMPLES" | sed 's/^/cross-process /'
   stop_all
 }
 

@@ -6,7 +6,12 @@
 # line per run (store, mode, requests/s, p50, p99, non-2xx count, socket
 # errors); exits 1 if any response was not 2xx.
 #
-# Usage: bench/session-get.sh [sqlite|postgres|all]     (default: all)
+# Usage: bench/session-get.sh [sqlite|postgres|all|hummingbird]     (default: all)
+#
+# `hummingbird` runs the same two wrk runs against a bare Hummingbird app
+# (`keel-bench floor-server`, GET /session: a fixed JSON body of the same
+# size, no middleware, no session check, no store): the framework's own
+# ceiling on this machine, for comparison.
 #
 # Knobs (environment):
 #   DURATION=20s  CONNECTIONS=64  THREADS=2   passed to wrk (-d, -c, -t)
@@ -34,7 +39,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source bench/lib.sh
 
-bench_parse_stores "${1:-all}"
+if [ "${1:-}" = hummingbird ]; then
+  stores=(hummingbird)
+else
+  bench_parse_stores "${1:-all}"
+fi
 
 if [ -z "${KEEL_BIN:-}" ]; then
   KEEL_BIN="$PWD/.build/release/keel"
@@ -77,6 +86,18 @@ bench_store() {
 
 for store in "${stores[@]}"; do
   case $store in
+    hummingbird)
+      bench_ensure_release_tools
+      port=$(bench_free_port)
+      "$KEEL_BENCH_BIN" floor-server --port "$port" >"$BENCH_TMP/floor-server.log" 2>&1 &
+      floor_pid=$!
+      bench_on_exit "bench_stop_pid $floor_pid"
+      bench_wait_for_url "http://127.0.0.1:$port/session" "$floor_pid" "$BENCH_TMP/floor-server.log"
+      bench_log "bare Hummingbird (keel-bench floor-server) on 127.0.0.1:$port"
+      bench_wrk hummingbird keep-alive "http://127.0.0.1:$port/session"
+      bench_wrk hummingbird close "http://127.0.0.1:$port/session" -H "Connection: close"
+      bench_stop_pid "$floor_pid"
+      ;;
     sqlite)
       bench_start_keel "sqlite:$BENCH_TMP/keel.sqlite" sqlite
       bench_store sqlite

@@ -97,7 +97,12 @@ CONF
         paths+=("/api/jobs/$id/events")
       done
       for path in "${paths[@]}"; do
-        until curl -sf "$KEEL_URL${path%/events}" -H "Authorization: Bearer $token" | grep -q '"status":"succeeded"'; do sleep 0.1; done
+        for ((i = 0; ; i++)); do
+          status=$(curl -sf "$KEEL_URL${path%/events}" -H "Authorization: Bearer $token" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p')
+          [ "$status" = succeeded ] && break
+          [ "$i" -lt 300 ] && [ "$status" != failed ] || bench_die "job ${path%/events} did not succeed (status: ${status:-none})"
+          sleep 0.1
+        done
       done
       bench_log "keel $("$KEEL_BIN" --version), SQLite, 10 finished jobs of $EVENTS tokens"
       target[keel]="${KEEL_URL##*:} $(IFS=,; echo "${paths[*]}") $token"
@@ -106,11 +111,12 @@ CONF
   esac
 done
 
-echo "# stream floors, $(date -u +%Y-%m-%d), $(nproc) cores, $CLIENTS streams at once; time to first event in ms"
+echo "# stream floors, $(date -u +%Y-%m-%d), $(nproc) cores, $CLIENTS streams at once; time to first event in ms; the hypervisor's steal over each run"
 for ((run = 1; run <= RUNS; run++)); do
   for server in $SERVERS; do
     read -r port paths bearer <<<"${target[$server]}"
     for client in $MEASURE_WITH; do
+      ticks=$(bench_cpu_ticks)
       case $client in
         c)
           line=$("$floor_client" 127.0.0.1 "$port" "$paths" "$CLIENTS" ${bearer:+"$bearer"}) || bench_die "$server: incomplete streams: $line"
@@ -125,7 +131,7 @@ for ((run = 1; run <= RUNS; run++)); do
           ;;
         *) bench_die "unknown client '$client' (c, nio)" ;;
       esac
-      printf 'run %d  %-12s %-4s %s\n' "$run" "$server" "$client" "$first"
+      printf 'run %d  %-12s %-4s %s  (steal %s %%)\n' "$run" "$server" "$client" "$first" "$(bench_steal_percent "$ticks" "$(bench_cpu_ticks)")"
     done
   done
 done

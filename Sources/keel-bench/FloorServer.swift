@@ -6,9 +6,10 @@ import NIOPosix
 /// A bare Hummingbird server for `bench/streams-floor.sh`: no middleware, no
 /// session, no store. `GET /events` answers the stream `keel-bench streams`
 /// expects (`retry`, `--events` token events, then `done`), all at once or
-/// `--interval-ms` apart. Against it the stream burst measures what the HTTP
-/// framework Keel is built on costs per new stream on this machine, before
-/// any of Keel's own work.
+/// `--interval-ms` apart; `GET /session` answers a fixed JSON body the size
+/// of a session read's. Against it the benchmarks measure what the HTTP
+/// framework Keel is built on costs on this machine, before any of Keel's
+/// own work.
 struct FloorServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floor-server",
@@ -23,6 +24,15 @@ struct FloorServer: AsyncParsableCommand {
     @Option(help: "Event loop threads (0: NIO's default, one per core).") var threads = 0
     @Flag(help: "Run Swift concurrency's global executor on NIO's event loops (keel serve --executor event-loops).")
     var eventLoopExecutor = false
+
+    func validate() throws {
+        guard self.events >= 0, self.intervalMs >= 0, self.threads >= 0 else {
+            throw ValidationError("--events, --interval-ms and --threads cannot be negative")
+        }
+        guard !(self.eventLoopExecutor && self.threads > 0) else {
+            throw ValidationError("--event-loop-executor runs on NIO's shared event loops; leave out --threads")
+        }
+    }
 
     func run() async throws {
         if self.eventLoopExecutor, !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
@@ -55,6 +65,12 @@ struct FloorServer: AsyncParsableCommand {
                     try await writer.finish(nil)
                 }
             )
+        }
+        // A small JSON answer the size of a session read's, for wrk: what
+        // the framework serves per request, per connection, with nothing behind it.
+        let session = ByteBuffer(string: #"{"id":"Q1nTQ3tCqLh0vH2qvYkRzA","data":{"user_id":42,"name":"bench-user","roles":["reader","writer"],"preferences":{"theme":"dark","language":"en"}},"created_at":"2026-11-23T21:00:00.000Z","last_seen_at":"2026-11-23T21:00:00.000Z","expires_at":"2026-11-24T21:00:00.000Z"}"#)
+        router.get("session") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody(byteBuffer: session))
         }
         let app = Application(
             router: router,

@@ -193,7 +193,7 @@ struct Pickup: AsyncParsableCommand {
         }
         print("pickup: \(Summary(values: pickups))")
         // Both timestamps are whole milliseconds, so a pickup read as d ms
-        // took between d - 1 and d + 1 ms: when at least half read 1 ms or
+        // took between d - 1 and d + 1 ms: when more than half read 1 ms or
         // less, the true median is under 2 ms whatever the rounding hid.
         // (Whole milliseconds, give or take the float error of the dates.)
         let withinOne = pickups.filter { $0 < 1.5 }.count
