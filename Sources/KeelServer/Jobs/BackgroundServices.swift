@@ -110,12 +110,14 @@ extension JanitorService {
         while !Task.isCancelled {
             let batch = try await store.expire(now: now, limit: Self.purgeBatch)
             for (upload, _) in batch {
+                // Counted when the store says so, before the bytes go: whoever
+                // sees the bytes gone also sees the count.
+                if upload.status == .uploading { self.uploads.metrics.expired.increment() }
                 do {
                     try await self.uploads.blobs.deleteBlobs(uploadID: upload.id, keeping: [])
                 } catch {
                     self.logger.warning("could not delete an expired upload's bytes", metadata: ["keel.upload": "\(upload.id)", "keel.error": "\(error)"])
                 }
-                if upload.status == .uploading { self.uploads.metrics.expired.increment() }
             }
             expired += batch.count
             if batch.count < Self.purgeBatch { break }
