@@ -41,7 +41,10 @@ struct ThirdPartyClientTests {
         site.standardOutput = FileHandle.nullDevice
         site.standardError = FileHandle.nullDevice
         try site.run()
-        defer { site.terminate() }
+        // SIGKILL, not terminate(): the child inherits the spawning thread's
+        // signal mask, which blocks SIGTERM, and Python never unblocks it, so
+        // a SIGTERM stays pending and the page server outlived the tests.
+        defer { kill(site.processIdentifier, SIGKILL) }
         try await waitFor("the page server") {
             (try? await HTTP.send(.GET, "http://127.0.0.1:\(pagePort)/events.html").status) == 200
         }
