@@ -271,6 +271,21 @@ bench_start_keel() {
   bench_wait_for_url "$KEEL_URL/ready" "$KEEL_PID" "$log"
 }
 
+# bench_start_floor_server [FLOOR_SERVER_ARGS...]: start `keel-bench
+# floor-server` (a bare Hummingbird app, the framework's own floor) on a free
+# port of 127.0.0.1 and wait for it; sets FLOOR_URL. Stopped on exit.
+FLOOR_URL=
+bench_start_floor_server() {
+  local port pid log="$BENCH_TMP/floor-server.log"
+  port=$(bench_free_port)
+  "$KEEL_BENCH_BIN" floor-server --port "$port" "$@" >"$log" 2>&1 &
+  pid=$!
+  bench_on_exit "bench_stop_pid $pid"
+  FLOOR_URL="http://127.0.0.1:$port"
+  bench_wait_for_url "$FLOOR_URL/session" "$pid" "$log"
+  bench_log "bare Hummingbird (keel-bench floor-server) on 127.0.0.1:$port"
+}
+
 # bench_queue_depth URL: the queued jobs /system-health reports (empty if unreachable).
 bench_queue_depth() { curl -s "$1/system-health" | grep -o '"queue_depth":[0-9]*' | cut -d: -f2 || true; }
 

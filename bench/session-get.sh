@@ -88,15 +88,9 @@ for store in "${stores[@]}"; do
   case $store in
     hummingbird)
       bench_ensure_release_tools
-      port=$(bench_free_port)
-      "$KEEL_BENCH_BIN" floor-server --port "$port" >"$BENCH_TMP/floor-server.log" 2>&1 &
-      floor_pid=$!
-      bench_on_exit "bench_stop_pid $floor_pid"
-      bench_wait_for_url "http://127.0.0.1:$port/session" "$floor_pid" "$BENCH_TMP/floor-server.log"
-      bench_log "bare Hummingbird (keel-bench floor-server) on 127.0.0.1:$port"
-      bench_wrk hummingbird keep-alive "http://127.0.0.1:$port/session"
-      bench_wrk hummingbird close "http://127.0.0.1:$port/session" -H "Connection: close"
-      bench_stop_pid "$floor_pid"
+      bench_start_floor_server
+      bench_wrk hummingbird keep-alive "$FLOOR_URL/session"
+      bench_wrk hummingbird close "$FLOOR_URL/session" -H "Connection: close"
       ;;
     sqlite)
       bench_start_keel "sqlite:$BENCH_TMP/keel.sqlite" sqlite

@@ -77,13 +77,8 @@ CONF
       target[nginx]="$port /events"
       ;;
     hummingbird)
-      port=$(bench_free_port)
-      "$KEEL_BENCH_BIN" floor-server --port "$port" --events "$EVENTS" >"$BENCH_TMP/floor-server.log" 2>&1 &
-      floor_pid=$!
-      bench_on_exit "bench_stop_pid $floor_pid"
-      bench_wait_for_url "http://127.0.0.1:$port/events" "$floor_pid" "$BENCH_TMP/floor-server.log"
-      bench_log "bare Hummingbird (keel-bench floor-server) on 127.0.0.1:$port"
-      target[hummingbird]="$port /events"
+      bench_start_floor_server --events "$EVENTS"
+      target[hummingbird]="${FLOOR_URL##*:} /events"
       ;;
     keel)
       bench_start_keel "sqlite:$BENCH_TMP/keel.sqlite" floor --log-level warning --workers 2

@@ -49,19 +49,16 @@ struct FloorServer: AsyncParsableCommand {
                 status: .ok,
                 headers: headers,
                 body: ResponseBody { writer in
-                    if interval == 0 {
-                        var buffer = ByteBuffer(string: "retry: 1000\n\n")
-                        for index in 1...(events + 1) { Self.event(index, of: events, to: &buffer) }
+                    var buffer = ByteBuffer(string: "retry: 1000\n\n")
+                    for index in 1...(events + 1) {
+                        Self.event(index, of: events, to: &buffer)
+                        // With no interval, the whole stream goes in one write.
+                        guard interval > 0 else { continue }
                         try await writer.write(buffer)
-                    } else {
-                        var buffer = ByteBuffer(string: "retry: 1000\n\n")
-                        for index in 1...(events + 1) {
-                            Self.event(index, of: events, to: &buffer)
-                            try await writer.write(buffer)
-                            buffer.clear()
-                            if index <= events { try await Task.sleep(for: .milliseconds(interval)) }
-                        }
+                        buffer.clear()
+                        if index <= events { try await Task.sleep(for: .milliseconds(interval)) }
                     }
+                    if buffer.readableBytes > 0 { try await writer.write(buffer) }
                     try await writer.finish(nil)
                 }
             )
