@@ -261,7 +261,7 @@ bench_start_keel() {
   bench_log "starting keel ($label) on 127.0.0.1:$port"
   # Started directly (not in a subshell) so $! is keel's own pid.
   "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
-    --drain-delay 0s --drain-timeout 5s "$@" >"$log" 2>&1 &
+    --drain-delay 0s --drain-timeout 5s --demo-jobs true --session-create-rate 0 --session-max-active-jobs 0 "$@" >"$log" 2>&1 &
   KEEL_PID=$!
   KEEL_URL="http://127.0.0.1:$port"
   if [ -z "${BENCH_KEEL_CLEANUP:-}" ]; then

@@ -301,6 +301,16 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
         }
     }
 
+    func activeJobCount(sessionID: String) async throws -> Int {
+        try await self.operation {
+            let rows = try await self.client.query(
+                "SELECT COUNT(*) FROM keel_jobs WHERE session_id = \(sessionID) AND status IN ('queued', 'running')", logger: self.logger)
+            var count: Int64 = 0
+            for try await value in rows.decode(Int64.self) { count = value }
+            return Int(count)
+        }
+    }
+
     func queueDepth() async throws -> Int {
         try await self.operation {
             let rows = try await self.client.query("SELECT COUNT(*) FROM keel_jobs WHERE status = 'queued'", logger: self.logger)

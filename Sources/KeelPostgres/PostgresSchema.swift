@@ -158,6 +158,23 @@ enum PostgresSchema {
                 "CREATE INDEX keel_jobs_running ON keel_jobs (lease_expires_at) WHERE status = 'running'",
             ]
         ),
+        Migration(
+            version: 6,
+            name: "rate windows",
+            statements: [
+                // Fixed-window counters for rate limits every instance shares.
+                """
+                CREATE TABLE keel_rate_windows (
+                    key TEXT NOT NULL,
+                    window_start BIGINT NOT NULL,
+                    count BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL,
+                    PRIMARY KEY (key, window_start)
+                )
+                """,
+                "CREATE INDEX keel_rate_windows_expires_at ON keel_rate_windows (expires_at)",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

@@ -17,6 +17,7 @@ public final class PostgresStore: KeelStore {
     public let leases: any LeaderLease
     public let changes: any ChangeFeed
     public let uploads: any UploadStore
+    public let rateWindows: any RateWindowStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -45,6 +46,7 @@ public final class PostgresStore: KeelStore {
         self.events = jobQueue
         self.leases = jobQueue
         self.uploads = PostgresUploadStore(client: self.client, logger: logger, started: self.started)
+        self.rateWindows = PostgresRateWindowStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

@@ -292,6 +292,18 @@ struct SQLiteJobQueue: JobQueue, EventLog, LeaderLease {
         }
     }
 
+    func activeJobCount(sessionID: String) async throws -> Int {
+        try await withStoreErrors {
+            try await self.pool.read { db in
+                try Int.fetchOne(
+                    cached: db,
+                    sql: "SELECT COUNT(*) FROM keel_jobs WHERE session_id = ? AND status IN ('queued', 'running')",
+                    arguments: [sessionID]
+                ) ?? 0
+            }
+        }
+    }
+
     func queueDepth() async throws -> Int {
         try await withStoreErrors {
             try await self.pool.read { db in

@@ -141,6 +141,23 @@ enum SQLiteSchema {
                 "CREATE INDEX keel_jobs_running ON keel_jobs (lease_expires_at) WHERE status = 'running'",
             ]
         ),
+        Migration(
+            version: 6,
+            name: "rate windows",
+            statements: [
+                // Fixed-window counters for rate limits every instance shares.
+                """
+                CREATE TABLE keel_rate_windows (
+                    key TEXT NOT NULL,
+                    window_start INTEGER NOT NULL,
+                    count INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    PRIMARY KEY (key, window_start)
+                ) WITHOUT ROWID
+                """,
+                "CREATE INDEX keel_rate_windows_expires_at ON keel_rate_windows (expires_at)",
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

@@ -19,6 +19,7 @@ public final class SQLiteStore: KeelStore {
     public let leases: any LeaderLease
     public let changes: any ChangeFeed
     public let uploads: any UploadStore
+    public let rateWindows: any RateWindowStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -52,6 +53,7 @@ public final class SQLiteStore: KeelStore {
         self.events = jobQueue
         self.leases = jobQueue
         self.uploads = SQLiteUploadStore(pool: self.pool)
+        self.rateWindows = SQLiteRateWindowStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

@@ -38,6 +38,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("sse-batch-size"), help: ArgumentHelp(ConfigurationKnob.sseBatchSize.help)) var sseBatchSize: String?
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
+    @OptionGroup(title: "Connections and quotas") var limits: LimitOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -51,12 +52,14 @@ struct Serve: AsyncParsableCommand {
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
             .merging(self.jobs.flags) { $1 }
             .merging(self.uploads.flags) { $1 }
+            .merging(self.limits.flags) { $1 }
     }
 
     func run() async throws {
         try await Runtime.reportingErrors {
             var loaded = try self.common.load(extraFlags: self.flags)
             Runtime.installExecutor(&loaded)
+            Runtime.raiseFileLimit()
             let configuration = loaded
             let logger = Runtime.bootstrapLogging(configuration)
             let store = try Runtime.makeStore(configuration, logger: logger)

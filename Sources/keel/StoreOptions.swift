@@ -67,9 +67,12 @@ struct JobOptions: ParsableArguments {
     @Option(name: .customLong("janitor-interval"), help: ArgumentHelp(ConfigurationKnob.janitorInterval.help)) var janitorInterval: String?
     @Option(name: .customLong("instance-id"), help: ArgumentHelp(ConfigurationKnob.instanceID.help)) var instanceID: String?
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ConfigurationKnob.drainTimeout.help)) var drainTimeout: String?
+    @Option(name: .customLong("job-max-events"), help: ArgumentHelp(ConfigurationKnob.jobMaxEvents.help)) var maxEvents: String?
+    @Option(name: .customLong("demo-jobs"), help: ArgumentHelp(ConfigurationKnob.demoJobs.help)) var demoJobs: String?
 
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
+            (.jobMaxEvents, self.maxEvents), (.demoJobs, self.demoJobs),
             (.workers, self.workers), (.jobLeaseDuration, self.leaseDuration), (.jobMaxAttempts, self.maxAttempts),
             (.jobRetryBackoff, self.retryBackoff), (.jobRetryBackoffMax, self.retryBackoffMax), (.jobResultTTL, self.resultTTL),
             (.workerPollInterval, self.pollInterval), (.janitorInterval, self.janitorInterval), (.instanceID, self.instanceID),
@@ -99,6 +102,16 @@ struct UploadOptions: ParsableArguments {
 }
 
 enum Runtime {
+    /// Raises the soft limit on open files to the hard one: every connection
+    /// is a descriptor, and the default soft limit (often 1024) would cap
+    /// `--max-connections` far below what the machine allows.
+    static func raiseFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
     /// `--executor event-loops`: SwiftNIO's event loops (the threads that
     /// already serve the sockets) become Swift concurrency's global executor,
     /// so a request's handler runs on the thread that read it. Called once,
@@ -151,5 +164,29 @@ enum Runtime {
             FileHandle.standardError.write(Data(text.utf8))
             throw ExitCode(error.code == .invalidConfiguration ? 2 : 1)
         }
+    }
+}
+
+/// What one client and one connection may hold (`serve` only).
+struct LimitOptions: ParsableArguments {
+    @Option(name: .customLong("header-timeout"), help: ArgumentHelp(ConfigurationKnob.headerTimeout.help)) var headerTimeout: String?
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp(ConfigurationKnob.idleTimeout.help)) var idleTimeout: String?
+    @Option(name: .customLong("body-timeout"), help: ArgumentHelp(ConfigurationKnob.bodyTimeout.help)) var bodyTimeout: String?
+    @Option(name: .customLong("linger-timeout"), help: ArgumentHelp(ConfigurationKnob.lingerTimeout.help)) var lingerTimeout: String?
+    @Option(name: .customLong("max-connections"), help: ArgumentHelp(ConfigurationKnob.maxConnections.help)) var maxConnections: String?
+    @Option(name: .customLong("ops-token"), help: ArgumentHelp(ConfigurationKnob.opsToken.help)) var opsToken: String?
+    @Option(name: .customLong("trusted-proxies"), help: ArgumentHelp(ConfigurationKnob.trustedProxies.help)) var trustedProxies: String?
+    @Option(name: .customLong("session-create-rate"), help: ArgumentHelp(ConfigurationKnob.sessionCreateRate.help)) var sessionCreateRate: String?
+    @Option(name: .customLong("session-max-active-jobs"), help: ArgumentHelp(ConfigurationKnob.sessionMaxActiveJobs.help))
+    var sessionMaxActiveJobs: String?
+
+    var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.headerTimeout, self.headerTimeout), (.idleTimeout, self.idleTimeout), (.bodyTimeout, self.bodyTimeout),
+            (.lingerTimeout, self.lingerTimeout), (.maxConnections, self.maxConnections), (.opsToken, self.opsToken),
+            (.trustedProxies, self.trustedProxies), (.sessionCreateRate, self.sessionCreateRate),
+            (.sessionMaxActiveJobs, self.sessionMaxActiveJobs),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
     }
 }

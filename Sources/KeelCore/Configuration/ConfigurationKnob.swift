@@ -156,6 +156,61 @@ extension ConfigurationKnob {
         defaultDescription: "10485760 (10 MB)",
         summary: "Largest body of a multipart POST /api/files; bigger files go through the resumable /api/uploads."
     )
+    public static let headerTimeout = Self(
+        name: "header-timeout",
+        defaultDescription: "10s",
+        summary: "A request's headers must arrive within this long of its first byte; slower clients get 408 and are disconnected."
+    )
+    public static let idleTimeout = Self(
+        name: "idle-timeout",
+        defaultDescription: "75s",
+        summary: "A keep-alive connection with no request for this long is closed; keep it above the load balancer's idle timeout."
+    )
+    public static let bodyTimeout = Self(
+        name: "body-timeout",
+        defaultDescription: "30s",
+        summary: "A request body that receives no byte for this long is cut (408, or the upload's bytes so far are kept)."
+    )
+    public static let lingerTimeout = Self(
+        name: "linger-timeout",
+        defaultDescription: "5s",
+        summary: "After an early answer (401, 413…) to a request whose body is still arriving, how long the rest is read and dropped before the connection closes."
+    )
+    public static let maxConnections = Self(
+        name: "max-connections",
+        defaultDescription: "0 (the file descriptor limit less 256)",
+        summary: "Open connections this process serves at once; further ones wait in the listen backlog until one closes."
+    )
+    public static let opsToken = Self(
+        name: "ops-token",
+        defaultDescription: "none (loopback clients only)",
+        summary: "Bearer token that /metrics and /system-health require; without it they answer only clients on loopback that came through no proxy."
+    )
+    public static let trustedProxies = Self(
+        name: "trusted-proxies",
+        defaultDescription: "none",
+        summary: "Comma-separated addresses or CIDR blocks of proxies whose X-Forwarded-For names the client (for per-client limits)."
+    )
+    public static let sessionCreateRate = Self(
+        name: "session-create-rate",
+        defaultDescription: "60",
+        summary: "Sessions one client address may create per minute, counted in the store across all instances (429 above; 0: no limit)."
+    )
+    public static let sessionMaxActiveJobs = Self(
+        name: "session-max-active-jobs",
+        defaultDescription: "16",
+        summary: "Queued and running jobs one session may have at once (429 above; 0: no limit)."
+    )
+    public static let jobMaxEvents = Self(
+        name: "job-max-events",
+        defaultDescription: "20000",
+        summary: "Events one job may write to its log; a job past it fails with too_many_events."
+    )
+    public static let demoJobs = Self(
+        name: "demo-jobs",
+        defaultDescription: "false",
+        summary: "Offer the demo.generate job type (for tests, benchmarks and demos)."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -164,7 +219,8 @@ extension ConfigurationKnob {
         .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .listenBacklog, .executor, .drainDelay, .drainTimeout,
         .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
-        .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes, .logFormat,
-        .logLevel,
+        .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
+        .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
+        .jobMaxEvents, .demoJobs, .logFormat, .logLevel,
     ]
 }

@@ -113,6 +113,24 @@ public struct ConfigurationLoader: Sendable {
         case .uploadCommitBytes: configuration.uploads.commitBytes = try integer(value, knob, in: 65_536...1_073_741_824)
         case .uploadLockTimeout: configuration.uploads.lockTimeout = try positive(duration(value, knob), value, knob)
         case .fileMaxBytes: configuration.uploads.maxFileBytes = try integer(value, knob, in: 1...1_073_741_824)
+        case .headerTimeout: configuration.connections.headerTimeout = try positive(duration(value, knob), value, knob)
+        case .idleTimeout: configuration.connections.idleTimeout = try positive(duration(value, knob), value, knob)
+        case .bodyTimeout: configuration.connections.bodyTimeout = try positive(duration(value, knob), value, knob)
+        case .lingerTimeout: configuration.connections.lingerTimeout = try positive(duration(value, knob), value, knob)
+        case .maxConnections: configuration.connections.maxConnections = try integer(value, knob, in: 0...10_000_000)
+        case .opsToken:
+            let token = value.trimmingCharacters(in: .whitespaces)
+            configuration.opsToken = token.isEmpty ? nil : token
+        case .trustedProxies:
+            let proxies = list(value)
+            for proxy in proxies where AddressBlock(parsing: proxy) == nil {
+                throw invalid(proxy, knob, expected: "IPv4 or IPv6 addresses or CIDR blocks such as 10.0.0.0/8")
+            }
+            configuration.trustedProxies = proxies
+        case .sessionCreateRate: configuration.quotas.sessionCreatesPerMinute = try integer(value, knob, in: 0...1_000_000)
+        case .sessionMaxActiveJobs: configuration.quotas.activeJobsPerSession = try integer(value, knob, in: 0...1_000_000)
+        case .jobMaxEvents: configuration.jobs.maxEvents = try integer(value, knob, in: 10...100_000_000)
+        case .demoJobs: configuration.demoJobs = try boolean(value, knob)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -167,6 +185,12 @@ public struct ConfigurationLoader: Sendable {
             throw KeelError.invalidConfiguration(
                 "--upload-blobs database needs a PostgreSQL store; SQLite keeps upload bytes in a directory.",
                 hint: "Use --upload-blobs auto (a directory beside the SQLite file) or dir:PATH."
+            )
+        }
+        if let token = configuration.opsToken, token.utf8.count < 16 {
+            throw KeelError.invalidConfiguration(
+                "The ops token is shorter than 16 characters.",
+                hint: "Generate one with `openssl rand -base64 24`; Prometheus sends it as a bearer token."
             )
         }
         if configuration.session.idleTimeout <= .zero {

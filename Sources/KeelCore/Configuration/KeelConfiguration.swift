@@ -29,6 +29,15 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var jobs = JobSettings()
     public var streams = StreamSettings()
     public var uploads = UploadSettings()
+    public var connections = ConnectionSettings()
+    public var quotas = QuotaSettings()
+    /// The bearer token `/metrics` and `/system-health` ask for; without
+    /// one they answer only direct loopback clients (no proxy in between).
+    public var opsToken: String?
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    public var trustedProxies: [String] = []
+    /// Whether the `demo.generate` job type is offered (tests, benchmarks, demos).
+    public var demoJobs: Bool = false
     public var logFormat: LogFormat = .text
     public var logLevel: String = "info"
 
@@ -118,6 +127,8 @@ public struct JobSettings: Sendable, Equatable {
     /// How often the janitor runs (rescue expired leases, purge expired
     /// jobs and sessions); one instance at a time holds the janitor lease.
     public var janitorInterval: Duration = .seconds(5)
+    /// Events one job may append to its log; a handler past it fails with `too_many_events`.
+    public var maxEvents: Int = 20_000
 
     public init() {}
 
@@ -170,6 +181,37 @@ public struct UploadSettings: Sendable, Equatable {
     public var lockTimeout: Duration = .seconds(5)
     /// The largest body `POST /api/files` takes (413 above, pointing at /api/uploads).
     public var maxFileBytes: Int = 10 * 1_048_576
+
+    public init() {}
+}
+
+/// How long a connection may take over each part of a request, and how many
+/// may be open: what a slow or hostile client can hold.
+public struct ConnectionSettings: Sendable, Equatable {
+    /// From a connection's first byte of a request to the end of its headers.
+    public var headerTimeout: Duration = .seconds(10)
+    /// How long a keep-alive connection may wait for its next request; keep
+    /// it above the load balancer's own idle timeout (60 s on AWS ALB).
+    public var idleTimeout: Duration = .seconds(75)
+    /// How long a request body may go without a byte arriving.
+    public var bodyTimeout: Duration = .seconds(30)
+    /// After an early answer (401, 404, 413…) to a request whose body is
+    /// still coming, how long the rest is read and dropped before the
+    /// connection closes (closing at once could reset the answer away).
+    public var lingerTimeout: Duration = .seconds(5)
+    /// Open connections this process accepts at once; more wait in the
+    /// listen backlog until one closes. 0: as many as file descriptors allow.
+    public var maxConnections: Int = 0
+
+    public init() {}
+}
+
+/// Per-session and per-client limits.
+public struct QuotaSettings: Sendable, Equatable {
+    /// Sessions one client address may create per minute, across all instances (0: no limit).
+    public var sessionCreatesPerMinute: Int = 60
+    /// Queued and running jobs one session may have at once (0: no limit).
+    public var activeJobsPerSession: Int = 16
 
     public init() {}
 }

@@ -36,6 +36,14 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case uploadIncomplete = "upload_incomplete"
         case tusVersionUnsupported = "tus_version_unsupported"
         case rangeNotSatisfiable = "range_not_satisfiable"
+        case rateLimited = "rate_limited"
+        case tooManyJobs = "too_many_jobs"
+        case opsTokenRequired = "ops_token_required"
+        case requestTimeout = "request_timeout"
+        case headersTooLarge = "headers_too_large"
+        case uriTooLong = "uri_too_long"
+        case notImplemented = "not_implemented"
+        case httpVersionNotSupported = "http_version_not_supported"
     }
 
     public var code: Code
@@ -44,12 +52,15 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Detail for the server's logs only, never sent to clients (it may name
     /// hosts, SQL or files).
     public var detail: String?
+    /// Whole seconds after which a refused request may succeed (`Retry-After`).
+    public var retryAfterSeconds: Int?
 
-    public init(_ code: Code, _ message: String, hint: String? = nil, detail: String? = nil) {
+    public init(_ code: Code, _ message: String, hint: String? = nil, detail: String? = nil, retryAfterSeconds: Int? = nil) {
         self.code = code
         self.message = message
         self.hint = hint
         self.detail = detail
+        self.retryAfterSeconds = retryAfterSeconds
     }
 
     public var description: String {

@@ -107,6 +107,9 @@ public protocol JobQueue: Sendable {
 
     /// Jobs waiting to run.
     func queueDepth() async throws -> Int
+
+    /// How many of the session's jobs are queued or running (for the per-session quota).
+    func activeJobCount(sessionID: String) async throws -> Int
 }
 
 /// A job's append-only log of events, read by any instance.

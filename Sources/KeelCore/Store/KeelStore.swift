@@ -13,6 +13,8 @@ public protocol KeelStore: Sendable {
     var events: any EventLog { get }
     var leases: any LeaderLease { get }
     var uploads: any UploadStore { get }
+    /// Rate-limit counters every instance shares.
+    var rateWindows: any RateWindowStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.

@@ -34,6 +34,7 @@ public struct KeelApplication: Sendable {
         uploadHooks: UploadHooks = UploadHooks()
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
+        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
         let hub = ChangeHub()
@@ -45,12 +46,14 @@ public struct KeelApplication: Sendable {
         )
 
         // Middleware must be added before the routes it wraps. Outermost first.
-        let router = Router(context: KeelRequestContext.self)
+        // HEAD on every GET route: the GET's status and headers, no body.
+        let router = Router(context: KeelRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: RequestIdentityMiddleware(instanceID: configuration.instanceID, drain: drain))
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: CORSAllowlistMiddleware(policy: configuration.cors))
         router.add(middleware: ErrorMiddleware())
 
+        let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
         let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
         var routes = RouteTable()
         OperationsController(
@@ -62,7 +65,8 @@ public struct KeelApplication: Sendable {
             storeDescription: configuration.store.description,
             jobs: jobRuntime,
             streams: configuration.streams,
-            uploads: uploads
+            uploads: uploads,
+            access: OpsAccess(token: configuration.opsToken)
         ).register(on: &routes)
         SessionController(
             store: store.sessions,
@@ -71,7 +75,11 @@ public struct KeelApplication: Sendable {
             clock: clock,
             cookieSecure: configuration.cookieSecure,
             maxBodyBytes: configuration.maxBodyBytes,
-            createdCounter: metrics.counter("keel_sessions_created_total")
+            createdCounter: metrics.counter("keel_sessions_created_total"),
+            createLimit: SessionCreateLimit(
+                perMinute: configuration.quotas.sessionCreatesPerMinute, windows: store.rateWindows, clients: clients, clock: clock,
+                refused: metrics.counter("keel_rate_limited_total", [("limit", "session_create")])
+            )
         ).register(on: &routes)
         let jobsController = JobsController(
             queue: store.jobs,
@@ -81,7 +89,8 @@ public struct KeelApplication: Sendable {
             hub: hub,
             clock: clock,
             maxBodyBytes: configuration.maxBodyBytes,
-            metrics: jobMetrics
+            metrics: jobMetrics,
+            maxActiveJobs: configuration.quotas.activeJobsPerSession
         )
         jobsController.register(on: &routes)
         JobEventsController(jobs: jobsController, events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)
@@ -92,10 +101,29 @@ public struct KeelApplication: Sendable {
         ).register(on: &routes)
         routes.install(on: router)
 
+        let connections = configuration.connections
+        let guardSettings = ConnectionGuardSettings(
+            headerTimeout: connections.headerTimeout.timeAmount, idleTimeout: connections.idleTimeout.timeAmount,
+            bodyTimeout: connections.bodyTimeout.timeAmount, lingerTimeout: connections.lingerTimeout.timeAmount,
+            maxHeaderFieldSize: 16_384, maxHeaderListSize: 65_536, instanceID: configuration.instanceID, requestIDs: RequestIDGenerator(),
+            metrics: ConnectionMetrics(metrics), logger: logger
+        )
+        let limit = ConnectionLimit(
+            maximum: connections.effectiveMaxConnections, open: metrics.gauge("keel_connections_open"),
+            reached: metrics.counter("keel_connection_limit_reached_total"), logger: logger
+        )
+        let acceptFailures = metrics.counter("keel_accept_errors_total")
         let http = Application(
             router: router,
+            server: KeelHTTP1Channel.builder(settings: guardSettings),
             configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
+                address: .hostname(configuration.host, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog,
+                availableConnectionsDelegate: limit),
+            onServerRunning: { channel in
+                try? await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorReporter(logger: logger, failures: acceptFailures), position: .first)
+                }.get()
+            },
             logger: logger
         )
         return KeelApplication(
@@ -173,6 +201,7 @@ public struct KeelWorkerProcess: Sendable {
         metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks()
     ) throws {
         try ConfigurationLoader.validate(configuration)
+        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs)
         let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: ChangeHub(), clock: clock, metrics: JobMetrics(metrics),

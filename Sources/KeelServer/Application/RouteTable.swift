@@ -3,6 +3,7 @@ import Hummingbird
 /// Collects the API's routes, then installs them so that a known path asked
 /// with a method it does not support answers 405 with `Allow`, and plain
 /// `OPTIONS` answers 204 with `Allow` (Hummingbird alone answers 404).
+/// Every GET route also answers HEAD, which `Allow` lists.
 struct RouteTable {
     typealias Handler = @Sendable (Request, KeelRequestContext) async throws -> Response
 
@@ -20,9 +21,12 @@ struct RouteTable {
             if methodsByPath[entry.path] == nil { order.append(entry.path) }
             methodsByPath[entry.path, default: []].append(entry.method)
         }
-        let standard: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+        // TRACE is refused on every known path (405), never echoed.
+        let standard: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options, .trace]
         for path in order {
-            let methods = methodsByPath[path] ?? []
+            var methods = methodsByPath[path] ?? []
+            // The router answers HEAD for every GET route (autoGenerateHeadEndpoints).
+            if methods.contains(.get), !methods.contains(.head) { methods.append(.head) }
             let allow = (methods + (methods.contains(.options) ? [] : [.options])).map(\.rawValue).joined(separator: ", ")
             for method in standard where !methods.contains(method) {
                 if method == .options {

@@ -5,7 +5,8 @@ import KeelCore
 /// first `fail_attempts` attempts halfway through. Tests, benchmarks and
 /// the deployment probe drive it.
 public struct DemoGenerateHandler: JobHandler {
-    public let type = "demo.generate"
+    public static let typeName = "demo.generate"
+    public var type: String { Self.typeName }
 
     public static let tokenRange = 0...100_000
     public static let delayRange = 0...60_000

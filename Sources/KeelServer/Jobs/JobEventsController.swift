@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import KeelCore
 import NIOCore
+import Synchronization
 
 /// `GET /api/jobs/{id}/events`: the job's event log as Server-Sent Events,
 /// or with `?format=json` as a page for polling clients.
@@ -51,7 +52,7 @@ struct JobEventsController: Sendable {
         case nil, "sse"?, "event-stream"?:
             // 204 is the SSE way to say "stop reconnecting": nothing more will come.
             if pastTheEnd { return Response(status: .noContent, headers: [.cacheControl: "no-cache"]) }
-            return self.stream(jobID: job.id, after: after, heartbeats: heartbeats)
+            return self.stream(request, jobID: job.id, after: after, heartbeats: heartbeats)
         case "json"?:
             return try await self.page(jobID: job.id, after: after, finishedLog: pastTheEnd, query: query)
         case let other?:
@@ -111,7 +112,12 @@ struct JobEventsController: Sendable {
     /// `heartbeats: false` (`?heartbeat=off`) leaves an idle stream silent:
     /// `keel probe` uses it to measure how long the path in front of Keel
     /// keeps an idle connection open.
-    private func stream(jobID: String, after: Int64, heartbeats: Bool) -> Response {
+    ///
+    /// The stream watches its connection's inbound side while it sleeps: a
+    /// client that goes away (FIN or RST) wakes it at once, and everything it
+    /// held (its place in the hub, its buffers, the task) is freed then, not
+    /// at the next heartbeat or event.
+    private func stream(_ request: Request, jobID: String, after: Int64, heartbeats: Bool) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -129,41 +135,61 @@ struct JobEventsController: Sendable {
                 if after > 0 { metrics.streamResumes.increment() }
                 defer { metrics.streamClosed() }
                 let signal = WakeSignal()
+                let gone = ClientGone()
                 // Follow before the first read, so nothing appended in between is missed.
                 hub.follow(jobID: jobID, signal)
                 defer { hub.unfollow(jobID: jobID, signal) }
-
-                let retry = Int64(settings.retryDelay.timeInterval * 1000)
-                try await writer.write(ByteBuffer(string: "retry: \(retry)\n\n"))
-                var cursor = after
-                var lastWrite = ContinuousClock.now
-                while !hub.streamsClosed {
-                    let batch = try await hub.events(jobID: jobID, after: cursor, limit: settings.batchSize, log: events)
-                    if !batch.isEmpty {
-                        var buffer = ByteBuffer()
-                        var finished = false
-                        for event in batch {
-                            Self.write(event, to: &buffer)
-                            cursor = event.sequence
-                            if event.type == JobEventType.done { finished = true }
+                try await request.body.consumeWithInboundCloseHandler { _ in
+                    // `retry:` goes out with the first events, not as a block of its
+                    // own: some clients (httpx-sse) dispatch a lone `retry:` block as
+                    // an empty event without an id.
+                    // A heartbeat before the first event is a comment alone (a block with
+                    // only `retry:` and a comment is the same empty event to them).
+                    var pending = ByteBuffer()
+                    var retry: String? = "retry: \(Int64(settings.retryDelay.timeInterval * 1000))\n"
+                    var cursor = after
+                    var lastWrite = ContinuousClock.now
+                    while !hub.streamsClosed, !gone.isSet {
+                        let batch = try await hub.events(jobID: jobID, after: cursor, limit: settings.batchSize, log: events)
+                        if !batch.isEmpty {
+                            var finished = false
+                            if let line = retry {
+                                pending.writeString(line)
+                                retry = nil
+                            }
+                            for event in batch {
+                                Self.write(event, to: &pending)
+                                cursor = event.sequence
+                                if event.type == JobEventType.done { finished = true }
+                            }
+                            try await writer.write(pending)
+                            pending.clear()
+                            lastWrite = .now
+                            if finished { break }
+                            if batch.count == settings.batchSize { continue }
                         }
-                        try await writer.write(buffer)
-                        lastWrite = .now
-                        if finished { break }
-                        if batch.count == settings.batchSize { continue }
+                        let idle = ContinuousClock.now - lastWrite
+                        if !heartbeats {
+                            _ = await signal.wait(timeout: settings.heartbeatInterval)
+                            continue
+                        }
+                        if idle >= settings.heartbeatInterval {
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                            metrics.streamHeartbeats.increment()
+                            lastWrite = .now
+                            continue
+                        }
+                        _ = await signal.wait(timeout: settings.heartbeatInterval - idle)
                     }
-                    let idle = ContinuousClock.now - lastWrite
-                    if !heartbeats {
-                        _ = await signal.wait(timeout: settings.heartbeatInterval)
-                        continue
-                    }
-                    if idle >= settings.heartbeatInterval {
-                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                        metrics.streamHeartbeats.increment()
-                        lastWrite = .now
-                        continue
-                    }
-                    _ = await signal.wait(timeout: settings.heartbeatInterval - idle)
+                } onInboundClosed: {
+                    gone.set()
+                    signal.fire()
+                }
+                if gone.isSet {
+                    metrics.streamClientsGone.increment()
+                    // Nobody reads it; ending the response lets the connection close.
+                    try? await writer.finish(nil)
+                    return
                 }
                 try await writer.finish(nil)
             }
@@ -183,4 +209,13 @@ struct JobEventsController: Sendable {
         }
         buffer.writeString("\n")
     }
+}
+
+/// Set once the client of a stream has gone away.
+final class ClientGone: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    var isSet: Bool { self.flag.load(ordering: .acquiring) }
+
+    func set() { self.flag.store(true, ordering: .releasing) }
 }

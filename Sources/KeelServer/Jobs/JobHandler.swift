@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import Synchronization
 
 /// Runs one type of job. Register handlers in a ``JobRegistry``; the API
 /// refuses job types nobody registered, and workers run each claimed job
@@ -56,11 +57,16 @@ public struct JobContext: Sendable {
     let queue: any JobQueue
     let hub: ChangeHub
     let clock: any KeelClock
+    let events: EventBudget
 
     /// Appends an event of any type to the job's log (and wakes its streams).
+    /// Past the deployment's `--job-max-events` it throws a
+    /// ``JobHandlerFailure`` `too_many_events` that fails the job.
     @discardableResult
     public func emit(_ type: String, _ data: JSONValue) async throws -> Int64 {
+        try self.events.check()
         let sequence = try await self.queue.appendEvent(type: type, dataJSON: data.serialized(), lease: self.lease, now: self.clock.now())
+        self.events.record(sequence)
         self.hub.publish([.jobEvents(jobID: self.id)])
         return sequence
     }
@@ -92,8 +98,17 @@ public struct JobRegistry: Sendable {
         for handler in handlers { self.register(handler) }
     }
 
-    /// Keel's built-in types.
-    public static let builtIn = JobRegistry([DemoGenerateHandler()])
+    /// No types of the application's own: `KeelApplication.build` adds
+    /// Keel's `keel.probe` always and `demo.generate` with `--demo-jobs`.
+    public static let builtIn = JobRegistry()
+
+    /// `base` plus Keel's own types as `configuration` asks.
+    static func withKeelTypes(_ base: JobRegistry, demo: Bool) -> JobRegistry {
+        var registry = base
+        if registry.handler(for: ProbeJobHandler.type) == nil { registry.register(ProbeJobHandler()) }
+        if demo, registry.handler(for: DemoGenerateHandler.typeName) == nil { registry.register(DemoGenerateHandler()) }
+        return registry
+    }
 
     public mutating func register(_ handler: any JobHandler) {
         precondition(!handler.type.isEmpty, "a job type needs a name")
@@ -105,4 +120,31 @@ public struct JobRegistry: Sendable {
     public func handler(for type: String) -> (any JobHandler)? { self.handlers[type] }
 
     public var types: [String] { self.handlers.keys.sorted() }
+}
+
+/// How many events a job may still append: the log's length is known from
+/// each append's sequence number, so the check costs no store read.
+final class EventBudget: Sendable {
+    let limit: Int64
+    private let last: Atomic<Int64>
+
+    init(limit: Int, lastSequence: Int64) {
+        self.limit = Int64(limit)
+        self.last = Atomic(lastSequence)
+    }
+
+    func check() throws {
+        // One place is kept for the terminal `done` event.
+        guard self.last.load(ordering: .relaxed) < self.limit - 1 else {
+            throw JobHandlerFailure(
+                code: "too_many_events",
+                message: "The job wrote \(self.limit - 1) events, the most this deployment allows (--job-max-events).",
+                retryable: false
+            )
+        }
+    }
+
+    func record(_ sequence: Int64) {
+        self.last.store(sequence, ordering: .relaxed)
+    }
 }

@@ -16,6 +16,8 @@ final class JobMetrics: Sendable {
     let openStreamsGauge: Metrics.Gauge
     let streamResumes: Metrics.Counter
     let streamHeartbeats: Metrics.Counter
+    /// Streams whose client went away before the job's last event.
+    let streamClientsGone: Metrics.Counter
     private let busy = Atomic<Int>(0)
     private let streams = Atomic<Int>(0)
     /// Handles by label and dimensions, made once: these are recorded for every job.
@@ -34,6 +36,7 @@ final class JobMetrics: Sendable {
         self.openStreamsGauge = metrics.gauge("keel_sse_open_streams")
         self.streamResumes = metrics.counter("keel_sse_resumes_total")
         self.streamHeartbeats = metrics.counter("keel_sse_heartbeats_total")
+        self.streamClientsGone = metrics.counter("keel_sse_clients_gone_total")
     }
 
     func created(type: String) {

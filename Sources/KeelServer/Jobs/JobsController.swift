@@ -13,6 +13,8 @@ struct JobsController: Sendable {
     let clock: any KeelClock
     let maxBodyBytes: Int
     let metrics: JobMetrics
+    /// `--session-max-active-jobs` (0: no limit).
+    let maxActiveJobs: Int
 
     static let maxIdempotencyKeyLength = 255
     static let defaultPageSize = 20
@@ -56,6 +58,16 @@ struct JobsController: Sendable {
         default: throw KeelError(.invalidInput, "max_attempts must be an integer from 1 to 100.")
         }
         let inputJSON = input.serialized()
+        if self.maxActiveJobs > 0, try await self.queue.activeJobCount(sessionID: session.id) >= self.maxActiveJobs {
+            // Two instances may both let one more in at once: the limit is a bound on
+            // what one session can take from every worker, not an exact count.
+            throw KeelError(
+                .tooManyJobs,
+                "This session has \(self.maxActiveJobs) jobs queued or running, the most allowed at once.",
+                hint: "Wait for one to finish or cancel one; the limit is --session-max-active-jobs.",
+                retryAfterSeconds: 1
+            )
+        }
         let (job, created) = try await self.queue.enqueue(
             NewJob(sessionID: session.id, type: type, inputJSON: inputJSON, maxAttempts: maxAttempts, idempotencyKey: idempotencyKey),
             now: self.clock.now()

@@ -178,9 +178,10 @@ public final class WorkerPool: Service, Sendable {
             let input = (try? JSONValue.parse(Array(job.inputJSON.utf8))) ?? .null
             let context = JobContext(
                 id: job.id, type: job.type, input: input, attempt: job.attempts, maxAttempts: job.maxAttempts, lease: lease,
-                queue: self.queue, hub: self.hub, clock: self.clock
+                queue: self.queue, hub: self.hub, clock: self.clock,
+                events: EventBudget(limit: self.settings.maxEvents, lastSequence: job.lastSequence)
             )
-            outcome = await self.run(handler, context, lease: lease)
+            outcome = await self.run(handler, context, lease: lease, logger: logger)
         } else {
             outcome = .failed(JobHandlerFailure(code: "unknown_job_type", message: "No handler for job type '\(job.type)' on this worker.", retryable: false))
         }
@@ -195,7 +196,7 @@ public final class WorkerPool: Service, Sendable {
     /// finds the lease lost or cancellation requested stops the handler.
     /// Whichever decides first wins; a handler that ends because it was
     /// stopped does not decide.
-    private func run(_ handler: any JobHandler, _ context: JobContext, lease: JobLease) async -> Outcome {
+    private func run(_ handler: any JobHandler, _ context: JobContext, lease: JobLease, logger: Logger) async -> Outcome {
         let job = RunningJob()
         self.running.withLock { $0[ObjectIdentifier(job)] = job }
         defer { self.running.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(job)) } }
@@ -216,7 +217,7 @@ public final class WorkerPool: Service, Sendable {
                 } catch is CancellationError {
                     return .stopped
                 } catch {
-                    return .failed(JobHandlerFailure(code: "handler_error", message: "\(error)"))
+                    return .failed(Self.clientFailure(for: error, jobID: context.id, attempt: context.attempt, logger: logger))
                 }
             }
             let decided = await self.supervise(job, lease: lease)
@@ -227,6 +228,22 @@ public final class WorkerPool: Service, Sendable {
             }
             return await group.next() ?? .stopped
         }
+    }
+
+    /// What the client sees of an error a handler did not turn into a
+    /// ``JobHandlerFailure``: a code and a message that name no host, URL or
+    /// key (provider errors carry them). The error itself goes to the log,
+    /// under the job's id, which the message names.
+    static func clientFailure(for error: any Error, jobID: String, attempt: Int, logger: Logger) -> JobHandlerFailure {
+        logger.error("job handler failed", metadata: ["keel.job.error.detail": "\(String(reflecting: error))"])
+        if let error = error as? KeelError {
+            // A KeelError's message is written for clients; its detail is not.
+            return JobHandlerFailure(code: error.code.rawValue, message: error.message, retryable: error.code != .invalidInput)
+        }
+        return JobHandlerFailure(
+            code: "handler_error",
+            message: "The job's attempt \(attempt) failed with an internal error; the server's log has the details under job \(jobID)."
+        )
     }
 
     /// Returns when the handler has ended (`nil`: its outcome decides) or

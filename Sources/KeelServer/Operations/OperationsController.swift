@@ -14,6 +14,7 @@ struct OperationsController: Sendable {
     let jobs: JobRuntime
     let streams: StreamSettings
     let uploads: UploadRuntime
+    let access: OpsAccess
 
     func register(on routes: inout RouteTable) {
         routes.add("/health", .get, self.health)
@@ -38,6 +39,7 @@ struct OperationsController: Sendable {
     }
 
     @Sendable func systemHealth(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        try self.access.check(request, context: context)
         let start = ContinuousClock.now
         var storeError: String?
         do {
@@ -91,6 +93,7 @@ struct OperationsController: Sendable {
     }
 
     @Sendable func metricsText(_ request: Request, context: KeelRequestContext) async throws -> Response {
+        try self.access.check(request, context: context)
         // The queue is shared by every instance: read its depth when scraped.
         if let depth = try? await self.store.jobs.queueDepth() { self.jobs.metrics.queueDepth.record(depth) }
         return Response(
@@ -98,5 +101,44 @@ struct OperationsController: Sendable {
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render()))
         )
+    }
+}
+
+/// Who may read `/metrics` and `/system-health`: they name hosts, store
+/// locations, queue depths and traffic, which are nobody's business outside.
+/// With `--ops-token`, requests bearing it; without, only clients on
+/// loopback that came through no proxy (a proxy on the same machine adds
+/// `X-Forwarded-For`, as the shipped nginx config does).
+struct OpsAccess: Sendable {
+    let token: String?
+
+    func check(_ request: Request, context: KeelRequestContext) throws {
+        if let token {
+            let presented = request.headers[.authorization].flatMap { header -> Substring? in
+                let parts = header.split(separator: " ", maxSplits: 1)
+                guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+                return parts[1].trimmingBlanks()
+            }
+            guard let presented, Self.constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+                throw KeelError(
+                    .opsTokenRequired, "This endpoint needs the operator token.",
+                    hint: "Send Authorization: Bearer <the --ops-token value>.")
+            }
+            return
+        }
+        let proxied = request.headers[.xForwardedFor] != nil || request.headers[.forwardedHeader] != nil || request.headers[.xRealIP] != nil
+        let local = context.peerAddress.map(AddressBlock.isLoopback) ?? true
+        guard local, !proxied else {
+            throw KeelError(
+                .opsTokenRequired, "This endpoint answers only local clients unless an operator token is configured.",
+                hint: "Start keel with --ops-token (KEEL_OPS_TOKEN) and send it as a bearer token, or ask from the instance's own machine.")
+        }
+    }
+
+    static func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        var difference: UInt8 = 0
+        for index in lhs.indices { difference |= lhs[index] ^ rhs[index] }
+        return difference == 0
     }
 }

@@ -12,6 +12,7 @@ struct SessionController: Sendable {
     let cookieSecure: CookieSecureMode
     let maxBodyBytes: Int
     let createdCounter: Metrics.Counter
+    let createLimit: SessionCreateLimit
 
     func register(on routes: inout RouteTable) {
         routes.add("/api/session", .post, self.create)
@@ -22,6 +23,7 @@ struct SessionController: Sendable {
 
     @Sendable func create(_ request: Request, context: KeelRequestContext) async throws -> Response {
         var request = request
+        try await self.createLimit.check(request, context: context)
         var data = JSONValue.object([:])
         if let body = try await request.jsonBody(limit: self.maxBodyBytes) {
             guard case .object(let members) = body, members.keys.allSatisfy({ $0 == "data" }) else {
@@ -141,5 +143,29 @@ struct SessionController: Sendable {
             throw KeelError(.badRequest, "If-Match must be an ETag from GET /api/session, such as \"3\".")
         }
         return version
+    }
+}
+
+/// `--session-create-rate`: sessions one client address may create per
+/// minute, counted in the store so the limit holds across every instance.
+struct SessionCreateLimit: Sendable {
+    let perMinute: Int
+    let windows: any RateWindowStore
+    let clients: ClientAddressResolver
+    let clock: any KeelClock
+    let refused: Metrics.Counter
+
+    func check(_ request: Request, context: KeelRequestContext) async throws {
+        guard self.perMinute > 0, let client = self.clients.clientAddress(request, context: context) else { return }
+        let now = self.clock.now()
+        let window = try await self.windows.hit(key: "session-create:\(client)", window: .seconds(60), now: now)
+        guard window.count > self.perMinute else { return }
+        self.refused.increment()
+        throw KeelError(
+            .rateLimited,
+            "This address created \(self.perMinute) sessions in the last minute, the most allowed.",
+            hint: "Reuse the session you have (its cookie or token); the limit is --session-create-rate.",
+            retryAfterSeconds: Int(window.windowEnds.timeIntervalSince(now).rounded(.up))
+        )
     }
 }

@@ -9,6 +9,9 @@ extension HTTPField.Name {
     static let idempotencyKey = Self("Idempotency-Key")!
     static let idempotentReplayed = Self("Idempotent-Replayed")!
     static let lastEventID = Self("Last-Event-ID")!
+    static let xForwardedFor = Self("X-Forwarded-For")!
+    static let xRealIP = Self("X-Real-IP")!
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
 }
 
 extension HTTPField.Name {

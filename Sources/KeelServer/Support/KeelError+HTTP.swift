@@ -1,6 +1,10 @@
 import Hummingbird
 import KeelCore
 import NIOCore
+import NIOHTTP1
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension KeelError.Code {
     /// The HTTP status that answers an error with this code.
@@ -24,6 +28,13 @@ extension KeelError.Code {
         case .uploadExpired: .gone
         case .tusVersionUnsupported: .preconditionFailed
         case .rangeNotSatisfiable: .rangeNotSatisfiable
+        case .rateLimited, .tooManyJobs: .tooManyRequests
+        case .opsTokenRequired: .unauthorized
+        case .requestTimeout: .requestTimeout
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .uriTooLong: .uriTooLong
+        case .notImplemented: .notImplemented
+        case .httpVersionNotSupported: .httpVersionNotSupported
         }
     }
 }
@@ -34,6 +45,12 @@ extension KeelError {
         var fields = headers
         fields[.contentType] = "application/json; charset=utf-8"
         fields[.cacheControl] = "no-store"
+        if let seconds = self.retryAfterSeconds { fields[.retryAfter] = String(max(1, seconds)) }
+        return Response(status: self.code.status, headers: fields, body: .init(byteBuffer: self.jsonBody()))
+    }
+
+    /// `{"error": {"code", "message", "hint"}}`.
+    func jsonBody() -> ByteBuffer {
         var json = JSONWriter()
         json.object {
             $0.field("error") {
@@ -44,7 +61,7 @@ extension KeelError {
                 }
             }
         }
-        return Response(status: self.code.status, headers: fields, body: .init(byteBuffer: ByteBuffer(string: json.text)))
+        return ByteBuffer(string: json.text)
     }
 
     /// Translates any error escaping a handler into a ``KeelError``.
@@ -54,6 +71,11 @@ extension KeelError {
             return error
         case let error as HTTPError:
             return KeelError.fromHTTPStatus(error.status, message: error.body, request: request)
+        case let error as HTTPParserError:
+            // The body broke off or was framed wrongly: the client's fault.
+            return KeelError(.badRequest, "The request body is not valid HTTP/1.1 framing (\(error)).", hint: "Send exactly Content-Length bytes, or valid chunks.")
+        case let error as IOError where error.errnoCode == ECONNRESET:
+            return KeelError(.badRequest, "The client reset the connection while sending the request.")
         case is NIOTooManyBytesError:
             return KeelError(.payloadTooLarge, "The request body is too large.", hint: "See --max-body-bytes.")
         case let error as DecodingError:

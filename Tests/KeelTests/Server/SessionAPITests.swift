@@ -155,7 +155,7 @@ struct SessionAPITests {
         let fixture = try await StoreFixture.make(.sqlite)
         try await fixture.withStore { store in
             @Sendable func app(_ secrets: [String]) async throws -> KeelApplication {
-                var configuration = KeelConfiguration()
+                var configuration = KeelConfiguration.forTests(store: fixture.location)
                 configuration.secrets = secrets
                 return try await KeelApplication.build(configuration: configuration, store: store, logger: TestEnvironment.logger)
             }
@@ -176,8 +176,8 @@ struct SessionAPITests {
     func storedSecretIsShared() async throws {
         let fixture = try await StoreFixture.make(.sqlite)
         try await fixture.withStore { store in
-            let first = try await KeelApplication.build(configuration: KeelConfiguration(), store: store, logger: TestEnvironment.logger)
-            let second = try await KeelApplication.build(configuration: KeelConfiguration(), store: store, logger: TestEnvironment.logger)
+            let first = try await KeelApplication.build(configuration: .forTests(store: fixture.location), store: store, logger: TestEnvironment.logger)
+            let second = try await KeelApplication.build(configuration: .forTests(store: fixture.location), store: store, logger: TestEnvironment.logger)
             let token = try await first.http.test(.router) { try await $0.createSession() }
             let status = try await second.http.test(.router) { try await $0.send(.get, "/api/session", token: token).status }
             #expect(status == .ok)

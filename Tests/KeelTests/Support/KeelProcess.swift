@@ -54,7 +54,8 @@ final class KeelProcess: Sendable {
         let directory = try TestEnvironment.directory("serve")
         let storeArgument = Self.argument(for: store)
         let process = try Self.launch(
-            ["serve", "--port", String(port), "--store", storeArgument, "--drain-delay", "0s", "--instance-id", "proc-\(port)"] + arguments,
+            ["serve", "--port", String(port), "--store", storeArgument, "--drain-delay", "0s", "--instance-id", "proc-\(port)"]
+                + Self.testDefaults + arguments,
             environment: environment,
             logPath: directory.appendingPathComponent("keel.log").path,
             directory: directory
@@ -62,6 +63,10 @@ final class KeelProcess: Sendable {
         try await process.waitUntilHealthy()
         return process
     }
+
+    /// What every test server runs with unless its arguments say otherwise
+    /// (a later flag wins): the demo job type, and no quotas.
+    static let testDefaults = ["--demo-jobs", "true", "--session-create-rate", "0", "--session-max-active-jobs", "0"]
 
     /// `store` as `--store` takes it.
     static func argument(for store: StoreLocation) -> String {
@@ -76,7 +81,7 @@ final class KeelProcess: Sendable {
         let directory = try TestEnvironment.directory("worker")
         let storeArgument = Self.argument(for: store)
         return try Self.launch(
-            ["worker", "--store", storeArgument] + arguments, environment: [:],
+            ["worker", "--store", storeArgument, "--demo-jobs", "true"] + arguments, environment: [:],
             logPath: directory.appendingPathComponent("keel.log").path, directory: directory
         )
     }

@@ -14,11 +14,10 @@ func withTestApp<T: Sendable>(
     uploadHooks: UploadHooks = UploadHooks(),
     _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
 ) async throws -> T {
-    var configuration = KeelConfiguration()
-    configuration.instanceID = "test-instance"
+    let fixture = try await StoreFixture.make(.sqlite)
+    var configuration = KeelConfiguration.forTests(store: fixture.location)
     configure(&configuration)
     let frozen = configuration
-    let fixture = try await StoreFixture.make(.sqlite)
     return try await fixture.withStore { store in
         let app = try await KeelApplication.build(
             configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock, uploadHooks: uploadHooks)
@@ -75,3 +74,19 @@ extension TestResponse {
     }
 }
 
+
+extension KeelConfiguration {
+    /// Defaults for in-process tests: the store's own location (so upload
+    /// bytes go beside the test's SQLite file, not under the current
+    /// directory), the demo job type, and no quotas, which the tests of
+    /// quotas turn on themselves.
+    static func forTests(store: StoreLocation) -> KeelConfiguration {
+        var configuration = KeelConfiguration()
+        configuration.instanceID = "test-instance"
+        configuration.store = store
+        configuration.demoJobs = true
+        configuration.quotas.sessionCreatesPerMinute = 0
+        configuration.quotas.activeJobsPerSession = 0
+        return configuration
+    }
+}
