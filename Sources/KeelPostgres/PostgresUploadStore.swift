@@ -186,6 +186,33 @@ struct PostgresUploadStore: UploadStore, PostgresRole {
         }
     }
 
+    func removeOrphaned(completedBefore: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])] {
+        try await self.transaction { connection in
+            let due = try await Self.fetch(
+                connection.query(
+                    """
+                    SELECT \(unescaped: Self.columns) FROM keel_uploads
+                    WHERE status = 'complete' AND completed_at < \(completedBefore.millisecondsSince1970)
+                      AND NOT EXISTS (SELECT 1 FROM keel_sessions WHERE keel_sessions.id = keel_uploads.session_id)
+                    LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                    """,
+                    logger: self.logger
+                )
+            )
+            var removed: [(upload: Upload, segments: [UploadSegment])] = []
+            for stored in due {
+                let upload = stored.upload
+                let segments = try await Self.segments(
+                    connection.query("SELECT start, length, blob_key FROM keel_upload_segments WHERE upload_id = \(upload.id) ORDER BY start", logger: self.logger)
+                )
+                try await connection.query("DELETE FROM keel_uploads WHERE id = \(upload.id)", logger: self.logger)
+                try await connection.query("DELETE FROM keel_upload_segments WHERE upload_id = \(upload.id)", logger: self.logger)
+                removed.append((upload, segments))
+            }
+            return removed
+        }
+    }
+
     func purgeEnded(before: Date, limit: Int) async throws -> Int {
         try await self.operation {
             let rows = try await self.client.query(

@@ -178,6 +178,32 @@ struct SQLiteUploadStore: UploadStore {
         }
     }
 
+    func removeOrphaned(completedBefore: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])] {
+        try await withStoreErrors {
+            try await self.pool.write { db in
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT \(Self.columns) FROM keel_uploads
+                        WHERE status = 'complete' AND completed_at < ?
+                          AND NOT EXISTS (SELECT 1 FROM keel_sessions WHERE keel_sessions.id = keel_uploads.session_id)
+                        LIMIT ?
+                        """,
+                    arguments: [completedBefore.millisecondsSince1970, limit]
+                )
+                var removed: [(upload: Upload, segments: [UploadSegment])] = []
+                for row in rows {
+                    let upload = try Self.decode(row).upload
+                    let segments = try Self.segments(db, uploadID: upload.id)
+                    try db.execute(sql: "DELETE FROM keel_uploads WHERE id = ?", arguments: [upload.id])
+                    try db.execute(sql: "DELETE FROM keel_upload_segments WHERE upload_id = ?", arguments: [upload.id])
+                    removed.append((upload, segments))
+                }
+                return removed
+            }
+        }
+    }
+
     func purgeEnded(before: Date, limit: Int) async throws -> Int {
         try await withStoreErrors {
             try await self.pool.write { db in

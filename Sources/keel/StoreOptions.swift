@@ -92,8 +92,12 @@ struct UploadOptions: ParsableArguments {
     @Option(name: .customLong("upload-lock-timeout"), help: ArgumentHelp(ConfigurationKnob.uploadLockTimeout.help)) var lockTimeout: String?
     @Option(name: .customLong("file-max-bytes"), help: ArgumentHelp(ConfigurationKnob.fileMaxBytes.help)) var fileMaxBytes: String?
 
+    @Option(name: .customLong("upload-digest-inline-max"), help: ArgumentHelp(ConfigurationKnob.uploadDigestInlineMax.help)) var digestInlineMax: String?
+    @Option(name: .customLong("upload-orphan-retention"), help: ArgumentHelp(ConfigurationKnob.uploadOrphanRetention.help)) var orphanRetention: String?
+
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
+            (.uploadDigestInlineMax, self.digestInlineMax), (.uploadOrphanRetention, self.orphanRetention),
             (.uploadBlobs, self.blobs), (.uploadMaxSize, self.maxSize), (.uploadExpiry, self.expiry), (.uploadRetention, self.retention),
             (.uploadCommitBytes, self.commitBytes), (.uploadLockTimeout, self.lockTimeout), (.fileMaxBytes, self.fileMaxBytes),
         ]

@@ -304,10 +304,18 @@ struct UploadJob {
         }
     }
 
+    /// The finished upload's `/info`, once it has its SHA-256 (a large
+    /// upload is hashed by a job on the server: `sha256_job` names it until then).
     mutating func info(_ url: String, token: String) async throws -> [String: JSONValue] {
+        let deadline = ContinuousClock.now + .seconds(3600)
         while true {
             do throws(TusFailure) {
-                return try await self.tus.info(url, token: token)
+                let info = try await self.tus.info(url, token: token)
+                if info["sha256"]?.stringValue == nil, info["sha256_job"] != nil, ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                return info
             } catch {
                 switch error {
                 case .transient, .unreachable: try await self.recover(from: error)

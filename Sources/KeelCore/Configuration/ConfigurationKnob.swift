@@ -211,6 +211,16 @@ extension ConfigurationKnob {
         defaultDescription: "false",
         summary: "Offer the demo.generate job type (for tests, benchmarks and demos)."
     )
+    public static let uploadDigestInlineMax = Self(
+        name: "upload-digest-inline-max",
+        defaultDescription: "67108864 (64 MiB)",
+        summary: "GET /api/uploads/{id}/info hashes a finished upload up to this size while the client waits; larger ones are hashed by an upload.digest job and the client asks again."
+    )
+    public static let uploadOrphanRetention = Self(
+        name: "upload-orphan-retention",
+        defaultDescription: "1h",
+        summary: "A finished upload whose session has ended (deleted or expired) is deleted this long after: nobody can read it any more."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -221,6 +231,6 @@ extension ConfigurationKnob {
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
-        .jobMaxEvents, .demoJobs, .logFormat, .logLevel,
+        .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .logFormat, .logLevel,
     ]
 }

@@ -131,6 +131,8 @@ public struct ConfigurationLoader: Sendable {
         case .sessionMaxActiveJobs: configuration.quotas.activeJobsPerSession = try integer(value, knob, in: 0...1_000_000)
         case .jobMaxEvents: configuration.jobs.maxEvents = try integer(value, knob, in: 10...100_000_000)
         case .demoJobs: configuration.demoJobs = try boolean(value, knob)
+        case .uploadDigestInlineMax: configuration.uploads.digestInlineMax = Int64(try integer(value, knob, in: 0...(1 << 50)))
+        case .uploadOrphanRetention: configuration.uploads.orphanRetention = try duration(value, knob)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

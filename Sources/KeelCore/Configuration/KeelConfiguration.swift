@@ -181,6 +181,12 @@ public struct UploadSettings: Sendable, Equatable {
     public var lockTimeout: Duration = .seconds(5)
     /// The largest body `POST /api/files` takes (413 above, pointing at /api/uploads).
     public var maxFileBytes: Int = 10 * 1_048_576
+    /// `GET /api/uploads/{id}/info` hashes a finished upload up to this size
+    /// while the client waits; a larger one is hashed by an `upload.digest` job.
+    public var digestInlineMax: Int64 = 64 * 1_048_576
+    /// A finished upload whose session has ended (deleted or expired) is
+    /// deleted this long after; nobody can read it any more.
+    public var orphanRetention: Duration = .seconds(3600)
 
     public init() {}
 }

@@ -47,6 +47,12 @@ public protocol UploadStore: Sendable {
     /// blobs can be deleted. At most `limit` per call.
     func expire(now: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])]
 
+    /// Removes complete uploads, finished before `completedBefore`, whose
+    /// session no longer exists (ended, or expired and purged): nobody can
+    /// read them. Returns them with their segments so their blobs can be
+    /// deleted. At most `limit` per call.
+    func removeOrphaned(completedBefore: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])]
+
     /// Removes the records of terminated and expired uploads that ended before `before`.
     func purgeEnded(before: Date, limit: Int) async throws -> Int
 

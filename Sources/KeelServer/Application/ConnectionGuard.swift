@@ -74,6 +74,10 @@ final class ConnectionGuardState {
     /// The connection, set when the raw handler is added.
     var channel: (any Channel)?
     private var closing = false
+    /// The client closed its side (FIN) or the connection is gone (RST).
+    private var clientGone = false
+    /// Told once when the client goes, while a response is under way.
+    private var goneWatchers: [@Sendable () -> Void] = []
 
     init(settings: ConnectionGuardSettings) {
         self.settings = settings
@@ -174,6 +178,7 @@ final class ConnectionGuardState {
 
     func responseEnd(on eventLoop: any EventLoop) {
         self.responseEnded = true
+        self.goneWatchers.removeAll()
         if self.requestEnded {
             self.enter(.idle, on: eventLoop)
         } else {
@@ -182,7 +187,26 @@ final class ConnectionGuardState {
         }
     }
 
+    /// Calls `watcher` once the client has gone (at once if it has), until
+    /// the current response ends.
+    func watchClientGone(_ watcher: @escaping @Sendable () -> Void) {
+        if self.clientGone {
+            watcher()
+        } else {
+            self.goneWatchers.append(watcher)
+        }
+    }
+
+    func markClientGone() {
+        guard !self.clientGone else { return }
+        self.clientGone = true
+        let watchers = self.goneWatchers
+        self.goneWatchers.removeAll()
+        for watcher in watchers { watcher() }
+    }
+
     func closed() {
+        self.markClientGone()
         self.closing = true
         self.timer?.cancel()
         self.timer = nil
@@ -274,9 +298,23 @@ final class RawConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent { self.state.markClientGone() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         self.state.closed()
         context.fireChannelInactive()
+    }
+
+    /// Calls `watcher` once when the client of `channel` closes its side or
+    /// the connection drops, during the response under way (never, in
+    /// process, where no socket is guarded).
+    static func watchClientGone(_ channel: any Channel, _ watcher: @escaping @Sendable () -> Void) async {
+        try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: RawConnectionGuard.self).state.watchClientGone(watcher)
+        }.get()
     }
 }
 

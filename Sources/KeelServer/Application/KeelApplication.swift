@@ -34,12 +34,12 @@ public struct KeelApplication: Sendable {
         uploadHooks: UploadHooks = UploadHooks()
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
-        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
         let hub = ChangeHub()
         let jobMetrics = JobMetrics(metrics)
         let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         let jobRuntime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics, logger: logger,
             workerCount: configuration.jobs.workers, uploads: uploads
@@ -54,6 +54,7 @@ public struct KeelApplication: Sendable {
         router.add(middleware: ErrorMiddleware())
 
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
+        let submitter = JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics)
         let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
         var routes = RouteTable()
         OperationsController(
@@ -90,6 +91,7 @@ public struct KeelApplication: Sendable {
             clock: clock,
             maxBodyBytes: configuration.maxBodyBytes,
             metrics: jobMetrics,
+            submitter: submitter,
             maxActiveJobs: configuration.quotas.activeJobsPerSession
         )
         jobsController.register(on: &routes)
@@ -97,7 +99,7 @@ public struct KeelApplication: Sendable {
             .register(on: &routes)
         UploadsController(
             store: store.uploads, blobs: uploads.blobs, authenticator: authenticator, settings: configuration.uploads, clock: clock,
-            instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger
+            instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger, digests: submitter
         ).register(on: &routes)
         routes.install(on: router)
 
@@ -201,8 +203,8 @@ public struct KeelWorkerProcess: Sendable {
         metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks()
     ) throws {
         try ConfigurationLoader.validate(configuration)
-        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs)
         let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: ChangeHub(), clock: clock, metrics: JobMetrics(metrics),
             logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads

@@ -122,9 +122,22 @@ extension JanitorService {
             expired += batch.count
             if batch.count < Self.purgeBatch { break }
         }
+        // Finished uploads of ended sessions: nobody can read or delete them any more.
+        let orphaned = try await store.removeOrphaned(
+            completedBefore: now.addingTimeInterval(-self.uploads.settings.orphanRetention.timeInterval), limit: Self.purgeBatch)
+        for (upload, _) in orphaned {
+            self.uploads.metrics.orphaned.increment()
+            do {
+                try await self.uploads.blobs.deleteBlobs(uploadID: upload.id, keeping: [])
+            } catch {
+                self.logger.warning("could not delete an orphaned upload's bytes", metadata: ["keel.upload": "\(upload.id)", "keel.error": "\(error)"])
+            }
+        }
         let forgotten = try await store.purgeEnded(before: now.addingTimeInterval(-86_400), limit: Self.purgeBatch)
-        if expired + forgotten > 0 {
-            self.logger.info("expired uploads", metadata: ["keel.uploads.expired": "\(expired)", "keel.uploads.forgotten": "\(forgotten)"])
+        if expired + forgotten + orphaned.count > 0 {
+            self.logger.info(
+                "expired uploads",
+                metadata: ["keel.uploads.expired": "\(expired)", "keel.uploads.forgotten": "\(forgotten)", "keel.uploads.orphaned": "\(orphaned.count)"])
         }
         for upload in try await store.unannounced(before: now.addingTimeInterval(-Self.announcementGrace.timeInterval), limit: 100) {
             await self.uploads.announcer.announce(upload)

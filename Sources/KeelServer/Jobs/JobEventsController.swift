@@ -52,7 +52,7 @@ struct JobEventsController: Sendable {
         case nil, "sse"?, "event-stream"?:
             // 204 is the SSE way to say "stop reconnecting": nothing more will come.
             if pastTheEnd { return Response(status: .noContent, headers: [.cacheControl: "no-cache"]) }
-            return self.stream(request, jobID: job.id, after: after, heartbeats: heartbeats)
+            return self.stream(context.channel, jobID: job.id, after: after, heartbeats: heartbeats)
         case "json"?:
             return try await self.page(jobID: job.id, after: after, finishedLog: pastTheEnd, query: query)
         case let other?:
@@ -117,7 +117,7 @@ struct JobEventsController: Sendable {
     /// client that goes away (FIN or RST) wakes it at once, and everything it
     /// held (its place in the hub, its buffers, the task) is freed then, not
     /// at the next heartbeat or event.
-    private func stream(_ request: Request, jobID: String, after: Int64, heartbeats: Bool) -> Response {
+    private func stream(_ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -139,51 +139,49 @@ struct JobEventsController: Sendable {
                 // Follow before the first read, so nothing appended in between is missed.
                 hub.follow(jobID: jobID, signal)
                 defer { hub.unfollow(jobID: jobID, signal) }
-                try await request.body.consumeWithInboundCloseHandler { _ in
-                    // `retry:` goes out with the first events, not as a block of its
-                    // own: some clients (httpx-sse) dispatch a lone `retry:` block as
-                    // an empty event without an id.
-                    // A heartbeat before the first event is a comment alone (a block with
-                    // only `retry:` and a comment is the same empty event to them).
-                    var pending = ByteBuffer()
-                    var retry: String? = "retry: \(Int64(settings.retryDelay.timeInterval * 1000))\n"
-                    var cursor = after
-                    var lastWrite = ContinuousClock.now
-                    while !hub.streamsClosed, !gone.isSet {
-                        let batch = try await hub.events(jobID: jobID, after: cursor, limit: settings.batchSize, log: events)
-                        if !batch.isEmpty {
-                            var finished = false
-                            if let line = retry {
-                                pending.writeString(line)
-                                retry = nil
-                            }
-                            for event in batch {
-                                Self.write(event, to: &pending)
-                                cursor = event.sequence
-                                if event.type == JobEventType.done { finished = true }
-                            }
-                            try await writer.write(pending)
-                            pending.clear()
-                            lastWrite = .now
-                            if finished { break }
-                            if batch.count == settings.batchSize { continue }
-                        }
-                        let idle = ContinuousClock.now - lastWrite
-                        if !heartbeats {
-                            _ = await signal.wait(timeout: settings.heartbeatInterval)
-                            continue
-                        }
-                        if idle >= settings.heartbeatInterval {
-                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                            metrics.streamHeartbeats.increment()
-                            lastWrite = .now
-                            continue
-                        }
-                        _ = await signal.wait(timeout: settings.heartbeatInterval - idle)
-                    }
-                } onInboundClosed: {
+                await RawConnectionGuard.watchClientGone(channel) {
                     gone.set()
                     signal.fire()
+                }
+                // `retry:` goes out with the first events, not as a block of its
+                // own: some clients (httpx-sse) dispatch a lone `retry:` block, or
+                // one with only `retry:` and a comment, as an empty event without
+                // an id. A heartbeat before the first event is a comment alone.
+                var pending = ByteBuffer()
+                var retry: String? = "retry: \(Int64(settings.retryDelay.timeInterval * 1000))\n"
+                var cursor = after
+                var lastWrite = ContinuousClock.now
+                while !hub.streamsClosed, !gone.isSet {
+                    let batch = try await hub.events(jobID: jobID, after: cursor, limit: settings.batchSize, log: events)
+                    if !batch.isEmpty {
+                        var finished = false
+                        if let line = retry {
+                            pending.writeString(line)
+                            retry = nil
+                        }
+                        for event in batch {
+                            Self.write(event, to: &pending)
+                            cursor = event.sequence
+                            if event.type == JobEventType.done { finished = true }
+                        }
+                        try await writer.write(pending)
+                        pending.clear()
+                        lastWrite = .now
+                        if finished { break }
+                        if batch.count == settings.batchSize { continue }
+                    }
+                    let idle = ContinuousClock.now - lastWrite
+                    if !heartbeats {
+                        _ = await signal.wait(timeout: settings.heartbeatInterval)
+                        continue
+                    }
+                    if idle >= settings.heartbeatInterval {
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        metrics.streamHeartbeats.increment()
+                        lastWrite = .now
+                        continue
+                    }
+                    _ = await signal.wait(timeout: settings.heartbeatInterval - idle)
                 }
                 if gone.isSet {
                     metrics.streamClientsGone.increment()

@@ -48,6 +48,9 @@ public struct JobHandlerFailure: Error, Sendable, Equatable {
 /// overwriting its successor.
 public struct JobContext: Sendable {
     public let id: String
+    /// The session that created the job: a handler checks that what the
+    /// input names (an upload, a document) belongs to it.
+    public let sessionID: String
     public let type: String
     public let input: JSONValue
     /// 1 for the first attempt.
@@ -99,12 +102,14 @@ public struct JobRegistry: Sendable {
     }
 
     /// No types of the application's own: `KeelApplication.build` adds
-    /// Keel's `keel.probe` always and `demo.generate` with `--demo-jobs`.
+    /// Keel's `keel.probe` and `upload.digest` always and `demo.generate`
+    /// with `--demo-jobs`.
     public static let builtIn = JobRegistry()
 
     /// `base` plus Keel's own types as `configuration` asks.
-    static func withKeelTypes(_ base: JobRegistry, demo: Bool) -> JobRegistry {
+    static func withKeelTypes(_ base: JobRegistry, demo: Bool, store: any KeelStore, blobs: any BlobStore) -> JobRegistry {
         var registry = base
+        registry.register(UploadDigestJob(store: store.uploads, blobs: blobs))
         if registry.handler(for: ProbeJobHandler.type) == nil { registry.register(ProbeJobHandler()) }
         if demo, registry.handler(for: DemoGenerateHandler.typeName) == nil { registry.register(DemoGenerateHandler()) }
         return registry

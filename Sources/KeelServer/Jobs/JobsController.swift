@@ -13,6 +13,7 @@ struct JobsController: Sendable {
     let clock: any KeelClock
     let maxBodyBytes: Int
     let metrics: JobMetrics
+    let submitter: JobSubmitter
     /// `--session-max-active-jobs` (0: no limit).
     let maxActiveJobs: Int
 
@@ -68,14 +69,10 @@ struct JobsController: Sendable {
                 retryAfterSeconds: 1
             )
         }
-        let (job, created) = try await self.queue.enqueue(
-            NewJob(sessionID: session.id, type: type, inputJSON: inputJSON, maxAttempts: maxAttempts, idempotencyKey: idempotencyKey),
-            now: self.clock.now()
+        let (job, created) = try await self.submitter.enqueue(
+            NewJob(sessionID: session.id, type: type, inputJSON: inputJSON, maxAttempts: maxAttempts, idempotencyKey: idempotencyKey)
         )
-        if created {
-            self.metrics.created(type: type)
-            self.hub.publish([.jobReady(type: type)])
-        } else if job.type != type || job.inputJSON != inputJSON || job.maxAttempts != maxAttempts {
+        if !created, job.type != type || job.inputJSON != inputJSON || job.maxAttempts != maxAttempts {
             throw KeelError(
                 .idempotencyKeyReused,
                 "This Idempotency-Key was already used for a different job (\(job.id)).",

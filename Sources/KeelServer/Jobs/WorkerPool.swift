@@ -177,7 +177,7 @@ public final class WorkerPool: Service, Sendable {
         if let handler = self.registry.handler(for: job.type) {
             let input = (try? JSONValue.parse(Array(job.inputJSON.utf8))) ?? .null
             let context = JobContext(
-                id: job.id, type: job.type, input: input, attempt: job.attempts, maxAttempts: job.maxAttempts, lease: lease,
+                id: job.id, sessionID: job.sessionID, type: job.type, input: input, attempt: job.attempts, maxAttempts: job.maxAttempts, lease: lease,
                 queue: self.queue, hub: self.hub, clock: self.clock,
                 events: EventBudget(limit: self.settings.maxEvents, lastSequence: job.lastSequence)
             )

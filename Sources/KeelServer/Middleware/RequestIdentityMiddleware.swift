@@ -22,6 +22,8 @@ struct RequestIdentityMiddleware: RouterMiddleware {
         }
         response.headers[.xRequestID] = requestID
         response.headers[.keelInstance] = self.instanceID
+        // Downloads carry the uploader's content type; no response is to be sniffed into another.
+        response.headers[.xContentTypeOptions] = "nosniff"
         // The server closes such connections; say so, as RFC 9112 asks, so
         // clients do not try to reuse the socket.
         // A token list; checked without Foundation's `contains`, which

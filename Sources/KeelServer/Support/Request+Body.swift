@@ -6,7 +6,7 @@ extension Request {
     /// Collects a JSON body of at most `limit` bytes; an empty body is `nil`.
     ///
     /// Refuses a declared `Content-Length` over the limit before reading, and
-    /// content types other than JSON with 415.
+    /// content types other than JSON, or a body with no type at all, with 415.
     mutating func jsonBody(limit: Int, acceptedTypes: [String] = ["application/json"]) async throws -> JSONValue? {
         if let contentType = self.headers[.contentType] {
             let mediaType = contentType.split(separator: ";").first.map { $0.trimmingBlanks().lowercased() } ?? ""
@@ -28,6 +28,11 @@ extension Request {
             throw Self.tooLarge(limit: limit)
         }
         guard buffer.readableBytes > 0 else { return nil }
+        // A body without a type is not taken for JSON: a form post from another
+        // site (text/plain is the only type needing no preflight) must not be.
+        guard self.headers[.contentType] != nil else {
+            throw KeelError(.unsupportedMediaType, "The request has a body but no Content-Type.", hint: "Send Content-Type: \(acceptedTypes[0]).")
+        }
         return try JSONValue.parse(buffer.readableBytesView)
     }
 

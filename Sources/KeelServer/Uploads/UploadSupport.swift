@@ -48,6 +48,8 @@ final class UploadMetrics: Sendable {
     let created: Metrics.Counter
     let finished: Metrics.Counter
     let expired: Metrics.Counter
+    /// Finished uploads removed because their session ended.
+    let orphaned: Metrics.Counter
     let terminated: Metrics.Counter
     let bytesReceived: Metrics.Counter
     let patchDuration: Metrics.Timer
@@ -58,6 +60,7 @@ final class UploadMetrics: Sendable {
         self.created = metrics.counter("keel_uploads_created_total")
         self.finished = metrics.counter("keel_uploads_finished_total")
         self.expired = metrics.counter("keel_uploads_expired_total")
+        self.orphaned = metrics.counter("keel_uploads_orphaned_total")
         self.terminated = metrics.counter("keel_uploads_terminated_total")
         self.bytesReceived = metrics.counter("keel_upload_bytes_received_total")
         self.patchDuration = Metrics.Timer(label: "keel_upload_patch_duration_seconds", factory: metrics.factory)

@@ -23,6 +23,8 @@ struct UploadsController: Sendable {
     let metrics: UploadMetrics
     let announcer: UploadAnnouncer
     let logger: Logger
+    /// Starts `upload.digest` jobs for uploads too large to hash in a request.
+    let digests: JobSubmitter
 
     static let tusVersion = "1.0.0"
     static let extensions = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
@@ -128,7 +130,13 @@ struct UploadsController: Sendable {
             self.metrics.finished.increment()
             await self.announcer.announce(upload)
         } else if hasBody {
-            upload = try await self.receive(request, upload: upload, offset: 0, declaredLength: nil, checksum: checksum)
+            do {
+                upload = try await self.receive(request, upload: upload, offset: 0, declaredLength: nil, checksum: checksum)
+            } catch {
+                // The upload exists whatever happened to its first bytes: name it,
+                // with the offset the store holds, so the client can resume.
+                return await self.creationFailed(error, upload: upload, request: request)
+            }
         }
         var headers = self.headers(for: upload)
         headers[.location] = "/api/uploads/\(upload.id)"
@@ -164,6 +172,13 @@ struct UploadsController: Sendable {
         let upload = try await self.owned(context, session: session)
         if upload.status == .complete {
             guard offset == upload.offset else { throw KeelError.offsetMismatch(expected: upload.offset, sent: offset) }
+            // A repeated final PATCH with no bytes is harmless; bytes past the end are not.
+            var request = request
+            if try await Self.hasBodyBytes(&request) {
+                throw KeelError(
+                    .payloadTooLarge, "Upload \(upload.id) is complete at \(upload.offset) bytes; the PATCH sends bytes past its end.",
+                    hint: "Nothing was stored. HEAD shows the final offset.")
+            }
             return Response(status: .noContent, headers: self.headers(for: upload))
         }
         guard offset == upload.offset else { throw KeelError.offsetMismatch(expected: upload.offset, sent: offset) }
@@ -176,6 +191,33 @@ struct UploadsController: Sendable {
         }
         let updated = try await self.receive(request, upload: upload, offset: offset, declaredLength: declaredLength, checksum: checksum)
         return Response(status: .noContent, headers: self.headers(for: updated))
+    }
+
+    /// Whether a request body has at least one byte (read, for a chunked body).
+    static func hasBodyBytes(_ request: inout Request) async throws -> Bool {
+        if let declared = Self.declaredBodyLength(request) { return declared > 0 }
+        guard request.headers[.transferEncoding] != nil else { return false }
+        var iterator = request.body.makeAsyncIterator()
+        while let buffer = try await iterator.next() {
+            if buffer.readableBytes > 0 { return true }
+        }
+        return false
+    }
+
+    /// The error answer of a creation-with-upload whose body failed, naming
+    /// the upload (`Location`, `Upload-Offset` as stored).
+    func creationFailed(_ error: any Error, upload: Upload, request: Request) async -> Response {
+        let keelError = KeelError.from(error, request: request)
+        if keelError.code == .internalError || keelError.code == .storeUnavailable {
+            self.logger.error("creation-with-upload failed", metadata: ["keel.upload": "\(upload.id)", "keel.error.detail": "\(keelError.detail ?? keelError.message)"])
+        }
+        var headers = HTTPFields()
+        headers[.tusResumable] = "1.0.0"
+        headers[.location] = "/api/uploads/\(upload.id)"
+        if let stored = try? await self.store.upload(id: upload.id) {
+            headers[.uploadOffset] = String(stored.offset)
+        }
+        return keelError.response(headers: headers)
     }
 
     @Sendable func terminate(_ request: Request, context: KeelRequestContext) async throws -> Response {
@@ -473,17 +515,27 @@ struct UploadsController: Sendable {
     @Sendable func info(_ request: Request, context: KeelRequestContext) async throws -> Response {
         let session = try await self.authenticator.authenticate(request).session
         var upload = try await self.owned(context, session: session)
-        if upload.status == .complete, upload.sha256 == nil, let length = upload.length {
-            var hasher = SHA256()
-            let segments = try await self.store.segments(uploadID: upload.id)
-            try await Self.stream(segments: segments, from: 0, count: length, blobs: self.blobs) { bytes in
-                hasher.update(data: bytes)
-            }
-            let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        guard upload.status == .complete, upload.sha256 == nil, let length = upload.length else {
+            return .json(Self.json(upload), headers: [.cacheControl: "no-store"])
+        }
+        if length <= self.settings.digestInlineMax {
+            let digest = try await UploadDigestJob.sha256(of: upload, length: length, store: self.store, blobs: self.blobs)
             try await self.store.setDigest(uploadID: upload.id, sha256: digest)
             upload.sha256 = digest
+            return .json(Self.json(upload), headers: [.cacheControl: "no-store"])
         }
-        return .json(Self.json(upload), headers: [.cacheControl: "no-store"])
+        // Too large to hash while the client waits: a job does it once (the
+        // idempotency key makes every caller share it), and the client asks again.
+        let job = try await self.digests.submit(
+            NewJob(
+                sessionID: session.id, type: UploadDigestJob.type, inputJSON: JSONValue.object(["upload_id": .string(upload.id)]).serialized(),
+                maxAttempts: 3, idempotencyKey: "upload.digest:\(upload.id)"
+            )
+        )
+        if job.status == .succeeded, let fresh = try await self.store.upload(id: upload.id) { upload = fresh }
+        var headers: HTTPFields = [.cacheControl: "no-store"]
+        if upload.sha256 == nil { headers[.retryAfter] = "2" }
+        return .json(Self.json(upload, digestJob: upload.sha256 == nil ? job.id : nil), headers: headers)
     }
 
     /// Reads `count` bytes from `from` across segments, a piece at a time.
@@ -506,7 +558,8 @@ struct UploadsController: Sendable {
         guard position == end else { throw KeelError(.internalError, "The upload's segments do not cover its bytes.") }
     }
 
-    static func json(_ upload: Upload) -> String {
+    /// `digestJob`: the job computing the SHA-256, named while it runs.
+    static func json(_ upload: Upload, digestJob: String? = nil) -> String {
         var json = JSONWriter()
         json.object { json in
             json.field("id", upload.id)
@@ -521,6 +574,7 @@ struct UploadsController: Sendable {
                 }
             }
             json.field("sha256", upload.sha256)
+            if let digestJob { json.field("sha256_job", digestJob) }
             json.field("created_at", upload.createdAt)
             json.field("completed_at", upload.completedAt)
             json.field("expires_at", upload.expiresAt)

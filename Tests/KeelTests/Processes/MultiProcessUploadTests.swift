@@ -95,8 +95,16 @@ struct MultiProcessUploadTests {
         }
     }
 
+    /// Reads `/info` until the server has the SHA-256 (an upload over
+    /// `--upload-digest-inline-max` is hashed by a job, named as `sha256_job`).
     static func verify(_ server: KeelProcess, _ location: String, token: String, content: [UInt8]) async throws {
-        let info = try await HTTP.send(.GET, server.baseURL + location + "/info", token: token, timeout: .seconds(120))
+        var info = try await HTTP.send(.GET, server.baseURL + location + "/info", token: token, timeout: .seconds(120))
+        let deadline = ContinuousClock.now + .seconds(120)
+        while info.json["sha256"] == .null || info.json["sha256"] == nil, info.json["sha256_job"] != nil, ContinuousClock.now < deadline {
+            #expect(info.headers.first(name: "Retry-After") == "2")
+            try await Task.sleep(for: .milliseconds(200))
+            info = try await HTTP.send(.GET, server.baseURL + location + "/info", token: token, timeout: .seconds(120))
+        }
         #expect(info.json["status"] == .string("complete"), "\(info.body)")
         #expect(info.json["offset"] == .int(Int64(content.count)))
         #expect(info.json["sha256"] == .string(try await sha256Hex(content)))

@@ -229,3 +229,11 @@ extension TimeAmount {
         self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 }
+
+extension KeelProcess {
+    /// The last lines of the process's log, for a failure message.
+    func logTail(lines: Int = 30) -> String {
+        let text = (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
+}
