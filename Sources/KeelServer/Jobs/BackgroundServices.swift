@@ -85,6 +85,7 @@ struct JanitorService: Service {
                 if purged < Self.purgeBatch { break }
             }
             try await self.sweepUploads(now: now)
+            while !Task.isCancelled, try await self.store.rateWindows.purgeExpired(now: now, limit: Self.purgeBatch) == Self.purgeBatch {}
             if purgedJobs + purgedSessions > 0 {
                 self.logger.info("purged expired state", metadata: ["keel.jobs": "\(purgedJobs)", "keel.sessions": "\(purgedSessions)"])
             }

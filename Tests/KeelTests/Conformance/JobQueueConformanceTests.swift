@@ -34,10 +34,26 @@ struct JobQueueConformanceTests {
             #expect(last.jobs.map(\.id) == [ids[0]] && last.nextCursor == nil)
             let running = try await store.jobs.jobs(sessionID: "s1", status: .running, limit: 10, cursor: nil, now: Self.t0)
             #expect(running.jobs.isEmpty)
-            await #expect(throws: KeelError.self) {
+            await expectKeelError(.invalidCursor) {
                 try await store.jobs.jobs(sessionID: "s1", status: nil, limit: 2, cursor: "garbage", now: Self.t0)
             }
             #expect(try await store.jobs.queueDepth() == 6)
+        }
+    }
+
+    @Test("a session's active jobs are its queued and running ones", arguments: Driver.available)
+    func activeJobs(driver: Driver) async throws {
+        try await StoreFixture.make(driver).withStore { store in
+            for _ in 0..<3 { _ = try await store.jobs.enqueue(Self.newJob(), now: Self.t0) }
+            #expect(try await store.jobs.activeJobCount(sessionID: "s1") == 3)
+            let claimed = try #require(try await store.jobs.claim(owner: "w", types: ["demo"], leaseDuration: Self.lease, now: Self.t0))
+            // Running still counts; finished does not.
+            #expect(try await store.jobs.activeJobCount(sessionID: "s1") == 3)
+            _ = try await store.jobs.succeed(claimed.lease, resultJSON: "{}", timing: Self.timing())
+            #expect(try await store.jobs.activeJobCount(sessionID: "s1") == 2)
+            _ = try await store.jobs.enqueue(Self.newJob(session: "other"), now: Self.t0)
+            #expect(try await store.jobs.activeJobCount(sessionID: "other") == 1)
+            #expect(try await store.jobs.activeJobCount(sessionID: "nobody") == 0)
         }
     }
 

@@ -118,7 +118,9 @@ struct MultiProcessSessionTests {
 
         // The rest of the body comes after the server has stopped accepting connections.
         try await waitFor("the drain delay to end") { keel.log.contains("drain delay over") }
-        try await Task.sleep(for: .milliseconds(500))
+        // The listener closes once the delay is over: new connections are refused
+        // while the in-flight request still has its connection.
+        try await waitFor("the listener to close") { !canConnect(port: keel.port) }
         feed.yield(ByteBuffer(bytes: bytes[1000...]))
         feed.finish()
         let response = try await slowPatch.value

@@ -127,16 +127,22 @@ struct MultiProcessUploadTests {
             let result = try await Self.patch(server, location, token: token, offset: start, bytes: content[start..<(start + Self.chunk)])
             #expect(result.status == 204, "\(result.body)")
         }
-        // A PATCH to A is cut off by SIGKILL after 3.5 MB have been sent.
+        // A PATCH to A is cut off by SIGKILL after 3.5 MB have been sent, once A
+        // has committed some of them (B sees the offset move past the PATCH's
+        // start): killing earlier would prove nothing about what a kill keeps.
         let start = 40 * 1_048_576
         let killed = try? await Self.patch(
             a, location, token: token, offset: start, bytes: content[start..<(start + Self.chunk)], pauseAfter: 3 * 1_048_576 + 524_288,
-            whilePaused: { a.signal(SIGKILL) })
+            whilePaused: {
+                try await waitFor("A to commit part of the PATCH") { (try await Self.offset(b, location, token: token) ?? 0) > start }
+                a.signal(SIGKILL)
+            })
         #expect(killed == nil || killed?.status != 204)
         _ = await a.waitForExit()
         // B reports a consistent prefix: at least where the PATCH began, never past what A received.
         let prefix = try #require(try await Self.offset(b, location, token: token))
-        #expect(prefix >= start && prefix <= start + 3 * 1_048_576 + 524_288, "offset \(prefix)")
+        // The kill kept at least one committed megabyte, and nothing A had not received.
+        #expect(prefix >= start + 1_048_576 && prefix <= start + 3 * 1_048_576 + 524_288, "offset \(prefix)")
         print("upload prefix after SIGKILL: \(prefix - start) bytes past the PATCH start")
         // A comes back on the same port; the client resumes from HEAD, alternating again.
         let restarted = try await KeelProcess.serve(store: fixture.location, port: a.port, arguments: Self.arguments)
