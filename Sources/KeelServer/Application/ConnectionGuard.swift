@@ -230,6 +230,7 @@ final class ConnectionGuardState {
         fields[.connection] = "close"
         fields[.xRequestID] = self.settings.requestIDs.next()
         fields[.keelInstance] = self.settings.instanceID
+        fields[.xContentTypeOptions] = "nosniff"
         let body = error.jsonBody()
         fields[.contentLength] = String(body.readableBytes)
         context.write(NIOAny(HTTPResponsePart.head(HTTPResponse(status: error.code.status, headerFields: fields))), promise: nil)

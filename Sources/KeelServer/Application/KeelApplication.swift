@@ -22,6 +22,9 @@ public struct KeelApplication: Sendable {
     public let background: [any Service]
     /// The Hummingbird application; `.test(.router)` drives it in process.
     public let http: KeelHTTPApplication
+    /// Every route the API registered, `(method, path)` with `:name`
+    /// parameters (not the HEAD, 405 and OPTIONS answers derived from them).
+    public let routes: [(method: String, path: String)]
 
     /// Builds the application on a migrated, running store.
     public static func build(
@@ -101,6 +104,7 @@ public struct KeelApplication: Sendable {
             store: store.uploads, blobs: uploads.blobs, authenticator: authenticator, settings: configuration.uploads, clock: clock,
             instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger, digests: submitter
         ).register(on: &routes)
+        OpenAPIController().register(on: &routes)
         routes.install(on: router)
 
         let connections = configuration.connections
@@ -130,7 +134,7 @@ public struct KeelApplication: Sendable {
         )
         return KeelApplication(
             configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, hub: hub, workers: jobRuntime.workers,
-            background: jobRuntime.services, http: http
+            background: jobRuntime.services, http: http, routes: routes.registered
         )
     }
 

@@ -13,6 +13,12 @@ struct RouteTable {
         self.entries.append((path, method, handler))
     }
 
+    /// Every route registered, as `(method, path)` with `:name` parameters:
+    /// what the OpenAPI document must describe.
+    var registered: [(method: String, path: String)] {
+        self.entries.map { ($0.method.rawValue, $0.path) }
+    }
+
     func install(on router: Router<KeelRequestContext>) {
         var methodsByPath: [String: [HTTPRequest.Method]] = [:]
         var order: [String] = []

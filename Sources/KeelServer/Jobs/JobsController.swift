@@ -56,6 +56,7 @@ struct JobsController: Sendable {
         switch members["max_attempts"] {
         case nil, .null?: break
         case .int(let value)? where (1...100).contains(value): maxAttempts = Int(value)
+        case .double(let value)? where value.rounded() == value && (1...100).contains(value): maxAttempts = Int(value)
         default: throw KeelError(.invalidInput, "max_attempts must be an integer from 1 to 100.")
         }
         let inputJSON = input.serialized()

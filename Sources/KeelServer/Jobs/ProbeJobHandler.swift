@@ -31,6 +31,8 @@ public struct ProbeJobHandler: JobHandler {
             switch members[name] {
             case nil, .null?: return fallback
             case .int(let value)? where range.contains(Int(clamping: value)): return Int(value)
+            case .double(let value)? where value.rounded() == value && value >= Double(range.lowerBound) && value <= Double(range.upperBound):
+                return Int(value)
             default: throw KeelError(.invalidInput, "keel.probe '\(name)' must be an integer from \(range.lowerBound) to \(range.upperBound).", hint: Self.usage)
             }
         }

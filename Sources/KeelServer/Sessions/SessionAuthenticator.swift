@@ -25,10 +25,13 @@ public struct SessionAuthenticator: Sendable {
     func token(in request: Request) -> String? {
         if let authorization = request.headers[.authorization] {
             // "Bearer <token>", the scheme case-insensitive (RFC 9110 §11.1).
+            // Another scheme (a proxy's Basic credentials, say) is not ours: the cookie decides.
             let scheme = authorization.utf8.prefix(7)
-            guard scheme.count == 7, scheme.elementsEqual("bearer ".utf8, by: { $0 | 0x20 == $1 }) else { return "" }
-            let token = authorization.utf8.dropFirst(7).drop(while: { $0 == 0x20 })
-            return String(Substring(token.prefix(while: { $0 != 0x20 })))
+            if scheme.count == 7, scheme.elementsEqual("bearer ".utf8, by: { $0 | 0x20 == $1 }) {
+                let token = authorization.utf8.dropFirst(7).drop(while: { $0 == 0x20 })
+                return String(Substring(token.prefix(while: { $0 != 0x20 })))
+            }
+            return request.cookies[Self.cookieName]?.value ?? ""
         }
         return request.cookies[Self.cookieName]?.value
     }

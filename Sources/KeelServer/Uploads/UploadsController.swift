@@ -84,7 +84,8 @@ struct UploadsController: Sendable {
                 .tusExtension: Self.extensions,
                 .tusMaxSize: String(self.settings.maxSize),
                 .tusChecksumAlgorithm: ChecksumAlgorithm.allCases.map(\.rawValue).joined(separator: ","),
-                .allow: "OPTIONS, POST, HEAD, PATCH, DELETE, GET",
+                // What this path answers: creation on the collection, the rest on one upload.
+                .allow: context.parameters.get("id") == nil ? "OPTIONS, POST" : "OPTIONS, HEAD, PATCH, DELETE, GET",
             ]
         )
     }
@@ -212,7 +213,7 @@ struct UploadsController: Sendable {
             self.logger.error("creation-with-upload failed", metadata: ["keel.upload": "\(upload.id)", "keel.error.detail": "\(keelError.detail ?? keelError.message)"])
         }
         var headers = HTTPFields()
-        headers[.tusResumable] = "1.0.0"
+        headers[.tusVersion] = Self.tusVersion
         headers[.location] = "/api/uploads/\(upload.id)"
         if let stored = try? await self.store.upload(id: upload.id) {
             headers[.uploadOffset] = String(stored.offset)
@@ -529,10 +530,16 @@ struct UploadsController: Sendable {
         let job = try await self.digests.submit(
             NewJob(
                 sessionID: session.id, type: UploadDigestJob.type, inputJSON: JSONValue.object(["upload_id": .string(upload.id)]).serialized(),
-                maxAttempts: 3, idempotencyKey: "upload.digest:\(upload.id)"
+                // A space: no client's Idempotency-Key (visible ASCII only) can take it first.
+                maxAttempts: 3, idempotencyKey: "keel upload.digest \(upload.id)"
             )
         )
         if job.status == .succeeded, let fresh = try await self.store.upload(id: upload.id) { upload = fresh }
+        if job.status == .failed || job.status == .cancelled {
+            throw KeelError(
+                .internalError, "Hashing upload \(upload.id) failed (job \(job.id)).",
+                hint: "The server's log has the details; the digest is tried again once that job expires.")
+        }
         var headers: HTTPFields = [.cacheControl: "no-store"]
         if upload.sha256 == nil { headers[.retryAfter] = "2" }
         return .json(Self.json(upload, digestJob: upload.sha256 == nil ? job.id : nil), headers: headers)

@@ -29,7 +29,10 @@ struct ConfigurationTests {
         let cases: [(String, String)] = [
             ("port", "eighty"), ("port", "70000"), ("store", "mysql://x"), ("drain-timeout", "soon"),
             ("cookie-secure", "sometimes"), ("cors-credentials", "maybe"), ("cors-origins", "https://app.example.com/"),
-            ("secret", "short"), ("log-level", "loud"),
+            ("secret", "short"), ("log-level", "loud"), ("header-timeout", "0s"), ("idle-timeout", "never"), ("body-timeout", "-1"),
+            ("linger-timeout", "0"), ("max-connections", "-5"), ("ops-token", "short"), ("trusted-proxies", "10.0.0.0/33"),
+            ("trusted-proxies", "proxy.internal"), ("session-create-rate", "lots"), ("session-max-active-jobs", "-1"), ("job-max-events", "5"),
+            ("demo-jobs", "perhaps"), ("upload-digest-inline-max", "-1"), ("upload-orphan-retention", "soon"),
         ]
         for (knob, value) in cases {
             let error = #expect(throws: KeelError.self, "\(knob)=\(value)") {
@@ -40,6 +43,40 @@ struct ConfigurationTests {
         }
         #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data(#"{"prot": 1}"#.utf8)).load() }
         #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data("port=1".utf8)).load() }
+    }
+
+    @Test("the hardening knobs load from flags, environment and file")
+    func hardeningKnobs() throws {
+        let configuration = try ConfigurationLoader(
+            flags: ["header-timeout": "3s", "max-connections": "500", "trusted-proxies": "10.0.0.0/8, ::1"],
+            environment: ["KEEL_OPS_TOKEN": "0123456789abcdef0123", "KEEL_SESSION_CREATE_RATE": "0", "KEEL_DEMO_JOBS": "true"],
+            file: Data(#"{"idle_timeout": "90s", "body-timeout": "5s", "linger-timeout": "2s", "session-max-active-jobs": 4, "job-max-events": 100, "upload-digest-inline-max": 1024, "upload-orphan-retention": "0"}"#.utf8)
+        ).load()
+        #expect(configuration.connections.headerTimeout == .seconds(3))
+        #expect(configuration.connections.idleTimeout == .seconds(90))
+        #expect(configuration.connections.bodyTimeout == .seconds(5))
+        #expect(configuration.connections.lingerTimeout == .seconds(2))
+        #expect(configuration.connections.maxConnections == 500 && configuration.connections.effectiveMaxConnections == 500)
+        #expect(configuration.trustedProxies == ["10.0.0.0/8", "::1"])
+        #expect(configuration.opsToken == "0123456789abcdef0123")
+        #expect(configuration.quotas.sessionCreatesPerMinute == 0 && configuration.quotas.activeJobsPerSession == 4)
+        #expect(configuration.jobs.maxEvents == 100 && configuration.demoJobs)
+        #expect(configuration.uploads.digestInlineMax == 1024 && configuration.uploads.orphanRetention == .zero)
+        // Defaults: quotas on, demo jobs off, no token, the connection limit from the file descriptor limit.
+        let defaults = try ConfigurationLoader().load()
+        #expect(!defaults.demoJobs && defaults.opsToken == nil && defaults.quotas.sessionCreatesPerMinute == 60)
+        #expect(defaults.connections.effectiveMaxConnections >= 16)
+    }
+
+    @Test("addresses and CIDR blocks: IPv4, IPv6, IPv4-mapped")
+    func addressBlocks() throws {
+        let private10 = try #require(AddressBlock(parsing: "10.0.0.0/8"))
+        #expect(private10.contains("10.1.2.3") && !private10.contains("11.0.0.1") && private10.contains("::ffff:10.9.9.9"))
+        let v6 = try #require(AddressBlock(parsing: "fd00::/8"))
+        #expect(v6.contains("fd12::1") && !v6.contains("fe80::1") && !v6.contains("10.0.0.1"))
+        #expect(AddressBlock(parsing: "127.0.0.1")?.contains("127.0.0.2") == false)
+        #expect(AddressBlock(parsing: "1.2.3.4/33") == nil && AddressBlock(parsing: "host.example") == nil)
+        #expect(AddressBlock.isLoopback("127.0.0.1") && AddressBlock.isLoopback("::1") && !AddressBlock.isLoopback("192.168.1.1"))
     }
 
     @Test("store locations parse, and passwords never show in descriptions")

@@ -53,7 +53,8 @@ enum ChildProcess {
         let errors: String
     }
 
-    static func run(_ executable: String, _ arguments: [String]) async throws -> Finished {
+    /// `environment` is added to this process's own.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Finished {
         let directory = try TestEnvironment.directory("child")
         defer { try? FileManager.default.removeItem(at: directory) }
         let outputPath = directory.appendingPathComponent("stdout").path
@@ -70,6 +71,9 @@ enum ChildProcess {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
+            if !environment.isEmpty {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            }
             process.standardOutput = output
             process.standardError = errors
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
