@@ -119,6 +119,7 @@ public struct KeelApplication: Sendable {
             reached: metrics.counter("keel_connection_limit_reached_total"), logger: logger
         )
         let acceptFailures = metrics.counter("keel_accept_errors_total")
+        let shedConnections = metrics.counter("keel_connections_shed_total")
         let http = Application(
             router: router,
             server: KeelHTTP1Channel.builder(settings: guardSettings),
@@ -127,7 +128,7 @@ public struct KeelApplication: Sendable {
                 availableConnectionsDelegate: limit),
             onServerRunning: { channel in
                 try? await channel.eventLoop.submit {
-                    try channel.pipeline.syncOperations.addHandler(AcceptErrorReporter(logger: logger, failures: acceptFailures), position: .first)
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorReporter(logger: logger, failures: acceptFailures, shed: shedConnections), position: .first)
                 }.get()
             },
             logger: logger

@@ -84,33 +84,78 @@ struct ConnectionLimit: AvailableConnectionsDelegate {
     }
 }
 
-/// On the listening socket, before NIO's accept backoff (which retries a
-/// failed accept a second later and, on Linux, says nothing): logs accept
-/// failures such as EMFILE, at most once a second, and counts them.
+/// On the listening socket, at the head of its pipeline: what happens when
+/// accepting fails for want of file descriptors (EMFILE, ENFILE).
+///
+/// NIO's accept backoff cannot stop this alone on Linux: a failed `accept`
+/// leaves the listener's read pending and registered, so epoll reports the
+/// waiting connection again at once and the event loop spins a core. The
+/// way out is the one libuv and others use: a spare descriptor is kept open;
+/// on EMFILE it is closed, so the next accept succeeds (which ends the
+/// pending read, and the backoff then waits a second before the next), and
+/// that one connection is closed at once: shed, counted, never served. The
+/// spare is taken again a moment later. Failures are logged at most once a
+/// second, and counted.
 final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
 
     let logger: Logger
     let failures: Metrics.Counter
+    let shed: Metrics.Counter
     private var lastLogged: NIODeadline = .distantPast
+    private var spare: Int32 = -1
+    private var shedNext = false
 
-    init(logger: Logger, failures: Metrics.Counter) {
+    init(logger: Logger, failures: Metrics.Counter, shed: Metrics.Counter) {
         self.logger = logger
         self.failures = failures
+        self.shed = shed
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.takeSpare()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if self.spare >= 0 { close(self.spare) }
+        self.spare = -1
+    }
+
+    private func takeSpare() {
+        if self.spare < 0 { self.spare = open("/dev/null", O_RDONLY | O_CLOEXEC) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.failures.increment()
+        var reason = "\(error)"
+        if let error = error as? IOError, error.errnoCode == EMFILE || error.errnoCode == ENFILE {
+            reason = "out of file descriptors (\(error)); raise the limit (ulimit -n, LimitNOFILE) or lower --max-connections"
+            if self.spare >= 0 {
+                close(self.spare)
+                self.spare = -1
+                self.shedNext = true
+            }
+        }
         let now = NIODeadline.now()
         if now - self.lastLogged >= .seconds(1) {
             self.lastLogged = now
-            var reason = "\(error)"
-            if let error = error as? IOError, error.errnoCode == EMFILE || error.errnoCode == ENFILE {
-                reason = "out of file descriptors (\(error)); raise the limit (ulimit -n, LimitNOFILE) or lower --max-connections"
-            }
             self.logger.error("accepting a connection failed; retrying in a second", metadata: ["keel.error.detail": "\(reason)"])
         }
         context.fireErrorCaught(error)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+        guard self.shedNext else { return }
+        self.shedNext = false
+        self.shed.increment()
+        let child = self.unwrapInboundIn(data)
+        // After NIO has registered it (queued just now on its loop): closed unserved.
+        child.eventLoop.execute { child.close(promise: nil) }
+        // The spare again, once that descriptor is free.
+        let loop = context.eventLoop.assumeIsolated()
+        loop.scheduleTask(in: .milliseconds(100)) { self.takeSpare() }
     }
 }
 

@@ -39,4 +39,30 @@ struct HardeningTests {
         let report = (try? JSONValue.parse(Array(finished.output.utf8)).objectValue) ?? [:]
         #expect(finished.status == 0 && report["ok"] == .bool(true), "\(finished.output)\(finished.errors)\n\(server.logTail())")
     }
+
+    @Test("past --max-connections new connections wait, the limit is logged and counted, and the server serves again when they close")
+    func connectionLimit() async throws {
+        let fixture = try await StoreFixture.make(.sqlite)
+        let server = try await KeelProcess.serve(store: fixture.location, arguments: Self.serverArguments + ["--max-connections", "40"])
+        defer { server.signal(SIGKILL) }
+        let finished = try await Self.run("connection_limit", on: server)
+        #expect(finished.status == 0, "\(finished.output)\(finished.errors)\n\(server.logTail())")
+        #expect(server.log.contains("connection limit reached"), "\(server.logTail())")
+    }
+
+    @Test("out of file descriptors: accepts back off without spinning, the failure is logged and counted, and the server recovers")
+    func fileDescriptorExhaustion() async throws {
+        let fixture = try await StoreFixture.make(.sqlite)
+        let server = try await KeelProcess.serve(
+            store: fixture.location, arguments: Self.serverArguments + ["--max-connections", "1000"], fileLimit: 64)
+        defer { server.signal(SIGKILL) }
+        let finished = try await Self.run("fd_exhaustion", on: server)
+        #expect(finished.status == 0, "\(finished.output)\(finished.errors)\n\(server.logTail())")
+        #expect(server.log.contains("out of file descriptors"), "\(server.logTail())")
+    }
+
+    static func run(_ name: String, on server: KeelProcess) async throws -> ChildProcess.Finished {
+        let script = ThirdPartyClientTests.clientsDirectory.appendingPathComponent("hostile_client.py").path
+        return try await ChildProcess.run(try #require(Self.python), [script, server.baseURL, name], environment: ["KEEL_PID": String(server.pid)])
+    }
 }

@@ -48,7 +48,8 @@ final class KeelProcess: Sendable {
         store: StoreLocation,
         port: Int? = nil,
         arguments: [String] = [],
-        environment: [String: String] = [:]
+        environment: [String: String] = [:],
+        fileLimit: Int? = nil
     ) async throws -> KeelProcess {
         let port = try port ?? freePort()
         let directory = try TestEnvironment.directory("serve")
@@ -58,7 +59,8 @@ final class KeelProcess: Sendable {
                 + Self.testDefaults + arguments,
             environment: environment,
             logPath: directory.appendingPathComponent("keel.log").path,
-            directory: directory
+            directory: directory,
+            fileLimit: fileLimit
         )
         try await process.waitUntilHealthy()
         return process
@@ -86,12 +88,20 @@ final class KeelProcess: Sendable {
         )
     }
 
-    private static func launch(_ arguments: [String], environment: [String: String], logPath: String, directory: URL) throws -> KeelProcess {
+    /// `fileLimit`: the process runs under `ulimit -n` (soft and hard), so it cannot raise it.
+    private static func launch(
+        _ arguments: [String], environment: [String: String], logPath: String, directory: URL, fileLimit: Int? = nil
+    ) throws -> KeelProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
+        if let fileLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(fileLimit) && exec \"$0\" \"$@\"", Self.binary.path] + arguments
+        } else {
+            process.executableURL = Self.binary
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KEEL_") }
         env["KEEL_LOG_LEVEL"] = "info"
