@@ -260,8 +260,13 @@ bench_start_keel() {
   log="$BENCH_TMP/keel-$label.log"
   bench_log "starting keel ($label) on 127.0.0.1:$port"
   # Started directly (not in a subshell) so $! is keel's own pid.
+  # Benchmarks drive demo.generate with no quotas; builds before these flags had neither.
+  local extra=()
+  if "$KEEL_BIN" serve --help 2>/dev/null | grep -q -- --demo-jobs; then
+    extra=(--demo-jobs true --session-create-rate 0 --session-max-active-jobs 0)
+  fi
   "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
-    --drain-delay 0s --drain-timeout 5s --demo-jobs true --session-create-rate 0 --session-max-active-jobs 0 "$@" >"$log" 2>&1 &
+    --drain-delay 0s --drain-timeout 5s "${extra[@]}" "$@" >"$log" 2>&1 &
   KEEL_PID=$!
   KEEL_URL="http://127.0.0.1:$port"
   if [ -z "${BENCH_KEEL_CLEANUP:-}" ]; then

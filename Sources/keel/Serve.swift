@@ -62,6 +62,7 @@ struct Serve: AsyncParsableCommand {
             Runtime.raiseFileLimit()
             let configuration = loaded
             let logger = Runtime.bootstrapLogging(configuration)
+            if let warning = configuration.connections.fileDescriptorWarning { logger.warning("\(warning)") }
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {
                 try await store.migrate(logger: logger)

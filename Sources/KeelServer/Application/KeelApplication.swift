@@ -114,8 +114,9 @@ public struct KeelApplication: Sendable {
             maxHeaderFieldSize: 16_384, maxHeaderListSize: 65_536, instanceID: configuration.instanceID, requestIDs: RequestIDGenerator(),
             metrics: ConnectionMetrics(metrics), logger: logger
         )
+        let connectionCount = ConnectionCount()
         let limit = ConnectionLimit(
-            maximum: connections.effectiveMaxConnections, open: metrics.gauge("keel_connections_open"),
+            maximum: connections.effectiveMaxConnections, count: connectionCount, openGauge: metrics.gauge("keel_connections_open"),
             reached: metrics.counter("keel_connection_limit_reached_total"), logger: logger
         )
         let acceptFailures = metrics.counter("keel_accept_errors_total")
@@ -128,7 +129,7 @@ public struct KeelApplication: Sendable {
                 availableConnectionsDelegate: limit),
             onServerRunning: { channel in
                 try? await channel.eventLoop.submit {
-                    try channel.pipeline.syncOperations.addHandler(AcceptErrorReporter(logger: logger, failures: acceptFailures, shed: shedConnections), position: .first)
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorReporter(logger: logger, failures: acceptFailures, shed: shedConnections, count: connectionCount), position: .first)
                 }.get()
             },
             logger: logger

@@ -11,6 +11,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOHTTPTypesHTTP1
+import Synchronization
 
 /// Hummingbird's HTTP/1 child channel with Keel's connection guard around
 /// its parser: the guard's raw half before the parser, its typed half
@@ -48,39 +49,64 @@ struct KeelHTTP1Channel: ServerChildChannel {
     }
 }
 
-/// `--max-connections`: past it, the server stops accepting (connections
-/// wait in the listen backlog) until one closes; the first refusal of an
-/// episode is logged, every state is in `keel_connections_open` and
-/// `keel_connection_limit_reached_total`.
+/// The connections this process holds, and the cap that running out of
+/// file descriptors sets below `--max-connections` (shared by the limit
+/// and the accept-error reporter, both on the listener's event loop).
+final class ConnectionCount: Sendable {
+    let open = Atomic<Int>(0)
+    let cap = Atomic<Int>(Int.max)
+
+    /// Descriptors kept free below the point where accepting failed: for the
+    /// store, upload files, and libdispatch, which traps when its thread-pool
+    /// monitor cannot open /proc files.
+    static let reserve = 16
+
+    /// Called when an accept failed for want of descriptors: no more
+    /// connections than now, less the reserve. Returns the new cap if it fell.
+    func lowerCap() -> Int? {
+        let target = max(1, self.open.load(ordering: .relaxed) - Self.reserve)
+        let current = self.cap.load(ordering: .relaxed)
+        guard target < current else { return nil }
+        self.cap.store(target, ordering: .relaxed)
+        return target
+    }
+}
+
+/// `--max-connections`: past it (or past the cap running out of descriptors
+/// set), the server stops accepting (connections wait in the listen backlog)
+/// until one closes; the first refusal of an episode is logged, every state
+/// is in `keel_connections_open` and `keel_connection_limit_reached_total`.
 struct ConnectionLimit: AvailableConnectionsDelegate {
     let maximum: Int
-    let open: Metrics.Gauge
+    let count: ConnectionCount
+    let openGauge: Metrics.Gauge
     let reached: Metrics.Counter
     let logger: Logger
-    var count = 0
     var atLimit = false
 
+    var limit: Int { min(self.maximum, self.count.cap.load(ordering: .relaxed)) }
+
     mutating func connectionOpened() {
-        self.count += 1
-        self.open.record(self.count)
-        if self.count >= self.maximum, !self.atLimit {
+        let open = self.count.open.add(1, ordering: .relaxed).newValue
+        self.openGauge.record(open)
+        if open >= self.limit, !self.atLimit {
             self.atLimit = true
             self.reached.increment()
             self.logger.warning(
                 "connection limit reached; new connections wait in the listen backlog until one closes",
-                metadata: ["keel.connections": "\(self.count)", "keel.connections.max": "\(self.maximum)"]
+                metadata: ["keel.connections": "\(open)", "keel.connections.max": "\(self.limit)"]
             )
         }
     }
 
     mutating func connectionClosed() {
-        self.count -= 1
-        self.open.record(self.count)
-        if self.count < self.maximum { self.atLimit = false }
+        let open = self.count.open.subtract(1, ordering: .relaxed).newValue
+        self.openGauge.record(open)
+        if open < self.limit { self.atLimit = false }
     }
 
     func isAcceptingNewConnections() -> Bool {
-        self.count < self.maximum
+        self.count.open.load(ordering: .relaxed) < self.limit
     }
 }
 
@@ -94,8 +120,10 @@ struct ConnectionLimit: AvailableConnectionsDelegate {
 /// on EMFILE it is closed, so the next accept succeeds (which ends the
 /// pending read, and the backoff then waits a second before the next), and
 /// that one connection is closed at once: shed, counted, never served. The
-/// spare is taken again a moment later. Failures are logged at most once a
-/// second, and counted.
+/// spare is taken again a moment later. The connection cap then drops to the
+/// connections open less a reserve (``ConnectionCount``), so the process
+/// stops accepting before the limit rather than living at it. Failures are
+/// logged at most once a second, and counted.
 final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = any Channel
     typealias InboundOut = any Channel
@@ -103,14 +131,16 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
     let logger: Logger
     let failures: Metrics.Counter
     let shed: Metrics.Counter
+    let count: ConnectionCount
     private var lastLogged: NIODeadline = .distantPast
     private var spare: Int32 = -1
     private var shedNext = false
 
-    init(logger: Logger, failures: Metrics.Counter, shed: Metrics.Counter) {
+    init(logger: Logger, failures: Metrics.Counter, shed: Metrics.Counter, count: ConnectionCount) {
         self.logger = logger
         self.failures = failures
         self.shed = shed
+        self.count = count
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -136,6 +166,12 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
                 self.spare = -1
                 self.shedNext = true
             }
+            // Stay below this point from now on, with room for everything else.
+            if let cap = self.count.lowerCap() {
+                self.logger.warning(
+                    "out of file descriptors: serving at most \(cap) connections from now on",
+                    metadata: ["keel.connections": "\(self.count.open.load(ordering: .relaxed))", "keel.connections.reserve": "\(ConnectionCount.reserve)"])
+            }
         }
         let now = NIODeadline.now()
         if now - self.lastLogged >= .seconds(1) {
@@ -160,6 +196,20 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
 }
 
 extension ConnectionSettings {
+    /// A warning when `--max-connections` is above what the file descriptor
+    /// limit allows: past that, accepts fail (and the limit falls to where
+    /// they did), and libdispatch can trap when it cannot open /proc files.
+    public var fileDescriptorWarning: String? {
+        guard self.maxConnections > 0 else { return nil }
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        let soft = min(1_048_576, Int(clamping: limit.rlim_cur))
+        let room = soft - min(256, soft / 4)
+        guard self.maxConnections > room else { return nil }
+        return "--max-connections \(self.maxConnections) is above the \(room) connections that the file descriptor limit (\(soft)) leaves room for; "
+            + "raise it (ulimit -n, LimitNOFILE) or lower --max-connections"
+    }
+
     /// The connection limit in force: the configured one, or what the
     /// process's file descriptor limit leaves after a reserve for the
     /// store, upload files and the listener.

@@ -10,6 +10,14 @@
 # (events arrive as sent), it accepts request bodies of any size (tus chunks),
 # and it sets X-Forwarded-For and X-Forwarded-Proto. It speaks HTTP/2 to
 # browsers, so many open event streams share one connection.
+#
+# On the instances, keel serve also needs --trusted-proxies (KEEL_TRUSTED_PROXIES)
+# set to the CIDR blocks of public_subnet_ids, where the ALB's addresses come
+# from (output trusted_proxies): Keel then takes the client's address from the
+# X-Forwarded-For the ALB appends to, and per-client limits (60 new sessions a
+# minute) count each client instead of all of them as the ALB. /metrics and
+# /system-health answer only Keel's --ops-token once requests come through
+# here; the health check uses /ready, which needs none.
 
 resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"
@@ -58,13 +66,28 @@ resource "aws_lb" "keel" {
 
   # An event stream sends a heartbeat comment every keel_sse_heartbeat_seconds
   # when idle; the ALB closes connections idle for longer than this. Four
-  # heartbeats of margin (60 s for the default 15 s). Keel itself never closes
-  # an idle keep-alive connection (except while draining, when it answers with
-  # Connection: close), so the ALB never reuses a connection Keel just closed.
+  # heartbeats of margin (60 s for the default 15 s). Keel closes a keep-alive
+  # connection after its --idle-timeout (75 s by default) without a request,
+  # so that must stay above this: the ALB then always closes an idle
+  # connection first and never reuses one Keel just closed (a 502). The
+  # precondition below refuses a plan where it would not.
   idle_timeout = max(60, var.keel_sse_heartbeat_seconds * 4)
 
   # Reject requests with malformed header names rather than passing them on.
   drop_invalid_header_fields = true
+
+  lifecycle {
+    precondition {
+      condition     = var.keel_idle_timeout_seconds > max(60, var.keel_sse_heartbeat_seconds * 4)
+      error_message = "keel_idle_timeout_seconds (Keel's --idle-timeout) must be above the ALB's idle timeout, max(60, 4 x keel_sse_heartbeat_seconds): raise --idle-timeout on the instances and here."
+    }
+  }
+}
+
+# The subnets the ALB's addresses come from, for Keel's --trusted-proxies.
+data "aws_subnet" "public" {
+  for_each = toset(var.public_subnet_ids)
+  id       = each.value
 }
 
 resource "aws_lb_target_group" "keel" {

@@ -58,3 +58,9 @@ variable "keel_drain_seconds" {
     error_message = "keel_drain_seconds must be between 0 and 3590."
   }
 }
+
+variable "keel_idle_timeout_seconds" {
+  description = "Keel's --idle-timeout (75 s by default); it must stay above the ALB's idle timeout (checked when planning)."
+  type        = number
+  default     = 75
+}
