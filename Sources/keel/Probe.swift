@@ -260,7 +260,7 @@ struct Prober: Sendable {
         do {
             let created = try await self.send(.POST, "/api/jobs", token: token, body: #"{"type":"keel.probe","input":{"tokens":5,"delay_ms":40}}"#)
             guard created.status == 202, let id = created.json["id"]?.stringValue else {
-                return (.fail("jobs", "POST /api/jobs answered \(created.status): \(created.text.prefix(160))", fix: "Check the instance's logs; keel.probe is built in (Keel 0.2 and later)."), nil)
+                return (.fail("jobs", "POST /api/jobs answered \(created.status): \(created.text.prefix(160))", fix: "Check the instance's logs; keel.probe is built in."), nil)
             }
             var instances = Set([created.instance].compactMap { $0 })
             let deadline = ContinuousClock.now + .seconds(30)

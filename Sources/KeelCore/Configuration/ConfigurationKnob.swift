@@ -169,7 +169,7 @@ extension ConfigurationKnob {
     public static let bodyTimeout = Self(
         name: "body-timeout",
         defaultDescription: "30s",
-        summary: "A request body that receives no byte for this long is cut (408, or the upload's bytes so far are kept)."
+        summary: "A request body that receives no byte for this long is cut: the connection closes (an upload keeps the bytes it committed)."
     )
     public static let lingerTimeout = Self(
         name: "linger-timeout",
@@ -219,7 +219,7 @@ extension ConfigurationKnob {
     public static let uploadOrphanRetention = Self(
         name: "upload-orphan-retention",
         defaultDescription: "1h",
-        summary: "A finished upload whose session has ended (deleted or expired) is deleted this long after: nobody can read it any more."
+        summary: "A finished upload whose session has ended (deleted or expired) is deleted once it has been finished this long: nobody can read it any more."
     )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")

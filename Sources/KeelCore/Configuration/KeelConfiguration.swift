@@ -185,7 +185,7 @@ public struct UploadSettings: Sendable, Equatable {
     /// while the client waits; a larger one is hashed by an `upload.digest` job.
     public var digestInlineMax: Int64 = 64 * 1_048_576
     /// A finished upload whose session has ended (deleted or expired) is
-    /// deleted this long after; nobody can read it any more.
+    /// deleted once it has been finished this long; nobody can read it any more.
     public var orphanRetention: Duration = .seconds(3600)
 
     public init() {}

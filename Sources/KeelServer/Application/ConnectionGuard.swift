@@ -102,7 +102,9 @@ final class ConnectionGuardState {
     private func arm(on eventLoop: any EventLoop) {
         self.timer?.cancel()
         self.timer = nil
-        guard let timeout = self.timeout(for: self.phase) else { return }
+        // A closed connection arms nothing: a response that ends after its client
+        // left would otherwise keep this state alive until the idle timeout.
+        guard !self.closing, let timeout = self.timeout(for: self.phase) else { return }
         let deadline = self.since + timeout
         self.timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             self.timerFired(on: eventLoop)

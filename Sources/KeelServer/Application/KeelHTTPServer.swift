@@ -55,6 +55,21 @@ struct KeelHTTP1Channel: ServerChildChannel {
 final class ConnectionCount: Sendable {
     let open = Atomic<Int>(0)
     let cap = Atomic<Int>(Int.max)
+    /// When the cap last fell (uptime nanoseconds); it lifts a minute later.
+    private let loweredAt = Atomic<UInt64>(0)
+    static let recovery: UInt64 = 60_000_000_000
+
+    /// The cap in force: lifted once descriptors have not run out for a minute
+    /// (whatever held them may have let go).
+    func currentCap() -> Int {
+        let cap = self.cap.load(ordering: .relaxed)
+        guard cap != Int.max else { return cap }
+        if NIODeadline.now().uptimeNanoseconds - self.loweredAt.load(ordering: .relaxed) > Self.recovery {
+            self.cap.store(Int.max, ordering: .relaxed)
+            return Int.max
+        }
+        return cap
+    }
 
     /// Descriptors kept free below the point where accepting failed: for the
     /// store, upload files, and libdispatch, which traps when its thread-pool
@@ -65,6 +80,7 @@ final class ConnectionCount: Sendable {
     /// connections than now, less the reserve. Returns the new cap if it fell.
     func lowerCap() -> Int? {
         let target = max(1, self.open.load(ordering: .relaxed) - Self.reserve)
+        self.loweredAt.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
         let current = self.cap.load(ordering: .relaxed)
         guard target < current else { return nil }
         self.cap.store(target, ordering: .relaxed)
@@ -84,7 +100,7 @@ struct ConnectionLimit: AvailableConnectionsDelegate {
     let logger: Logger
     var atLimit = false
 
-    var limit: Int { min(self.maximum, self.count.cap.load(ordering: .relaxed)) }
+    var limit: Int { min(self.maximum, self.count.currentCap()) }
 
     mutating func connectionOpened() {
         let open = self.count.open.add(1, ordering: .relaxed).newValue
@@ -169,7 +185,7 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
             // Stay below this point from now on, with room for everything else.
             if let cap = self.count.lowerCap() {
                 self.logger.warning(
-                    "out of file descriptors: serving at most \(cap) connections from now on",
+                    "out of file descriptors: serving at most \(cap) connections until descriptors have not run out for a minute",
                     metadata: ["keel.connections": "\(self.count.open.load(ordering: .relaxed))", "keel.connections.reserve": "\(ConnectionCount.reserve)"])
             }
         }

@@ -33,7 +33,7 @@ struct JobsController: Sendable {
         let session = try await self.authenticator.authenticate(request).session
         let idempotencyKey = try Self.idempotencyKey(request)
         guard let body = try await request.jsonBody(limit: self.maxBodyBytes) else {
-            throw KeelError(.invalidInput, "Creating a job needs a JSON body.", hint: #"Send {"type": "demo.generate", "input": {"tokens": 20}}."#)
+            throw KeelError(.invalidInput, "Creating a job needs a JSON body.", hint: #"Send {"type": "keel.probe", "input": {"tokens": 3}}."#)
         }
         guard case .object(let members) = body else {
             throw KeelError(.invalidInput, "The body must be a JSON object, not \(body.kindName).", hint: #"Send {"type": "…", "input": {…}}."#)

@@ -44,7 +44,9 @@ struct ContractFuzzTests {
                 "--max-examples", "30", "--seed", "20261203", "--workers", "2", "--no-color",
                 "--report", "junit", "--report-dir", reports.path,
             ],
-            environment: ["SCHEMATHESIS_HOOKS": "keel_schemathesis_hooks", "PYTHONPATH": hooks.path]
+            environment: ["SCHEMATHESIS_HOOKS": "keel_schemathesis_hooks", "PYTHONPATH": hooks.path],
+            // Its example cache (.schemathesis/) goes to the scratch directory, not the checkout.
+            workingDirectory: fixture.directory
         )
         let output = finished.output + finished.errors
         #expect(finished.status == 0, "\(output.suffix(6000))\n\(server.logTail())")

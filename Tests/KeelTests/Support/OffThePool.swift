@@ -53,8 +53,10 @@ enum ChildProcess {
         let errors: String
     }
 
-    /// `environment` is added to this process's own.
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Finished {
+    /// `environment` is added to this process's own; `workingDirectory` is where it runs.
+    static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: URL? = nil
+    ) async throws -> Finished {
         let directory = try TestEnvironment.directory("child")
         defer { try? FileManager.default.removeItem(at: directory) }
         let outputPath = directory.appendingPathComponent("stdout").path
@@ -71,6 +73,7 @@ enum ChildProcess {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
+            if let workingDirectory { process.currentDirectoryURL = workingDirectory }
             if !environment.isEmpty {
                 process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
             }
