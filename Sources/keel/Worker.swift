@@ -24,7 +24,7 @@ struct Worker: AsyncParsableCommand {
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {
                 try await store.migrate(logger: logger)
-                let worker = try KeelWorkerProcess(configuration: configuration, store: store, logger: logger)
+                let worker = try await KeelWorkerProcess(configuration: configuration, store: store, logger: logger)
                 logger.notice("keel worker running", metadata: ["keel.store": "\(configuration.store)", "keel.workers": "\(max(1, configuration.jobs.workers))"])
                 try await worker.runUntilShutdown()
                 logger.notice("keel worker stopped")

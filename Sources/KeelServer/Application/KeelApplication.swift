@@ -34,15 +34,23 @@ public struct KeelApplication: Sendable {
         clock: any KeelClock = SystemClock(),
         metrics: KeelMetrics = KeelMetrics(),
         jobTypes: JobRegistry = .builtIn,
-        uploadHooks: UploadHooks = UploadHooks()
+        uploadHooks: UploadHooks = UploadHooks(),
+        modules: [any KeelModule] = []
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
         let hub = ChangeHub()
         let jobMetrics = JobMetrics(metrics)
-        let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
-        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
+        let submitter = JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics)
+        let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
+        let modules = try KeelModuleBuilder.registering(
+            modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: submitter,
+            sessions: SessionAccess(authenticator: authenticator), jobTypes: jobTypes, uploadHooks: uploadHooks
+        )
+        let uploads = try UploadRuntime(
+            configuration: configuration, store: store, hooks: modules.uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let jobTypes = JobRegistry.withKeelTypes(modules.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         let jobRuntime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics, logger: logger,
             workerCount: configuration.jobs.workers, uploads: uploads
@@ -57,8 +65,6 @@ public struct KeelApplication: Sendable {
         router.add(middleware: ErrorMiddleware())
 
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
-        let submitter = JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics)
-        let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
         var routes = RouteTable()
         OperationsController(
             store: store,
@@ -105,6 +111,7 @@ public struct KeelApplication: Sendable {
             instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger, digests: submitter
         ).register(on: &routes)
         OpenAPIController().register(on: &routes)
+        routes.append(modules.routes)
         routes.install(on: router)
 
         let connections = configuration.connections
@@ -136,7 +143,7 @@ public struct KeelApplication: Sendable {
         )
         return KeelApplication(
             configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, hub: hub, workers: jobRuntime.workers,
-            background: jobRuntime.services, http: http, routes: routes.registered
+            background: jobRuntime.services + modules.services, http: http, routes: routes.registered
         )
     }
 
@@ -180,7 +187,7 @@ struct JobRuntime: Sendable {
 
     init(
         configuration: KeelConfiguration, store: any KeelStore, registry: JobRegistry, hub: ChangeHub, clock: any KeelClock,
-        metrics: JobMetrics, logger: Logger, workerCount: Int, uploads: UploadRuntime
+        metrics: JobMetrics, logger: Logger, workerCount: Int, uploads: UploadRuntime, extraServices: [any Service] = []
     ) {
         self.workers = WorkerPool(
             count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, hub: hub,
@@ -193,7 +200,7 @@ struct JobRuntime: Sendable {
                 store: store, owner: configuration.instanceID, settings: configuration.jobs, hub: hub, clock: clock, metrics: metrics, logger: logger,
                 uploads: uploads
             ),
-        ]
+        ] + extraServices
         self.metrics = metrics
     }
 }
@@ -206,14 +213,25 @@ public struct KeelWorkerProcess: Sendable {
 
     public init(
         configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
-        metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks()
-    ) throws {
+        metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks(),
+        modules: [any KeelModule] = []
+    ) async throws {
         try ConfigurationLoader.validate(configuration)
-        let uploads = try UploadRuntime(configuration: configuration, store: store, hooks: uploadHooks, clock: clock, metrics: metrics, logger: logger)
-        let jobTypes = JobRegistry.withKeelTypes(jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
+        let hub = ChangeHub()
+        let jobMetrics = JobMetrics(metrics)
+        let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
+        let registered = try KeelModuleBuilder.registering(
+            modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics,
+            jobs: JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics),
+            sessions: SessionAccess(authenticator: SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)),
+            jobTypes: jobTypes, uploadHooks: uploadHooks
+        )
+        let uploads = try UploadRuntime(
+            configuration: configuration, store: store, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         self.runtime = JobRuntime(
-            configuration: configuration, store: store, registry: jobTypes, hub: ChangeHub(), clock: clock, metrics: JobMetrics(metrics),
-            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads
+            configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
+            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, extraServices: registered.services
         )
         self.configuration = configuration
         self.logger = logger

@@ -4,13 +4,18 @@ import Hummingbird
 /// with a method it does not support answers 405 with `Allow`, and plain
 /// `OPTIONS` answers 204 with `Allow` (Hummingbird alone answers 404).
 /// Every GET route also answers HEAD, which `Allow` lists.
-struct RouteTable {
+struct RouteTable: Sendable {
     typealias Handler = @Sendable (Request, KeelRequestContext) async throws -> Response
 
     private var entries: [(path: String, method: HTTPRequest.Method, handler: Handler)] = []
 
     mutating func add(_ path: String, _ method: HTTPRequest.Method, _ handler: @escaping Handler) {
         self.entries.append((path, method, handler))
+    }
+
+    /// Adds another table's routes (a module's) after these.
+    mutating func append(_ other: RouteTable) {
+        self.entries.append(contentsOf: other.entries)
     }
 
     /// Every route registered, as `(method, path)` with `:name` parameters:

@@ -12,6 +12,7 @@ func withTestApp<T: Sendable>(
     configure: (inout KeelConfiguration) -> Void = { _ in },
     runJobs: Bool = false,
     uploadHooks: UploadHooks = UploadHooks(),
+    modules: [any KeelModule] = [],
     _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
 ) async throws -> T {
     let fixture = try await StoreFixture.make(.sqlite)
@@ -20,7 +21,7 @@ func withTestApp<T: Sendable>(
     let frozen = configuration
     return try await fixture.withStore { store in
         let app = try await KeelApplication.build(
-            configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock, uploadHooks: uploadHooks)
+            configuration: frozen, store: store, logger: TestEnvironment.logger, clock: clock, uploadHooks: uploadHooks, modules: modules)
         guard runJobs else {
             return try await app.http.test(.router) { client in try await body(app, client) }
         }
