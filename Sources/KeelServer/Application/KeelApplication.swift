@@ -62,6 +62,7 @@ public struct KeelApplication: Sendable {
         router.add(middleware: RequestIdentityMiddleware(instanceID: configuration.instanceID, drain: drain))
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.add(middleware: CORSAllowlistMiddleware(policy: configuration.cors))
+        router.add(middleware: SessionCookieMiddleware(cookies: SessionCookies(policy: configuration.session, secure: configuration.cookieSecure)))
         router.add(middleware: ErrorMiddleware())
 
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)

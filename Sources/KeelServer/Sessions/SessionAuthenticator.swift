@@ -62,6 +62,10 @@ public struct SessionAuthenticator: Sendable {
             session.lastSeenAt = now
             session.expiresAt = max(session.expiresAt, expiresAt)
             refreshed = true
+            // A browser's cookie gets a fresh Max-Age with the response (SessionCookieMiddleware).
+            if request.headers[.authorization] == nil || request.cookies[Self.cookieName]?.value == token {
+                SessionRefreshNote.current?.token.withLock { $0 = token }
+            }
         }
         return Authenticated(session: session, token: token, refreshed: refreshed)
     }

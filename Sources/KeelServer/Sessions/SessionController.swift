@@ -104,21 +104,7 @@ struct SessionController: Sendable {
     // MARK: Helpers
 
     func cookie(token: String, request: Request, maxAge: Int? = nil) -> Cookie {
-        let secure: Bool =
-            switch self.cookieSecure {
-            case .always: true
-            case .never: false
-            case .auto: request.isSecure
-            }
-        return Cookie(
-            name: SessionAuthenticator.cookieName,
-            value: token,
-            maxAge: maxAge ?? Int(self.policy.idleTimeout.timeInterval),
-            path: "/",
-            secure: secure,
-            httpOnly: true,
-            sameSite: .lax
-        )
+        SessionCookies(policy: self.policy, secure: self.cookieSecure).cookie(token: token, request: request, maxAge: maxAge)
     }
 
     static func sessionResponse(_ session: Session, token: String? = nil, status: HTTPResponse.Status = .ok) -> Response {

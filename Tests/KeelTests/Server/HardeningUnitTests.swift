@@ -110,3 +110,23 @@ struct HardeningUnitTests {
         #expect(FileManager.default.fileExists(atPath: "./keel-data/uploads") == before)
     }
 }
+
+@Suite("Session cookie refresh")
+struct SessionCookieRefreshTests {
+    @Test("any route that extends a cookie session resends the cookie; a bearer-token request gets none")
+    func resentEverywhere() async throws {
+        let clock = ManualClock()
+        try await withTestApp(clock: clock) { _, client in
+            let token = try await client.createSession()
+            let cookie: HTTPFields = [.cookie: "keel_session=\(token)"]
+            clock.advance(by: .seconds(120))
+            let jobs = try await client.send(.get, "/api/jobs", headers: cookie)
+            #expect(jobs.status == .ok)
+            #expect(jobs.headers[.setCookie]?.hasPrefix("keel_session=\(token)") == true, "\(jobs.headers)")
+            // Within the refresh interval nothing is written, and nothing is resent.
+            #expect(try await client.send(.get, "/api/jobs", headers: cookie).headers[.setCookie] == nil)
+            clock.advance(by: .seconds(120))
+            #expect(try await client.send(.get, "/api/jobs", token: token).headers[.setCookie] == nil)
+        }
+    }
+}
