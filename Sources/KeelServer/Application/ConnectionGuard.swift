@@ -64,6 +64,7 @@ final class ConnectionGuardState {
     /// When the current phase's clock started (or last saw progress).
     private var since: NIODeadline = .now()
     private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
     private var requestEnded = true
     private var responseEnded = true
     /// Bytes of the current request's first line seen so far, and whether it ended.
@@ -99,13 +100,18 @@ final class ConnectionGuardState {
         self.arm(on: eventLoop)
     }
 
+    /// Makes sure a timer fires no later than the current phase's deadline.
+    /// Lazily: a timer already due sooner is kept (when it fires it re-arms
+    /// for whatever phase the connection is in by then), so a keep-alive
+    /// request moves through its phases with one timer, not one per phase.
     private func arm(on eventLoop: any EventLoop) {
-        self.timer?.cancel()
-        self.timer = nil
         // A closed connection arms nothing: a response that ends after its client
         // left would otherwise keep this state alive until the idle timeout.
         guard !self.closing, let timeout = self.timeout(for: self.phase) else { return }
         let deadline = self.since + timeout
+        if let scheduled = self.timerDeadline, scheduled <= deadline { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
         self.timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             self.timerFired(on: eventLoop)
         }
@@ -113,8 +119,9 @@ final class ConnectionGuardState {
 
     private func timerFired(on eventLoop: any EventLoop) {
         self.timer = nil
+        self.timerDeadline = nil
         guard let timeout = self.timeout(for: self.phase), !self.closing else { return }
-        // Progress may have moved the clock since this timer was set.
+        // The phase, or progress within it, may have moved the deadline.
         if NIODeadline.now() < self.since + timeout {
             self.arm(on: eventLoop)
             return
@@ -212,6 +219,7 @@ final class ConnectionGuardState {
         self.closing = true
         self.timer?.cancel()
         self.timer = nil
+        self.timerDeadline = nil
         self.typedContext = nil
         self.channel = nil
     }
