@@ -132,11 +132,13 @@ struct ConnectionLimit: AvailableConnectionsDelegate {
 /// NIO's accept backoff cannot stop this alone on Linux: a failed `accept`
 /// leaves the listener's read pending and registered, so epoll reports the
 /// waiting connection again at once and the event loop spins a core. The
-/// way out is the one libuv and others use: a spare descriptor is kept open;
-/// on EMFILE it is closed, so the next accept succeeds (which ends the
-/// pending read, and the backoff then waits a second before the next), and
-/// that one connection is closed at once: shed, counted, never served. The
-/// spare is taken again a moment later. The connection cap then drops to the
+/// way out is the one libuv and others use, with a larger reserve: spare
+/// descriptors are kept open; on EMFILE they are closed, so the next accept
+/// succeeds (which ends the pending read, and the backoff then waits a second
+/// before the next), that one connection is closed at once (shed, counted,
+/// never served), and the rest stay free for the store, upload files and
+/// libdispatch (which traps when its thread-pool monitor cannot open /proc
+/// files). The reserve is taken again once the cap below has lifted. The connection cap then drops to the
 /// connections open less a reserve (``ConnectionCount``), so the process
 /// stops accepting before the limit rather than living at it. Failures are
 /// logged at most once a second, and counted.
@@ -149,7 +151,10 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
     let shed: Metrics.Counter
     let count: ConnectionCount
     private var lastLogged: NIODeadline = .distantPast
-    private var spare: Int32 = -1
+    /// Descriptors held in reserve (of /dev/null), given back all at once when
+    /// accepting fails: one lets the next accept succeed, the rest leave room
+    /// for everything else while the connections that used the limit up close.
+    private var spares: [Int32] = []
     private var shedNext = false
 
     init(logger: Logger, failures: Metrics.Counter, shed: Metrics.Counter, count: ConnectionCount) {
@@ -160,16 +165,24 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.takeSpare()
+        self.takeSpares()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        if self.spare >= 0 { close(self.spare) }
-        self.spare = -1
+        self.releaseSpares()
     }
 
-    private func takeSpare() {
-        if self.spare < 0 { self.spare = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+    private func takeSpares() {
+        while self.spares.count < ConnectionCount.reserve {
+            let descriptor = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { return }
+            self.spares.append(descriptor)
+        }
+    }
+
+    private func releaseSpares() {
+        for descriptor in self.spares { close(descriptor) }
+        self.spares.removeAll()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -177,9 +190,8 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
         var reason = "\(error)"
         if let error = error as? IOError, error.errnoCode == EMFILE || error.errnoCode == ENFILE {
             reason = "out of file descriptors (\(error)); raise the limit (ulimit -n, LimitNOFILE) or lower --max-connections"
-            if self.spare >= 0 {
-                close(self.spare)
-                self.spare = -1
+            if !self.spares.isEmpty {
+                self.releaseSpares()
                 self.shedNext = true
             }
             // Stay below this point from now on, with room for everything else.
@@ -205,9 +217,18 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
         let child = self.unwrapInboundIn(data)
         // After NIO has registered it (queued just now on its loop): closed unserved.
         child.eventLoop.execute { child.close(promise: nil) }
-        // The spare again, once that descriptor is free.
+        // The reserve again once the cap has lifted (descriptors have not run out
+        // for a minute): taken earlier, it would put the process back at the limit.
         let loop = context.eventLoop.assumeIsolated()
-        loop.scheduleTask(in: .milliseconds(100)) { self.takeSpare() }
+        let count = self.count
+        func retake() {
+            if count.currentCap() == Int.max {
+                self.takeSpares()
+            } else {
+                loop.scheduleTask(in: .seconds(5)) { retake() }
+            }
+        }
+        loop.scheduleTask(in: .seconds(5)) { retake() }
     }
 }
 
