@@ -173,6 +173,8 @@ enum PostgresSchema {
                 )
                 """,
                 "CREATE INDEX keel_rate_windows_expires_at ON keel_rate_windows (expires_at)",
+                // The janitor's look for finished uploads whose session ended.
+                "CREATE INDEX keel_uploads_completed ON keel_uploads (completed_at) WHERE status = 'complete'",
             ]
         ),
     ]

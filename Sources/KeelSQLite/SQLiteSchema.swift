@@ -156,6 +156,8 @@ enum SQLiteSchema {
                 ) WITHOUT ROWID
                 """,
                 "CREATE INDEX keel_rate_windows_expires_at ON keel_rate_windows (expires_at)",
+                // The janitor's look for finished uploads whose session ended.
+                "CREATE INDEX keel_uploads_completed ON keel_uploads (completed_at) WHERE status = 'complete'",
             ]
         ),
     ]

@@ -222,7 +222,7 @@ struct Prober: Sendable {
     /// operator token through a proxy), else the default, said so.
     func heartbeatSeconds() async -> Double {
         if let heartbeat { return heartbeat }
-        let response = try? await self.send(.GET, "/system-health", token: self.opsToken)
+        let response = try? await self.send(.GET, "/system-health", headers: self.opsToken.map { [("Authorization", "Bearer \($0)")] } ?? [])
         if case .double(let seconds)? = response?.json["streams"]?.objectValue?["heartbeat_seconds"] { return seconds }
         if case .int(let seconds)? = response?.json["streams"]?.objectValue?["heartbeat_seconds"] { return Double(seconds) }
         print("  (could not read /system-health\(response.map { ": it answered \($0.status)" } ?? ""); assuming Keel's default 15 s heartbeat: pass --ops-token or --heartbeat)")

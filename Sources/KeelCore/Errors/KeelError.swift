@@ -44,6 +44,7 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case uriTooLong = "uri_too_long"
         case notImplemented = "not_implemented"
         case httpVersionNotSupported = "http_version_not_supported"
+        case expectationFailed = "expectation_failed"
     }
 
     public var code: Code

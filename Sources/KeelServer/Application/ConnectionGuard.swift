@@ -65,8 +65,11 @@ final class ConnectionGuardState {
     private var since: NIODeadline = .now()
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
-    private var requestEnded = true
-    private var responseEnded = true
+    /// Requests whose head arrived and whose response has not ended (more
+    /// than one when a client pipelines).
+    private(set) var outstanding = 0
+    /// Whether the latest request's body is still arriving.
+    private var readingBody = false
     /// Bytes of the current request's first line seen so far, and whether it ended.
     private var requestLineBytes = 0
     private var requestLineDone = false
@@ -152,10 +155,11 @@ final class ConnectionGuardState {
             self.countRequestLine(buffer)
         case .headers:
             self.countRequestLine(buffer)
-        case .body, .lingering:
+        case .body:
             // Progress: the timer re-arms itself from here when it fires.
             self.since = .now()
-        case .responding:
+        case .lingering, .responding:
+            // Lingering is bounded from the early answer, whatever still comes.
             break
         }
     }
@@ -170,31 +174,37 @@ final class ConnectionGuardState {
         }
     }
 
+    /// The handler may read the body only while it is the body being read:
+    /// the server's own slowness (backpressure) is not the client's.
+    func serverRead() {
+        if self.phase == .body { self.since = .now() }
+    }
+
     func requestHead(on eventLoop: any EventLoop) {
-        self.requestEnded = false
-        self.responseEnded = false
-        self.enter(.body, on: eventLoop)
+        self.outstanding += 1
+        self.readingBody = true
+        // A pipelined request behind a response in flight waits with it: no timer.
+        self.enter(self.outstanding == 1 ? .body : .responding, on: eventLoop)
     }
 
     func requestEnd(on eventLoop: any EventLoop) {
-        self.requestEnded = true
-        if self.responseEnded {
-            self.enter(.idle, on: eventLoop)
-        } else {
-            self.enter(.responding, on: eventLoop)
-        }
+        self.readingBody = false
+        self.enter(self.outstanding == 0 ? .idle : .responding, on: eventLoop)
     }
 
     func responseEnd(on eventLoop: any EventLoop) {
-        self.responseEnded = true
+        self.outstanding = max(0, self.outstanding - 1)
         self.goneWatchers.removeAll()
-        if self.requestEnded {
-            self.enter(.idle, on: eventLoop)
-        } else {
-            // Answered early (401, 404, 413…) with the body still coming.
-            self.enter(.lingering, on: eventLoop)
+        switch (self.outstanding, self.readingBody) {
+        case (0, false): self.enter(.idle, on: eventLoop)
+        // Answered early (401, 404, 413…) with the body still coming.
+        case (0, true): self.enter(.lingering, on: eventLoop)
+        case (_, true): self.enter(.body, on: eventLoop)
+        case (_, false): self.enter(.responding, on: eventLoop)
         }
     }
+
+    var isClosing: Bool { self.closing }
 
     /// Calls `watcher` once the client has gone (at once if it has), until
     /// the current response ends.
@@ -228,7 +238,9 @@ final class ConnectionGuardState {
 
     /// A request the parser refused, or one too slow: a JSON error, then close.
     func refuse(_ error: KeelError) {
-        guard let context = self.typedContext, !self.closing else {
+        // With a response in flight (a pipelining client), an answer now would
+        // land inside it: close instead.
+        guard let context = self.typedContext, !self.closing, self.outstanding == 0 else {
             self.close()
             return
         }
@@ -246,7 +258,13 @@ final class ConnectionGuardState {
         context.write(NIOAny(HTTPResponsePart.head(HTTPResponse(status: error.code.status, headerFields: fields))), promise: nil)
         context.write(NIOAny(HTTPResponsePart.body(body)), promise: nil)
         let channel = context.channel
+        // Closing with the client's bytes unread would reset the connection and
+        // could destroy the answer before the client reads it: half-close, read
+        // and drop what still comes for --linger-timeout, then close.
         context.writeAndFlush(NIOAny(HTTPResponsePart.end(nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.lingerTimeout) {
             channel.close(promise: nil)
         }
     }
@@ -289,9 +307,11 @@ final class ConnectionGuardState {
 /// Before the HTTP parser: sees every byte the client sends, so it knows
 /// when a request has begun (the header timeout starts) and when a body
 /// makes progress, which the parser does not tell until a part is complete.
-final class RawConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
+final class RawConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     let state: ConnectionGuardState
 
@@ -307,6 +327,15 @@ final class RawConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.state.bytesArrived(self.unwrapInboundIn(data), on: context.eventLoop)
         context.fireChannelRead(data)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        self.state.serverRead()
+        context.read()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.state.closed()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -355,17 +384,20 @@ final class TypedConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler 
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A refused request's parts go nowhere.
+        if self.state.isClosing { return }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
+            if let expect = head.headerFields[.expect], expect.lowercased() != "100-continue" {
+                self.state.refuse(KeelError(.expectationFailed, "Expect: \(expect) is not supported.", hint: "Only Expect: 100-continue is."))
+                return
+            }
             self.inRequest = true
             self.state.requestHead(on: context.eventLoop)
-            if let expect = head.headerFields[.expect] {
-                guard expect.lowercased() == "100-continue" else {
-                    self.state.refuse(KeelError(.badRequest, "Expect: \(expect) is not supported.", hint: "Only Expect: 100-continue is."))
-                    return
-                }
-                // The body is read as the handler asks for it; say so now, so a
-                // client like curl does not wait a second before sending it.
+            // The body is read as the handler asks for it; say so now, so a client
+            // like curl does not wait a second before sending it. Not behind a
+            // response still in flight (a pipelining client): it would land inside it.
+            if head.headerFields[.expect] != nil, self.state.outstanding == 1 {
                 self.state.settings.metrics.continues.increment()
                 context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
             }
@@ -390,6 +422,12 @@ final class TypedConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler 
         // else can answer it. One inside a body reaches the handler reading
         // it, which answers 400 through the error middleware.
         let isParseFailure = error is HTTPParserError || error is HTTP1TypeConversionError
+        // The rest of an early-answered body is only dropped: broken, it ends the
+        // connection, not a second answer.
+        if isParseFailure, self.state.phase == .lingering {
+            self.state.close()
+            return
+        }
         guard isParseFailure, !self.inRequest else {
             context.fireErrorCaught(error)
             return

@@ -156,6 +156,7 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
     /// for everything else while the connections that used the limit up close.
     private var spares: [Int32] = []
     private var shedNext = false
+    private var removed = false
 
     init(logger: Logger, failures: Metrics.Counter, shed: Metrics.Counter, count: ConnectionCount) {
         self.logger = logger
@@ -169,6 +170,7 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.removed = true
         self.releaseSpares()
     }
 
@@ -199,6 +201,12 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
                 self.logger.warning(
                     "out of file descriptors: serving at most \(cap) connections until descriptors have not run out for a minute",
                     metadata: ["keel.connections": "\(self.count.open.load(ordering: .relaxed))", "keel.connections.reserve": "\(ConnectionCount.reserve)"])
+                // When the cap lifts, ask for the next connection: the limit's own
+                // handler asks only when a connection closes, and long streams may not.
+                let loop = context.eventLoop.assumeIsolated()
+                loop.scheduleTask(in: .nanoseconds(Int64(ConnectionCount.recovery) + 1_000_000_000)) {
+                    if !self.removed, self.count.currentCap() == Int.max { context.read() }
+                }
             }
         }
         let now = NIODeadline.now()
@@ -222,6 +230,7 @@ final class AcceptErrorReporter: ChannelInboundHandler, RemovableChannelHandler 
         let loop = context.eventLoop.assumeIsolated()
         let count = self.count
         func retake() {
+            guard !self.removed else { return }
             if count.currentCap() == Int.max {
                 self.takeSpares()
             } else {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KeelCore
 import Logging
 import ServiceLifecycle
@@ -44,6 +45,9 @@ struct JanitorService: Service {
     let metrics: JobMetrics
     let logger: Logger
     let uploads: UploadRuntime
+    /// When this process's janitor last looked for orphaned uploads (a scan
+    /// of finished uploads: once a minute is enough).
+    let orphanSweeps = SweepSchedule(every: .seconds(60))
 
     static let leaseName = "janitor"
     static let purgeBatch = 500
@@ -124,8 +128,11 @@ extension JanitorService {
             if batch.count < Self.purgeBatch { break }
         }
         // Finished uploads of ended sessions: nobody can read or delete them any more.
-        let orphaned = try await store.removeOrphaned(
-            completedBefore: now.addingTimeInterval(-self.uploads.settings.orphanRetention.timeInterval), limit: Self.purgeBatch)
+        let orphaned =
+            self.orphanSweeps.isDue(now)
+            ? try await store.removeOrphaned(
+                completedBefore: now.addingTimeInterval(-self.uploads.settings.orphanRetention.timeInterval), limit: Self.purgeBatch)
+            : []
         for (upload, _) in orphaned {
             self.uploads.metrics.orphaned.increment()
             do {
@@ -142,6 +149,25 @@ extension JanitorService {
         }
         for upload in try await store.unannounced(before: now.addingTimeInterval(-Self.announcementGrace.timeInterval), limit: 100) {
             await self.uploads.announcer.announce(upload)
+        }
+    }
+}
+
+/// A chore that runs at most once per interval.
+final class SweepSchedule: Sendable {
+    let interval: Duration
+    private let last = Mutex<Date?>(nil)
+
+    init(every interval: Duration) {
+        self.interval = interval
+    }
+
+    /// Whether the chore is due at `now` (and, if so, records that it ran).
+    func isDue(_ now: Date) -> Bool {
+        self.last.withLock { last in
+            if let previous = last, now.timeIntervalSince(previous) < self.interval.timeInterval { return false }
+            last = now
+            return true
         }
     }
 }

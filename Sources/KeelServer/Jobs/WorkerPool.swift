@@ -235,7 +235,7 @@ public final class WorkerPool: Service, Sendable {
     /// key (provider errors carry them). The error itself goes to the log,
     /// under the job's id, which the message names.
     static func clientFailure(for error: any Error, jobID: String, attempt: Int, logger: Logger) -> JobHandlerFailure {
-        logger.error("job handler failed", metadata: ["keel.job.error.detail": "\(String(reflecting: error))"])
+        logger.error("job handler failed", metadata: ["keel.job.error.detail": "\(LogRedaction.redact(String(reflecting: error)))"])
         if let error = error as? KeelError {
             // A KeelError's message is written for clients; its detail is not.
             return JobHandlerFailure(code: error.code.rawValue, message: error.message, retryable: error.code != .invalidInput)

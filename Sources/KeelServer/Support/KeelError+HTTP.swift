@@ -35,6 +35,7 @@ extension KeelError.Code {
         case .uriTooLong: .uriTooLong
         case .notImplemented: .notImplemented
         case .httpVersionNotSupported: .httpVersionNotSupported
+        case .expectationFailed: .expectationFailed
         }
     }
 }

@@ -11,7 +11,7 @@ import Glibc
 /// (`Tests/Clients/hostile_client.py`, standard library only) against a real
 /// server with short timeouts and small quotas. Each case runs on a server
 /// of its own.
-@Suite("Hostile clients", .timeLimit(.minutes(3)))
+@Suite("Hostile clients", .serialized, .timeLimit(.minutes(5)))
 struct HardeningTests {
     static var python: String? {
         ProcessInfo.processInfo.environment["KEEL_TEST_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/bin/python3"
@@ -43,7 +43,9 @@ struct HardeningTests {
     @Test("past --max-connections new connections wait, the limit is logged and counted, and the server serves again when they close")
     func connectionLimit() async throws {
         let fixture = try await StoreFixture.make(.sqlite)
-        let server = try await KeelProcess.serve(store: fixture.location, arguments: Self.serverArguments + ["--max-connections", "40"])
+        // Held connections must not time out while the case runs (a later flag wins).
+        let server = try await KeelProcess.serve(
+            store: fixture.location, arguments: Self.serverArguments + ["--max-connections", "40", "--idle-timeout", "30s", "--header-timeout", "30s"])
         defer { server.signal(SIGKILL) }
         let finished = try await Self.run("connection_limit", on: server)
         #expect(finished.status == 0, "\(finished.output)\(finished.errors)\n\(server.logTail())")

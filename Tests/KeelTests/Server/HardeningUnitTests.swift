@@ -19,6 +19,20 @@ struct HardeningUnitTests {
         #expect(ClientAddressResolver.resolve(peer: "127.0.0.1", forwardedFor: ["1.1.1.1, 198.51.100.2, 10.0.0.5"], isTrusted: trusted) == "198.51.100.2")
         #expect(ClientAddressResolver.resolve(peer: "127.0.0.1", forwardedFor: ["garbage"], isTrusted: trusted) == "127.0.0.1")
         #expect(ClientAddressResolver.resolve(peer: nil, forwardedFor: ["198.51.100.1"], isTrusted: trusted) == nil)
+        // Ports and brackets are not part of the address; an IPv6 client counts as its /64.
+        #expect(ClientAddressResolver.resolve(peer: "127.0.0.1", forwardedFor: ["198.51.100.3:5678"], isTrusted: trusted) == "198.51.100.3")
+        #expect(
+            ClientAddressResolver.resolve(peer: "127.0.0.1", forwardedFor: ["[2001:db8:1:2:aaaa::1]:443"], isTrusted: trusted)
+                == ClientAddressResolver.resolve(peer: "2001:db8:1:2:bbbb::9", forwardedFor: [], isTrusted: trusted))
+        #expect(ClientAddressResolver.resolve(peer: "2001:db8:1:3::1", forwardedFor: [], isTrusted: trusted) != ClientAddressResolver.resolve(peer: "2001:db8:1:2::1", forwardedFor: [], isTrusted: trusted))
+    }
+
+    @Test("credentials are taken out of text bound for the log")
+    func redaction() {
+        #expect(LogRedaction.redact("POST https://api.example.com/v1/chat?key=sk-live-SECRET failed: 401") == "POST https://api.example.com/v1/chat?<redacted> failed: 401")
+        #expect(LogRedaction.redact("connect to postgres://keel:hunter2@db:5432/keel refused") == "connect to postgres://<redacted>@db:5432/keel refused")
+        #expect(LogRedaction.redact("header Authorization: Bearer abc.def.ghi was refused") == "header Authorization: Bearer <redacted> was refused")
+        #expect(LogRedaction.redact("nothing secret here?") == "nothing secret here?")
     }
 
     @Test("a handler's error reaches the client as a code and a safe message; its text goes only to the log")
