@@ -162,28 +162,34 @@ struct PostgresUploadStore: UploadStore, PostgresRole {
                     logger: self.logger
                 )
             )
-            var expired: [(upload: Upload, segments: [UploadSegment])] = []
-            for stored in due {
-                let upload = stored.upload
-                let segments = try await Self.segments(
-                    connection.query("SELECT start, length, blob_key FROM keel_upload_segments WHERE upload_id = \(upload.id) ORDER BY start", logger: self.logger)
-                )
-                if upload.status == .uploading {
-                    try await connection.query(
-                        """
-                        UPDATE keel_uploads SET status = 'expired', updated_at = \(ms), expires_at = NULL, lease_token = NULL, lease_owner = NULL
-                        WHERE id = \(upload.id)
-                        """,
-                        logger: self.logger
-                    )
-                } else {
-                    try await connection.query("DELETE FROM keel_uploads WHERE id = \(upload.id)", logger: self.logger)
-                }
-                try await connection.query("DELETE FROM keel_upload_segments WHERE upload_id = \(upload.id)", logger: self.logger)
-                expired.append((upload, segments))
-            }
-            return expired
+            return try await self.end(due.map(\.upload), connection, ms: ms)
         }
+    }
+
+    /// Ends uploads in one transaction: an unfinished one becomes `expired`
+    /// (its row kept as a tombstone), a complete one is removed; either way
+    /// its segments are forgotten and returned, so their blobs can be deleted.
+    private func end(_ uploads: [Upload], _ connection: PostgresConnection, ms: Int64) async throws -> [(upload: Upload, segments: [UploadSegment])] {
+        var ended: [(upload: Upload, segments: [UploadSegment])] = []
+        for upload in uploads {
+            let segments = try await Self.segments(
+                connection.query("SELECT start, length, blob_key FROM keel_upload_segments WHERE upload_id = \(upload.id) ORDER BY start", logger: self.logger)
+            )
+            if upload.status == .uploading {
+                try await connection.query(
+                    """
+                    UPDATE keel_uploads SET status = 'expired', updated_at = \(ms), expires_at = NULL, lease_token = NULL, lease_owner = NULL
+                    WHERE id = \(upload.id)
+                    """,
+                    logger: self.logger
+                )
+            } else {
+                try await connection.query("DELETE FROM keel_uploads WHERE id = \(upload.id)", logger: self.logger)
+            }
+            try await connection.query("DELETE FROM keel_upload_segments WHERE upload_id = \(upload.id)", logger: self.logger)
+            ended.append((upload, segments))
+        }
+        return ended
     }
 
     func removeOrphaned(completedBefore: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])] {
@@ -199,17 +205,8 @@ struct PostgresUploadStore: UploadStore, PostgresRole {
                     logger: self.logger
                 )
             )
-            var removed: [(upload: Upload, segments: [UploadSegment])] = []
-            for stored in due {
-                let upload = stored.upload
-                let segments = try await Self.segments(
-                    connection.query("SELECT start, length, blob_key FROM keel_upload_segments WHERE upload_id = \(upload.id) ORDER BY start", logger: self.logger)
-                )
-                try await connection.query("DELETE FROM keel_uploads WHERE id = \(upload.id)", logger: self.logger)
-                try await connection.query("DELETE FROM keel_upload_segments WHERE upload_id = \(upload.id)", logger: self.logger)
-                removed.append((upload, segments))
-            }
-            return removed
+            // Only complete uploads match: each is removed.
+            return try await self.end(due.map(\.upload), connection, ms: completedBefore.millisecondsSince1970)
         }
     }
 

@@ -155,27 +155,34 @@ struct SQLiteUploadStore: UploadStore {
                         """,
                     arguments: [ms, limit]
                 )
-                var expired: [(upload: Upload, segments: [UploadSegment])] = []
-                for row in rows {
-                    let upload = try Self.decode(row).upload
-                    let segments = try Self.segments(db, uploadID: upload.id)
-                    if upload.status == .uploading {
-                        try db.execute(
-                            sql: """
-                                UPDATE keel_uploads SET status = 'expired', updated_at = ?, expires_at = NULL, lease_token = NULL, lease_owner = NULL
-                                WHERE id = ?
-                                """,
-                            arguments: [ms, upload.id]
-                        )
-                    } else {
-                        try db.execute(sql: "DELETE FROM keel_uploads WHERE id = ?", arguments: [upload.id])
-                    }
-                    try db.execute(sql: "DELETE FROM keel_upload_segments WHERE upload_id = ?", arguments: [upload.id])
-                    expired.append((upload, segments))
-                }
-                return expired
+                return try Self.end(rows.map { try Self.decode($0).upload }, db, ms: ms)
             }
         }
+    }
+
+    /// Ends uploads in the caller's transaction: an unfinished one becomes
+    /// `expired` (its row kept as a tombstone), a complete one is removed;
+    /// either way its segments are forgotten and returned, so their blobs can
+    /// be deleted.
+    private static func end(_ uploads: [Upload], _ db: Database, ms: Int64) throws -> [(upload: Upload, segments: [UploadSegment])] {
+        var ended: [(upload: Upload, segments: [UploadSegment])] = []
+        for upload in uploads {
+            let segments = try Self.segments(db, uploadID: upload.id)
+            if upload.status == .uploading {
+                try db.execute(
+                    sql: """
+                        UPDATE keel_uploads SET status = 'expired', updated_at = ?, expires_at = NULL, lease_token = NULL, lease_owner = NULL
+                        WHERE id = ?
+                        """,
+                    arguments: [ms, upload.id]
+                )
+            } else {
+                try db.execute(sql: "DELETE FROM keel_uploads WHERE id = ?", arguments: [upload.id])
+            }
+            try db.execute(sql: "DELETE FROM keel_upload_segments WHERE upload_id = ?", arguments: [upload.id])
+            ended.append((upload, segments))
+        }
+        return ended
     }
 
     func removeOrphaned(completedBefore: Date, limit: Int) async throws -> [(upload: Upload, segments: [UploadSegment])] {
@@ -191,15 +198,8 @@ struct SQLiteUploadStore: UploadStore {
                         """,
                     arguments: [completedBefore.millisecondsSince1970, limit]
                 )
-                var removed: [(upload: Upload, segments: [UploadSegment])] = []
-                for row in rows {
-                    let upload = try Self.decode(row).upload
-                    let segments = try Self.segments(db, uploadID: upload.id)
-                    try db.execute(sql: "DELETE FROM keel_uploads WHERE id = ?", arguments: [upload.id])
-                    try db.execute(sql: "DELETE FROM keel_upload_segments WHERE upload_id = ?", arguments: [upload.id])
-                    removed.append((upload, segments))
-                }
-                return removed
+                // Only complete uploads match: each is removed.
+                return try Self.end(rows.map { try Self.decode($0).upload }, db, ms: completedBefore.millisecondsSince1970)
             }
         }
     }
