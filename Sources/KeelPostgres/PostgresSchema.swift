@@ -177,6 +177,69 @@ enum PostgresSchema {
                 "CREATE INDEX keel_uploads_completed ON keel_uploads (completed_at) WHERE status = 'complete'",
             ]
         ),
+        Migration(
+            version: 7,
+            name: "documents",
+            statements: [
+                """
+                CREATE TABLE keel_documents (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    upload_id TEXT NOT NULL,
+                    filename TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    media_type TEXT NOT NULL,
+                    byte_size BIGINT NOT NULL,
+                    status TEXT NOT NULL,
+                    title TEXT,
+                    job_id TEXT,
+                    error_code TEXT,
+                    error_message TEXT,
+                    section_count BIGINT NOT NULL DEFAULT 0,
+                    character_count BIGINT NOT NULL DEFAULT 0,
+                    passage_count BIGINT NOT NULL DEFAULT 0,
+                    page_count BIGINT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                // One document per upload and session: asking twice is idempotent.
+                "CREATE UNIQUE INDEX keel_documents_upload ON keel_documents (session_id, upload_id)",
+                "CREATE INDEX keel_documents_list ON keel_documents (session_id, created_at DESC, id DESC)",
+                """
+                CREATE TABLE keel_document_sections (
+                    document_id TEXT NOT NULL,
+                    idx BIGINT NOT NULL,
+                    title TEXT NOT NULL,
+                    level BIGINT NOT NULL,
+                    path TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    character_count BIGINT NOT NULL,
+                    first_page BIGINT,
+                    last_page BIGINT,
+                    PRIMARY KEY (document_id, idx)
+                )
+                """,
+                // The search vector is computed by the database from the
+                // heading (weight A) and the text (weight B), and indexed by GIN.
+                """
+                CREATE TABLE keel_document_passages (
+                    id BIGSERIAL PRIMARY KEY,
+                    document_id TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    section_index BIGINT NOT NULL,
+                    ordinal BIGINT NOT NULL,
+                    heading TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    search tsvector GENERATED ALWAYS AS (
+                        setweight(to_tsvector('english'::regconfig, heading), 'A') || setweight(to_tsvector('english'::regconfig, body), 'B')
+                    ) STORED
+                )
+                """,
+                "CREATE INDEX keel_document_passages_document ON keel_document_passages (document_id)",
+                "CREATE INDEX keel_document_passages_search ON keel_document_passages USING GIN (search)",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

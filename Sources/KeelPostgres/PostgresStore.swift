@@ -18,6 +18,7 @@ public final class PostgresStore: KeelStore {
     public let changes: any ChangeFeed
     public let uploads: any UploadStore
     public let rateWindows: any RateWindowStore
+    public let documents: any DocumentStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -47,6 +48,7 @@ public final class PostgresStore: KeelStore {
         self.leases = jobQueue
         self.uploads = PostgresUploadStore(client: self.client, logger: logger, started: self.started)
         self.rateWindows = PostgresRateWindowStore(client: self.client, logger: logger, started: self.started)
+        self.documents = PostgresDocumentStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

@@ -160,6 +160,72 @@ enum SQLiteSchema {
                 "CREATE INDEX keel_uploads_completed ON keel_uploads (completed_at) WHERE status = 'complete'",
             ]
         ),
+        Migration(
+            version: 7,
+            name: "documents",
+            statements: [
+                """
+                CREATE TABLE keel_documents (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    upload_id TEXT NOT NULL,
+                    filename TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    media_type TEXT NOT NULL,
+                    byte_size INTEGER NOT NULL,
+                    status TEXT NOT NULL,
+                    title TEXT,
+                    job_id TEXT,
+                    error_code TEXT,
+                    error_message TEXT,
+                    section_count INTEGER NOT NULL DEFAULT 0,
+                    character_count INTEGER NOT NULL DEFAULT 0,
+                    passage_count INTEGER NOT NULL DEFAULT 0,
+                    page_count INTEGER,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                )
+                """,
+                // One document per upload and session: asking twice is idempotent.
+                "CREATE UNIQUE INDEX keel_documents_upload ON keel_documents (session_id, upload_id)",
+                "CREATE INDEX keel_documents_list ON keel_documents (session_id, created_at DESC, id DESC)",
+                """
+                CREATE TABLE keel_document_sections (
+                    document_id TEXT NOT NULL,
+                    idx INTEGER NOT NULL,
+                    title TEXT NOT NULL,
+                    level INTEGER NOT NULL,
+                    path TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    character_count INTEGER NOT NULL,
+                    first_page INTEGER,
+                    last_page INTEGER,
+                    PRIMARY KEY (document_id, idx)
+                ) WITHOUT ROWID
+                """,
+                """
+                CREATE TABLE keel_document_passages (
+                    id INTEGER PRIMARY KEY,
+                    document_id TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    section_index INTEGER NOT NULL,
+                    ordinal INTEGER NOT NULL,
+                    heading TEXT NOT NULL,
+                    body TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX keel_document_passages_document ON keel_document_passages (document_id)",
+                // The passages' full-text index (external content: the text is
+                // stored once, in keel_document_passages). Porter stemming and
+                // diacritics folded, like PostgreSQL's english configuration.
+                """
+                CREATE VIRTUAL TABLE keel_passages_fts USING fts5(
+                    heading, body, content='keel_document_passages', content_rowid='id',
+                    tokenize='porter unicode61 remove_diacritics 2'
+                )
+                """,
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

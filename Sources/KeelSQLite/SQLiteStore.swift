@@ -20,6 +20,7 @@ public final class SQLiteStore: KeelStore {
     public let changes: any ChangeFeed
     public let uploads: any UploadStore
     public let rateWindows: any RateWindowStore
+    public let documents: any DocumentStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -54,6 +55,7 @@ public final class SQLiteStore: KeelStore {
         self.leases = jobQueue
         self.uploads = SQLiteUploadStore(pool: self.pool)
         self.rateWindows = SQLiteRateWindowStore(pool: self.pool)
+        self.documents = SQLiteDocumentStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

@@ -15,6 +15,8 @@ public protocol KeelStore: Sendable {
     var uploads: any UploadStore { get }
     /// Rate-limit counters every instance shares.
     var rateWindows: any RateWindowStore { get }
+    /// Documents, their sections and passages, and full-text search.
+    var documents: any DocumentStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.
