@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation.git", from: "0.9.20"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
         .target(
@@ -50,10 +52,21 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Text and sections out of document bytes: pure functions, no server.
+        // DOCX through ZIPFoundation; PDF through Poppler's command-line
+        // tools, run with swift-subprocess (no PDF library exists here).
+        .target(
+            name: "KeelDocuments",
+            dependencies: [
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
+        ),
         .target(
             name: "KeelServer",
             dependencies: [
                 "KeelCore",
+                "KeelDocuments",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -102,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "KeelTests",
             dependencies: [
-                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer",
+                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer", "KeelDocuments",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

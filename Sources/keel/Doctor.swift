@@ -26,6 +26,7 @@ struct Doctor: AsyncParsableCommand {
     @Option(name: .customLong("sse-heartbeat"), help: ArgumentHelp(ConfigurationKnob.sseHeartbeat.help)) var sseHeartbeat: String?
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
+    @OptionGroup(title: "Documents") var documents: DocumentOptions
 
     @Option(name: .customLong("balancer-idle-timeout"), help: "The load balancer's idle/read timeout (e.g. 60s), to check the heartbeat is below it.")
     var balancerIdleTimeout: String?
@@ -42,6 +43,7 @@ struct Doctor: AsyncParsableCommand {
         for (knob, value) in values { flags[knob.name] = value }
         flags.merge(self.jobs.flags) { $1 }
         flags.merge(self.uploads.flags) { $1 }
+        flags.merge(self.documents.flags) { $1 }
         let idle = try self.balancerIdleTimeout.map { try Self.duration($0, "--balancer-idle-timeout") }
         let grace = try self.gracePeriod.map { try Self.duration($0, "--grace-period") }
 

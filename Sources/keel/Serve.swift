@@ -39,6 +39,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Connections and quotas") var limits: LimitOptions
+    @OptionGroup(title: "Documents") var documents: DocumentOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -53,6 +54,7 @@ struct Serve: AsyncParsableCommand {
             .merging(self.jobs.flags) { $1 }
             .merging(self.uploads.flags) { $1 }
             .merging(self.limits.flags) { $1 }
+            .merging(self.documents.flags) { $1 }
     }
 
     func run() async throws {

@@ -105,6 +105,28 @@ struct UploadOptions: ParsableArguments {
     }
 }
 
+/// Settings of documents, shared by `serve` and `worker` (whose workers ingest them).
+struct DocumentOptions: ParsableArguments {
+    @Option(name: .customLong("document-max-bytes"), help: ArgumentHelp(ConfigurationKnob.documentMaxBytes.help)) var maxBytes: String?
+    @Option(name: .customLong("document-max-pages"), help: ArgumentHelp(ConfigurationKnob.documentMaxPages.help)) var maxPages: String?
+    @Option(name: .customLong("document-max-characters"), help: ArgumentHelp(ConfigurationKnob.documentMaxCharacters.help)) var maxCharacters: String?
+    @Option(name: .customLong("document-max-archive-bytes"), help: ArgumentHelp(ConfigurationKnob.documentMaxArchiveBytes.help))
+    var maxArchiveBytes: String?
+    @Option(name: .customLong("document-extract-timeout"), help: ArgumentHelp(ConfigurationKnob.documentExtractTimeout.help)) var extractTimeout: String?
+    @Option(name: .customLong("document-passage-chars"), help: ArgumentHelp(ConfigurationKnob.documentPassageChars.help)) var passageChars: String?
+    @Option(name: .customLong("poppler-path"), help: ArgumentHelp(ConfigurationKnob.popplerPath.help)) var popplerPath: String?
+    @Option(name: .customLong("search-max-results"), help: ArgumentHelp(ConfigurationKnob.searchMaxResults.help)) var searchMaxResults: String?
+
+    var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.documentMaxBytes, self.maxBytes), (.documentMaxPages, self.maxPages), (.documentMaxCharacters, self.maxCharacters),
+            (.documentMaxArchiveBytes, self.maxArchiveBytes), (.documentExtractTimeout, self.extractTimeout),
+            (.documentPassageChars, self.passageChars), (.popplerPath, self.popplerPath), (.searchMaxResults, self.searchMaxResults),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+    }
+}
+
 enum Runtime {
     /// Raises the soft limit on open files to the hard one: every connection
     /// is a descriptor, and the default soft limit (often 1024) would cap

@@ -16,10 +16,11 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
+    @OptionGroup(title: "Documents") var documents: DocumentOptions
 
     func run() async throws {
         try await Runtime.reportingErrors {
-            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 })
+            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 }.merging(self.documents.flags) { $1 })
             let logger = Runtime.bootstrapLogging(configuration)
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {

@@ -221,6 +221,30 @@ extension ConfigurationKnob {
         defaultDescription: "1h",
         summary: "A finished upload whose session has ended (deleted or expired) is deleted once it has been finished this long: nobody can read it any more."
     )
+    public static let documentMaxBytes = Self(
+        name: "document-max-bytes", defaultDescription: "52428800 (50 MiB)", summary: "The largest upload turned into a document (document_too_large above)."
+    )
+    public static let documentMaxPages = Self(name: "document-max-pages", defaultDescription: "2000", summary: "The most pages a PDF document may have (too_many_pages above).")
+    public static let documentMaxCharacters = Self(
+        name: "document-max-characters", defaultDescription: "20000000", summary: "The most characters of text one document may yield (too_many_characters above)."
+    )
+    public static let documentMaxArchiveBytes = Self(
+        name: "document-max-archive-bytes",
+        defaultDescription: "536870912 (512 MiB)",
+        summary: "The most bytes a DOCX's parts may inflate to, as declared and as actually inflated (archive_too_large above: zip bombs stop here)."
+    )
+    public static let documentExtractTimeout = Self(
+        name: "document-extract-timeout",
+        defaultDescription: "120s",
+        summary: "How long extracting one document may take; past it the extraction (and any Poppler process) is stopped and the document fails with extraction_timeout."
+    )
+    public static let documentPassageChars = Self(
+        name: "document-passage-chars", defaultDescription: "1000", summary: "Target length of a search passage; passages never cross a section."
+    )
+    public static let popplerPath = Self(
+        name: "poppler-path", defaultDescription: "found on PATH", summary: "Directory holding Poppler's pdfinfo and pdftohtml (Debian package poppler-utils), which read PDFs."
+    )
+    public static let searchMaxResults = Self(name: "search-max-results", defaultDescription: "50", summary: "The most results one GET /api/search returns.")
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -231,6 +255,7 @@ extension ConfigurationKnob {
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
-        .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .logFormat, .logLevel,
+        .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters,
+        .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .logFormat, .logLevel,
     ]
 }

@@ -133,6 +133,14 @@ public struct ConfigurationLoader: Sendable {
         case .demoJobs: configuration.demoJobs = try boolean(value, knob)
         case .uploadDigestInlineMax: configuration.uploads.digestInlineMax = Int64(try integer(value, knob, in: 0...(1 << 50)))
         case .uploadOrphanRetention: configuration.uploads.orphanRetention = try duration(value, knob)
+        case .documentMaxBytes: configuration.documents.maxBytes = Int64(try integer(value, knob, in: 1...(1 << 40)))
+        case .documentMaxPages: configuration.documents.maxPages = try integer(value, knob, in: 1...1_000_000)
+        case .documentMaxCharacters: configuration.documents.maxCharacters = try integer(value, knob, in: 1...1_000_000_000)
+        case .documentMaxArchiveBytes: configuration.documents.maxArchiveBytes = Int64(try integer(value, knob, in: 1...(1 << 40)))
+        case .documentExtractTimeout: configuration.documents.extractTimeout = try positive(duration(value, knob), value, knob)
+        case .documentPassageChars: configuration.documents.passageCharacters = try integer(value, knob, in: 200...20_000)
+        case .popplerPath: configuration.documents.popplerPath = value.trimmingCharacters(in: .whitespaces)
+        case .searchMaxResults: configuration.documents.searchMaxResults = try integer(value, knob, in: 1...1000)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -31,6 +31,7 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var uploads = UploadSettings()
     public var connections = ConnectionSettings()
     public var quotas = QuotaSettings()
+    public var documents = DocumentSettings()
     /// The bearer token `/metrics` and `/system-health` ask for; without
     /// one they answer only direct loopback clients (no proxy in between).
     public var opsToken: String?
@@ -218,6 +219,29 @@ public struct QuotaSettings: Sendable, Equatable {
     public var sessionCreatesPerMinute: Int = 60
     /// Queued and running jobs one session may have at once (0: no limit).
     public var activeJobsPerSession: Int = 16
+
+    public init() {}
+}
+
+/// Limits of document ingestion and search: what one upload can make the
+/// server extract, store and rank.
+public struct DocumentSettings: Sendable, Equatable {
+    /// The largest upload turned into a document, in bytes.
+    public var maxBytes: Int64 = 50 * 1_048_576
+    /// The most pages a PDF may have.
+    public var maxPages: Int = 2000
+    /// The most characters of text a document may yield.
+    public var maxCharacters: Int = 20_000_000
+    /// The most bytes a DOCX's parts may inflate to (declared and actual): zip bombs stop here.
+    public var maxArchiveBytes: Int64 = 512 * 1_048_576
+    /// How long one extraction may run before it is stopped (and Poppler killed).
+    public var extractTimeout: Duration = .seconds(120)
+    /// Target length of a search passage, in characters.
+    public var passageCharacters: Int = 1000
+    /// Directory of Poppler's pdfinfo and pdftohtml; empty: found on PATH.
+    public var popplerPath: String = ""
+    /// The most results one search returns (`limit` above it is refused).
+    public var searchMaxResults: Int = 50
 
     public init() {}
 }

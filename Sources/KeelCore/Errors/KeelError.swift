@@ -45,6 +45,9 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case notImplemented = "not_implemented"
         case httpVersionNotSupported = "http_version_not_supported"
         case expectationFailed = "expectation_failed"
+        case unsupportedDocumentType = "unsupported_document_type"
+        case documentTooLarge = "document_too_large"
+        case documentNotReady = "document_not_ready"
     }
 
     public var code: Code

@@ -26,6 +26,10 @@ public struct KeelApplication: Sendable {
     /// parameters (not the HEAD, 405 and OPTIONS answers derived from them).
     public let routes: [(method: String, path: String)]
 
+    /// The features `keel serve` and `keel worker` run: documents (and,
+    /// as they land, the rest of the AI layer).
+    public static let standardModules: [any KeelModule] = [DocumentsModule()]
+
     /// Builds the application on a migrated, running store.
     public static func build(
         configuration: KeelConfiguration,
@@ -35,7 +39,7 @@ public struct KeelApplication: Sendable {
         metrics: KeelMetrics = KeelMetrics(),
         jobTypes: JobRegistry = .builtIn,
         uploadHooks: UploadHooks = UploadHooks(),
-        modules: [any KeelModule] = []
+        modules: [any KeelModule] = KeelApplication.standardModules
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
@@ -44,12 +48,14 @@ public struct KeelApplication: Sendable {
         let jobMetrics = JobMetrics(metrics)
         let submitter = JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics)
         let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
+        let blobs = try UploadRuntime.blobStore(configuration, store: store)
         let modules = try KeelModuleBuilder.registering(
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: submitter,
-            sessions: SessionAccess(authenticator: authenticator), jobTypes: jobTypes, uploadHooks: uploadHooks
+            sessions: SessionAccess(authenticator: authenticator), uploads: UploadContents(store: store.uploads, blobs: blobs), jobTypes: jobTypes,
+            uploadHooks: uploadHooks
         )
-        let uploads = try UploadRuntime(
-            configuration: configuration, store: store, hooks: modules.uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let uploads = UploadRuntime(
+            configuration: configuration, store: store, blobs: blobs, hooks: modules.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(modules.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         let jobRuntime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics, logger: logger,
@@ -215,20 +221,21 @@ public struct KeelWorkerProcess: Sendable {
     public init(
         configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
         metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks(),
-        modules: [any KeelModule] = []
+        modules: [any KeelModule] = KeelApplication.standardModules
     ) async throws {
         try ConfigurationLoader.validate(configuration)
         let hub = ChangeHub()
         let jobMetrics = JobMetrics(metrics)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
+        let blobs = try UploadRuntime.blobStore(configuration, store: store)
         let registered = try KeelModuleBuilder.registering(
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics,
             jobs: JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics),
             sessions: SessionAccess(authenticator: SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)),
-            jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: UploadContents(store: store.uploads, blobs: blobs), jobTypes: jobTypes, uploadHooks: uploadHooks
         )
-        let uploads = try UploadRuntime(
-            configuration: configuration, store: store, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
+        let uploads = UploadRuntime(
+            configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
@@ -268,8 +275,11 @@ struct UploadRuntime: Sendable {
     let announcer: UploadAnnouncer
     let settings: UploadSettings
 
-    init(configuration: KeelConfiguration, store: any KeelStore, hooks: UploadHooks, clock: any KeelClock, metrics: KeelMetrics, logger: Logger) throws {
-        self.blobs = try Self.blobStore(configuration, store: store)
+    init(
+        configuration: KeelConfiguration, store: any KeelStore, blobs: any BlobStore, hooks: UploadHooks, clock: any KeelClock, metrics: KeelMetrics,
+        logger: Logger
+    ) {
+        self.blobs = blobs
         self.metrics = UploadMetrics(metrics)
         self.announcer = UploadAnnouncer(store: store.uploads, hooks: hooks, clock: clock, metrics: self.metrics, logger: logger)
         self.settings = configuration.uploads

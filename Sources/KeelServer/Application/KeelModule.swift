@@ -40,6 +40,8 @@ public struct KeelModuleBuilder: Sendable {
     public let jobs: JobSubmitter
     /// The caller's session, for routes (401 without one).
     public let sessions: SessionAccess
+    /// Finished uploads' records and bytes, wherever they are kept.
+    public let uploads: UploadContents
 
     var routes = RouteTable()
     var jobTypes: JobRegistry
@@ -89,11 +91,11 @@ extension KeelModuleBuilder {
     /// Runs every module's registration on a builder for this application.
     static func registering(
         _ modules: [any KeelModule], configuration: KeelConfiguration, store: any KeelStore, clock: any KeelClock, logger: Logger,
-        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, jobTypes: JobRegistry, uploadHooks: UploadHooks
+        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, jobTypes: JobRegistry, uploadHooks: UploadHooks
     ) throws -> KeelModuleBuilder {
         var builder = KeelModuleBuilder(
             configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: jobs, sessions: sessions,
-            jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: uploads, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         for module in modules { try module.register(in: &builder) }
         return builder

@@ -17,8 +17,9 @@ extension KeelError.Code {
         case .versionConflict: .preconditionFailed
         case .idempotencyKeyReused, .jobFinished: .conflict
         case .leaseLost: .conflict
-        case .payloadTooLarge, .sessionDataTooLarge: .contentTooLarge
-        case .unsupportedMediaType: .unsupportedMediaType
+        case .payloadTooLarge, .sessionDataTooLarge, .documentTooLarge: .contentTooLarge
+        case .unsupportedMediaType, .unsupportedDocumentType: .unsupportedMediaType
+        case .documentNotReady: .conflict
         case .corsOriginNotAllowed: .forbidden
         case .draining, .storeUnavailable, .schemaTooNew: .serviceUnavailable
         case .invalidConfiguration, .internalError: .internalServerError

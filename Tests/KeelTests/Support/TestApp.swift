@@ -12,7 +12,7 @@ func withTestApp<T: Sendable>(
     configure: (inout KeelConfiguration) -> Void = { _ in },
     runJobs: Bool = false,
     uploadHooks: UploadHooks = UploadHooks(),
-    modules: [any KeelModule] = [],
+    modules: [any KeelModule] = KeelApplication.standardModules,
     _ body: @escaping @Sendable (KeelApplication, any TestClientProtocol) async throws -> T
 ) async throws -> T {
     let fixture = try await StoreFixture.make(.sqlite)

@@ -1,0 +1,71 @@
+import Foundation
+
+/// A piece of a section small enough to embed or show as a search hit.
+public struct Passage: Sendable, Equatable {
+    public var sectionIndex: Int
+    /// Position within its section, from 0.
+    public var ordinal: Int
+    /// The section's path joined with " › ", for display and for context in embeddings.
+    public var heading: String
+    public var text: String
+
+    public init(sectionIndex: Int, ordinal: Int, heading: String, text: String) {
+        self.sectionIndex = sectionIndex
+        self.ordinal = ordinal
+        self.heading = heading
+        self.text = text
+    }
+}
+
+/// Cuts sections into passages of about `target` characters. A passage never
+/// spans two sections, so a hit always has one heading. Cuts fall at the
+/// last paragraph break before the target, else the last sentence end,
+/// else the last space, else (one long word) at the target itself; cuts
+/// are never inside a grapheme. Every character of a section's text lands
+/// in exactly one passage, except whitespace at the cuts, which is dropped.
+public enum Chunker {
+    public static func passages(of sections: [ExtractedSection], target: Int = 1000) -> [Passage] {
+        let target = max(1, target)
+        var passages: [Passage] = []
+        for (sectionIndex, section) in sections.enumerated() {
+            let heading = section.path.joined(separator: " › ")
+            var rest = Substring(section.text).trimmed
+            var ordinal = 0
+            while !rest.isEmpty {
+                let cut = Self.cut(rest, target: target)
+                let piece = rest[..<cut].trimmed
+                if !piece.isEmpty {
+                    passages.append(Passage(sectionIndex: sectionIndex, ordinal: ordinal, heading: heading, text: String(piece)))
+                    ordinal += 1
+                }
+                rest = rest[cut...].trimmed
+            }
+        }
+        return passages
+    }
+
+    /// Where to end the next passage of `text`.
+    private static func cut(_ text: Substring, target: Int) -> Substring.Index {
+        // Allow a little overshoot rather than leave a tiny remainder.
+        guard let limit = text.index(text.startIndex, offsetBy: target, limitedBy: text.endIndex),
+              text.distance(from: limit, to: text.endIndex) > target / 10 else { return text.endIndex }
+        // Don't cut so early that passages become much smaller than the target.
+        let floor = text.index(text.startIndex, offsetBy: target / 2)
+        let window = text[floor..<limit]
+        if let range = window.range(of: "\n\n", options: .backwards) { return range.upperBound }
+        if let end = Self.lastSentenceEnd(in: window) { return end }
+        if let space = window.lastIndex(where: { $0.isWhitespace }) { return text.index(after: space) }
+        return limit
+    }
+
+    /// Just after the last `.`, `!` or `?` that is followed by whitespace.
+    private static func lastSentenceEnd(in window: Substring) -> Substring.Index? {
+        var index = window.endIndex
+        while index > window.startIndex {
+            let previous = window.index(before: index)
+            if index < window.endIndex, window[index].isWhitespace, ".!?".contains(window[previous]) { return index }
+            index = previous
+        }
+        return nil
+    }
+}
