@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KeelCore
 import KeelDocuments
@@ -80,6 +81,12 @@ struct DocumentIngestion: Sendable {
         var accepted: Bool
     }
 
+    /// A job id derived from the ingest's idempotency key (the key holds the
+    /// document's random id, so ids never collide across sessions).
+    static func jobID(forKey key: String) -> String {
+        Identifiers.base64URL(SHA256.hash(data: Array(key.utf8)).prefix(16))
+    }
+
     /// The upload's document: created and handed to a new `document.ingest`
     /// job, or the existing one (restarted if it failed, or if an earlier
     /// attempt died before its job was queued). Idempotent.
@@ -114,13 +121,19 @@ struct DocumentIngestion: Sendable {
                 hint: "Wait for one to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
         }
         // One job per document and attempt to ingest it: a retried request or
-        // hook finds the job it already queued.
+        // hook finds the job it already queued. The job's id follows from that
+        // key, so the document names its job before the job exists: a worker
+        // that claims it at once already finds the document waiting for it.
         let key = document.status == .failed ? "document.ingest:\(document.id):\(Int64(document.updatedAt.timeIntervalSince1970 * 1000))" : "document.ingest:\(document.id)"
+        let jobID = Self.jobID(forKey: key)
+        guard let assigned = try await self.store.assignIngest(documentID: document.id, jobID: jobID, now: self.clock.now()) else {
+            throw KeelError(.notFound, "The document was deleted while its ingest started.")
+        }
         let job: Job
         do {
             job = try await self.jobs.submit(
                 NewJob(
-                    sessionID: upload.sessionID, type: DocumentIngestJob.type,
+                    id: jobID, sessionID: upload.sessionID, type: DocumentIngestJob.type,
                     inputJSON: JSONValue.object(["document_id": .string(document.id)]).serialized(), maxAttempts: self.maxAttempts,
                     idempotencyKey: key
                 )
@@ -128,9 +141,6 @@ struct DocumentIngestion: Sendable {
         } catch {
             if created { _ = try? await self.store.deleteDocument(id: document.id, sessionID: document.sessionID) }
             throw error
-        }
-        guard let assigned = try await self.store.assignIngest(documentID: document.id, jobID: job.id, now: self.clock.now()) else {
-            throw KeelError(.notFound, "The document was deleted while its ingest started.")
         }
         return Started(document: assigned, job: job, accepted: true)
     }

@@ -97,6 +97,30 @@ struct DocumentsAPITests {
         }
     }
 
+    @Test("documents posted at once, with workers waiting, all become ready")
+    func burst() async throws {
+        try await withTestApp(configure: { $0.jobs.workers = 4 }, runJobs: true, modules: [DocumentsModule()]) { _, client in
+            let token = try await client.createSession()
+            var uploads: [String] = []
+            for index in 0..<8 {
+                uploads.append(try await client.upload(Array("# Note \(index)\n\nBody \(index) text.\n".utf8), filename: "n\(index).md", token: token))
+            }
+            let ids = try await withThrowingTaskGroup(of: String.self) { group in
+                for upload in uploads {
+                    group.addTask {
+                        let created = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
+                        return try #require(created.json["id"]?.stringValue)
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            for id in ids {
+                let document = try await client.waitForDocument(id, token: token)
+                #expect(document["status"]?.stringValue == "ready", "\(document)")
+            }
+        }
+    }
+
     @Test("Upload-Metadata: document 1 makes the document when the upload completes")
     func uploadMetadata() async throws {
         try await withTestApp(runJobs: true, modules: [DocumentsModule()]) { _, client in
@@ -169,7 +193,12 @@ struct DocumentsAPITests {
             #expect(document["status"]?.stringValue == "failed")
             #expect(document["error"]?.objectValue?["code"]?.stringValue == code, "\(document)")
             let jobID = try #require(document["job_id"]?.stringValue)
-            let job = try await client.send(.get, "/api/jobs/\(jobID)", token: token)
+            // The document is failed just before its job finishes failing.
+            var job = try await client.send(.get, "/api/jobs/\(jobID)", token: token)
+            try await waitFor("the ingest job to end") {
+                job = try await client.send(.get, "/api/jobs/\(jobID)", token: token)
+                return job.json["status"]?.stringValue != "running" && job.json["status"]?.stringValue != "queued"
+            }
             #expect(job.json["status"]?.stringValue == "failed" && job.json["error"]?.objectValue?["code"]?.stringValue == code)
             #expect(job.json["attempts"] == .int(1), "extraction failures are not retried")
             #expect(try await app.store.documents.outline(documentID: id).isEmpty)
