@@ -23,9 +23,14 @@ public struct DocumentsModule: KeelModule {
             maxBodyBytes: app.configuration.maxBodyBytes, resultTTL: app.configuration.jobs.resultTTL, clock: app.clock
         )
         controller.register(in: &app)
+        let extractor = DocumentExtractor(limits: settings.limits, popplerDirectory: settings.popplerDirectory)
+        if !extractor.pdfSupportAvailable {
+            app.logger.warning(
+                "Poppler's pdfinfo and pdftohtml are not found: PDF documents will fail with pdf_support_missing (install Debian's poppler-utils, or set --poppler-path)")
+        }
         app.jobType(
             DocumentIngestJob(
-                store: app.store.documents, uploads: app.uploads, extractor: DocumentExtractor(limits: settings.limits, popplerDirectory: settings.popplerDirectory),
+                store: app.store.documents, uploads: app.uploads, extractor: extractor,
                 passageCharacters: settings.passageCharacters, clock: app.clock, logger: app.logger
             )
         )

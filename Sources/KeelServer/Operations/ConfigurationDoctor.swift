@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelDocuments
 
 /// `keel doctor`: checks a configuration before start and explains each
 /// finding: the store answers and is migrated, the session secret is shared,
@@ -99,6 +100,12 @@ public struct ConfigurationDoctor: Sendable {
             }
         default:
             break
+        }
+        let extractor = DocumentExtractor(limits: self.configuration.documents.limits, popplerDirectory: self.configuration.documents.popplerDirectory)
+        if extractor.pdfSupportAvailable {
+            findings.append(Finding(.pass, "pdf", "Poppler's pdfinfo and pdftohtml are found\(self.configuration.documents.popplerPath.isEmpty ? " on PATH" : " in --poppler-path"): PDF documents can be read."))
+        } else {
+            findings.append(Finding(.warn, "pdf", "Poppler's pdfinfo and pdftohtml are not found\(self.configuration.documents.popplerPath.isEmpty ? " on PATH" : " in --poppler-path"): PDF documents will fail with pdf_support_missing (other formats work). Install Debian's poppler-utils (apt-get install poppler-utils) on every instance that runs workers."))
         }
         return findings
     }

@@ -29,6 +29,18 @@ struct DoctorTests {
         #expect(Self.levels(thin)["drain"] == .info)
     }
 
+    @Test("PDF support: Poppler found, or a warning naming poppler-utils")
+    func pdfSupport() throws {
+        var configuration = KeelConfiguration()
+        configuration.documents.popplerPath = try TestEnvironment.directory("no-poppler").path
+        let missing = ConfigurationDoctor(configuration: configuration).checkSettings().first { $0.check == "pdf" }
+        #expect(missing?.level == .warn && missing?.message.contains("poppler-utils") == true)
+        if DocumentTools.popplerAvailable {
+            configuration.documents.popplerPath = ""
+            #expect(Self.levels(ConfigurationDoctor(configuration: configuration).checkSettings())["pdf"] == .pass)
+        }
+    }
+
     @Test("CORS, cookies and upload placement findings")
     func settings() {
         var configuration = KeelConfiguration()
