@@ -153,3 +153,38 @@ struct DocumentExtractorTests {
         #expect(DocumentFormat.allCases.map(\.mediaType).contains("application/vnd.openxmlformats-officedocument.wordprocessingml.document"))
     }
 }
+
+@Suite("Poppler under a time limit")
+struct PopplerTimeLimitTests {
+    @Test("an extraction past its time limit kills the Poppler process and fails promptly with extraction_timeout")
+    func killsPoppler() async throws {
+        try DocumentTools.requirePoppler()
+        // A pdftohtml that records its pid and then hangs (exec: the pid is the hanging process's).
+        let directory = try TestEnvironment.directory("hanging-poppler")
+        let pidFile = directory.appendingPathComponent("pid")
+        let script = "#!/bin/sh\necho $$ > '\(pidFile.path)'\nexec sleep 60\n"
+        try script.write(to: directory.appendingPathComponent("pdftohtml"), atomically: true, encoding: .utf8)
+        try "#!/bin/sh\nexec pdfinfo \"$@\"\n".write(to: directory.appendingPathComponent("pdfinfo"), atomically: true, encoding: .utf8)
+        for tool in ["pdftohtml", "pdfinfo"] {
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.appendingPathComponent(tool).path)
+        }
+        let extractor = DocumentExtractor(limits: DocumentLimits(timeLimit: .seconds(1)), popplerDirectory: directory.path)
+        let started = ContinuousClock.now
+        do {
+            _ = try await extractor.extract(try DocumentFixtures.bytes("report.pdf"), format: .pdf)
+            Issue.record("a hanging Poppler must not produce a document")
+        } catch let error as DocumentExtractionError {
+            #expect(error.code == .extractionTimeout)
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .seconds(10), "the time limit is 1 s; it took \(elapsed)")
+        let pid = try #require(Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Gone (or a zombie already reaped): signal 0 finds no such process.
+        var alive = kill(pid, 0) == 0
+        for _ in 0..<50 where alive {
+            try await Task.sleep(for: .milliseconds(100))
+            alive = kill(pid, 0) == 0
+        }
+        #expect(!alive, "pdftohtml (pid \(pid)) still runs after the time limit")
+    }
+}
