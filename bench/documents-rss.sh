@@ -86,5 +86,6 @@ for line in open(sys.argv[1]):
           f"{o['job_run_s']:>6} {o['passage_count']:>8}")
     if others:
         print(f"    other children seen: {', '.join(others)}")
-    print(f"    {s['samples']} samples; upload HWM {mib(up_hwm)} MiB; document {o['chars']} characters, {o['section_count']} sections")
+    print(f"    {s['samples']} samples; upload HWM {mib(up_hwm)} MiB; document {o['chars']} characters, {o['section_count']} sections"
+          + (f"; {o['superseded_retries']} ingest(s) failed 'superseded' and were restarted (peaks include them)" if o.get("superseded_retries") else ""))
 PY

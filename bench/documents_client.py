@@ -11,7 +11,9 @@ library only, one keep-alive connection per command.
       started_at, the job's own timestamps, millisecond resolution),
       job_total_s (finished_at minus created_at: queueing included),
       wall_s (POST /api/documents to the poll that saw ready; poll-bounded),
-      upload_s, passage_count, section_count, pages, status.
+      upload_s, passage_count, section_count, pages, status, and
+      superseded_retries (ingests that failed "superseded" because the job
+      was claimed before the document recorded it, and were restarted).
       With --upload-id ID, FILE is ignored and the upload ID is used.
   documents_client.py upload URL TOKEN FILE [--chunk BYTES]
       the tus upload alone; prints the upload id.
@@ -104,14 +106,25 @@ def ingest(args):
     started = time.monotonic()
     upload_id = args.upload_id or tus_upload(client, args.file, args.chunk)
     uploaded = time.monotonic()
-    document = submit(client, upload_id)
-    doc_id = document["id"]
     poll = args.poll_ms / 1000
+    superseded = 0
     while True:
-        current = client.json("GET", f"/api/documents/{doc_id}")
-        if current["status"] != "processing":
-            break
-        time.sleep(poll)
+        document = submit(client, upload_id)
+        doc_id = document["id"]
+        while True:
+            current = client.json("GET", f"/api/documents/{doc_id}")
+            if current["status"] != "processing":
+                break
+            time.sleep(poll)
+        # A job claimed before POST /api/documents recorded it as the
+        # document's ingest fails "superseded" (a race in Keel, seen on
+        # 2026-12-03); POST again restarts the failed document. Counted.
+        if current["status"] == "failed" and (current.get("error") or {}).get("code") == "superseded" and superseded < 3:
+            superseded += 1
+            print(f"document {doc_id}: ingest failed 'superseded' (job claimed before it was assigned); restarting", file=sys.stderr)
+            uploaded = time.monotonic()
+            continue
+        break
     ended = time.monotonic()
     # The document turns ready inside the job's last transaction; the job
     # itself is marked finished just after.
@@ -126,7 +139,7 @@ def ingest(args):
         "job_total_s": round(parse_time(job["finished_at"]) - parse_time(job["created_at"]), 3) if job.get("finished_at") else None,
         "wall_s": round(ended - uploaded, 4), "upload_s": round(uploaded - started, 4),
         "passage_count": current["passage_count"], "section_count": current["section_count"], "pages": current.get("pages"),
-        "chars": current.get("chars"),
+        "chars": current.get("chars"), "superseded_retries": superseded,
     }
     print(json.dumps(out))
     if current["status"] != "ready":
@@ -145,10 +158,15 @@ def populate(args):
     pending = set(ids)
     passages = 0
     failed = []
+    superseded = 0
     while pending:
         for doc_id in sorted(pending):
             current = client.json("GET", f"/api/documents/{doc_id}")
             if current["status"] == "processing":
+                continue
+            if current["status"] == "failed" and (current.get("error") or {}).get("code") == "superseded" and superseded < 50:
+                superseded += 1  # see ingest(): restart it
+                submit(client, current["upload_id"])
                 continue
             pending.discard(doc_id)
             if current["status"] == "ready":
@@ -157,7 +175,7 @@ def populate(args):
                 failed.append((doc_id, current.get("error")))
         if pending:
             time.sleep(0.2)
-    print(json.dumps({"documents": len(ids), "passages": passages, "failed": len(failed),
+    print(json.dumps({"documents": len(ids), "passages": passages, "failed": len(failed), "superseded_retries": superseded,
                       "upload_s": round(uploaded - started, 1), "seconds": round(time.monotonic() - started, 1)}))
     if failed:
         sys.exit(f"{len(failed)} documents failed, e.g. {failed[0]}")

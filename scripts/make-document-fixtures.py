@@ -9,6 +9,18 @@ not bytes we typed to fit our parser.
     apt-get install -y pandoc poppler-utils
     .venv/bin/python scripts/make-document-fixtures.py            # Tests/Fixtures/documents/
     .venv/bin/python scripts/make-document-fixtures.py --bench DIR  # big-300.pdf, big-50mb.docx (not committed)
+    python3 scripts/make-document-fixtures.py --crafted             # only the crafted fixtures (standard library)
+
+Crafted fixtures are the exception to "real tools only": they are attacks,
+made by rewriting a real fixture's bytes with zipfile and struct.
+
+- zip64-offset.docx: report.docx whose word/document.xml central-directory
+  header says its local header is at 0xFFFFFFFF and gives, in a ZIP64 extra
+  field (0x0001), the offset 0x8000000000000000; ZIPFoundation 0.9.20 traps
+  converting that to off_t, so the reader must refuse it first.
+- styles-chain.docx: report.docx with 20,000 more paragraph styles in
+  word/styles.xml, each based on the one before (the first on Heading2):
+  resolving levels by following basedOn from every style is quadratic.
 """
 
 import argparse
@@ -19,8 +31,13 @@ import sys
 import tempfile
 import zipfile
 
-import docx
-from fpdf import FPDF
+import struct
+
+try:  # not needed for --crafted
+    import docx
+    from fpdf import FPDF
+except ImportError:
+    docx = FPDF = None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "Fixtures", "documents")
@@ -256,10 +273,65 @@ def make_big_docx(path, target=47 * 1024 * 1024, paragraphs=6000):
         f.write(buffer.getvalue())
 
 
+def make_zip64_offset_docx(path, source):
+    """See the module docstring: a central-directory entry with a ZIP64 local-header offset of 2^63."""
+    with zipfile.ZipFile(source) as original, io.BytesIO() as buffer:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in original.infolist():
+                out.writestr(info.filename, original.read(info.filename))
+        data = bytearray(buffer.getvalue())
+    eocd = data.rindex(b"PK\x05\x06")
+    count, size, start = struct.unpack_from("<HII", data, eocd + 10)
+    headers = []
+    at = start
+    for _ in range(count):
+        fixed = bytearray(data[at:at + 46])
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", fixed, 28)
+        name = bytes(data[at + 46:at + 46 + name_length])
+        extra = bytes(data[at + 46 + name_length:at + 46 + name_length + extra_length])
+        comment = bytes(data[at + 46 + name_length + extra_length:at + 46 + name_length + extra_length + comment_length])
+        if name == b"word/document.xml":
+            extra = struct.pack("<HHQ", 0x0001, 8, 0x8000000000000000)
+            struct.pack_into("<H", fixed, 6, 45)            # version needed: ZIP64
+            struct.pack_into("<H", fixed, 30, len(extra))
+            struct.pack_into("<I", fixed, 42, 0xFFFFFFFF)   # the offset is in the ZIP64 field
+        headers.append(bytes(fixed) + name + extra + comment)
+        at += 46 + name_length + extra_length + comment_length
+    directory = b"".join(headers)
+    end = bytearray(data[eocd:eocd + 22])
+    struct.pack_into("<I", end, 12, len(directory))
+    with open(path, "wb") as f:
+        f.write(bytes(data[:start]) + directory + bytes(end))
+
+
+def make_styles_chain_docx(path, source, length=20000):
+    """See the module docstring: a 20,000-step w:basedOn chain."""
+    chain = "".join(
+        f'<w:style w:type="paragraph" w:styleId="C{i}"><w:name w:val="Chain {i}"/>'
+        f'<w:basedOn w:val="{"C%d" % (i - 1) if i else "Heading2"}"/></w:style>'
+        for i in range(length))
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in original.infolist():
+            data = original.read(info.filename)
+            if info.filename == "word/styles.xml":
+                data = data.replace(b"</w:styles>", chain.encode() + b"</w:styles>")
+            out.writestr(info.filename, data)
+
+
+def make_crafted():
+    report = os.path.join(OUT, "report.docx")
+    make_zip64_offset_docx(os.path.join(OUT, "zip64-offset.docx"), report)
+    make_styles_chain_docx(os.path.join(OUT, "styles-chain.docx"), report)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bench", metavar="DIR", help="write the big benchmark files into DIR instead")
+    parser.add_argument("--crafted", action="store_true", help="only (re)make the crafted fixtures, from report.docx")
     args = parser.parse_args()
+    if args.crafted:
+        make_crafted()
+        return
     if args.bench:
         os.makedirs(args.bench, exist_ok=True)
         make_big_pdf(os.path.join(args.bench, "big-300.pdf"))
@@ -288,6 +360,7 @@ def main():
     with open(os.path.join(OUT, "report.pdf"), "rb") as f:
         data = f.read()
     write("truncated.pdf", data[: len(data) // 2])
+    make_crafted()
     total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
     print(f"fixtures in {OUT}: {total} bytes", file=sys.stderr)
 

@@ -23,15 +23,20 @@ public struct Passage: Sendable, Equatable {
 /// else the last space, else (one long word) at the target itself; cuts
 /// are never inside a grapheme. Every character of a section's text lands
 /// in exactly one passage, except whitespace at the cuts, which is dropped.
+/// Linear in the text: each cut looks at most `target` characters ahead.
 public enum Chunker {
+    /// When the calling task is cancelled this stops early and returns the
+    /// passages so far (incomplete): check `Task.checkCancellation()` after.
     public static func passages(of sections: [ExtractedSection], target: Int = 1000) -> [Passage] {
         let target = max(1, target)
         var passages: [Passage] = []
         for (sectionIndex, section) in sections.enumerated() {
+            if Task.isCancelled { break }
             let heading = section.path.joined(separator: " › ")
             var rest = Substring(section.text).trimmed
             var ordinal = 0
             while !rest.isEmpty {
+                if ordinal % 1024 == 1023, Task.isCancelled { break }
                 let cut = Self.cut(rest, target: target)
                 let piece = rest[..<cut].trimmed
                 if !piece.isEmpty {
@@ -47,8 +52,9 @@ public enum Chunker {
     /// Where to end the next passage of `text`.
     private static func cut(_ text: Substring, target: Int) -> Substring.Index {
         // Allow a little overshoot rather than leave a tiny remainder.
+        // (Asking for the distance to the end instead would walk the whole rest: quadratic.)
         guard let limit = text.index(text.startIndex, offsetBy: target, limitedBy: text.endIndex),
-              text.distance(from: limit, to: text.endIndex) > target / 10 else { return text.endIndex }
+              text.index(limit, offsetBy: target / 10 + 1, limitedBy: text.endIndex) != nil else { return text.endIndex }
         // Don't cut so early that passages become much smaller than the target.
         let floor = text.index(text.startIndex, offsetBy: target / 2)
         let window = text[floor..<limit]

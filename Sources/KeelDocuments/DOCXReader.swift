@@ -13,12 +13,15 @@ import FoundationXML
 ///
 /// The archive is untrusted: the declared sizes of all entries are summed
 /// before anything is inflated, and inflated bytes are counted as they come,
-/// so a zip bomb stops at `maxUncompressedBytes` either way.
+/// so a zip bomb stops at `maxUncompressedBytes` either way. Before that,
+/// `ZipPreflight` checks every offset and size in the archive's structure,
+/// since ZIPFoundation traps on some absurd ones.
 struct DOCXReader {
     let limits: DocumentLimits
     let deadline: Deadline
 
     func read(_ bytes: [UInt8]) throws(DocumentExtractionError) -> ExtractedDocument {
+        try ZipPreflight.check(bytes, deadline: self.deadline)
         let archive: Archive
         do {
             archive = try Archive(data: Data(bytes), accessMode: .read)
@@ -26,7 +29,8 @@ struct DOCXReader {
             throw .malformed(.docx, "it is not a zip archive")
         }
         var declared: UInt64 = 0
-        for entry in archive {
+        for (index, entry) in archive.enumerated() {
+            if index % 256 == 0 { try self.deadline.check() }
             declared = declared &+ entry.uncompressedSize
             if declared > UInt64(max(0, self.limits.maxUncompressedBytes)) { throw .archiveTooLarge }
         }
@@ -50,9 +54,9 @@ struct DOCXReader {
             return data
         }
 
-        let styles = try archive["word/styles.xml"].map { entry throws(DocumentExtractionError) in try StyleTable(contents(entry)) } ?? StyleTable()
-        let coreTitle = try archive["docProps/core.xml"].map { entry throws(DocumentExtractionError) in CoreTitle.read(try contents(entry)) } ?? nil
-        let body = BodyParser(styles: styles, maxCharacters: self.limits.maxCharacters, deadline: self.deadline)
+        let styles = try archive["word/styles.xml"].map { entry throws(DocumentExtractionError) in try StyleTable(contents(entry), deadline: self.deadline) } ?? StyleTable()
+        let coreTitle = try archive["docProps/core.xml"].map { entry throws(DocumentExtractionError) in try CoreTitle.read(try contents(entry), deadline: self.deadline) } ?? nil
+        let body = BodyParser(styles: styles, limits: self.limits, deadline: self.deadline)
         try body.parse(try contents(documentEntry))
         let title = coreTitle ?? body.firstTitleParagraph
         return ExtractedDocument(format: .docx, title: title, sections: try body.assembler.sections(documentTitle: title))
@@ -97,13 +101,25 @@ struct StyleTable {
 
     init() {}
 
-    init(_ data: Data) throws(DocumentExtractionError) {
+    /// How many `w:basedOn` steps are followed; a longer chain has no level.
+    static let maxChain = 32
+
+    init(_ data: Data, deadline: Deadline) throws(DocumentExtractionError) {
         final class Delegate: WordXMLDelegate, XMLParserDelegate {
             struct Style { var name: String?; var basedOn: String?; var outline: Int? }
             var styles: [String: Style] = [:]
             var current: String?
             var depth = 0
+            let deadline: Deadline
+            var elements = 0
+            var timedOut = false
+            init(deadline: Deadline) { self.deadline = deadline }
             func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+                self.elements += 1
+                if self.elements % 4096 == 0, self.deadline.hasPassed {
+                    self.timedOut = true
+                    return parser.abortParsing()
+                }
                 guard let name = self.local(elementName, attributes) else { return }
                 switch name {
                 case "style":
@@ -119,25 +135,45 @@ struct StyleTable {
                 if elementName == self.prefix + "style" { self.current = nil }
             }
         }
-        let delegate = Delegate()
+        let delegate = Delegate(deadline: deadline)
         let parser = XMLParser(stream: InputStream(data: data))
         parser.delegate = delegate
-        guard parser.parse() else { throw .malformed(.docx, "its styles are not valid XML") }
+        let ok = parser.parse()
+        if delegate.timedOut { throw .timeout }
+        guard ok else { throw .malformed(.docx, "its styles are not valid XML") }
 
-        func level(_ id: String, _ seen: Set<String>) -> Int? {
-            guard let style = delegate.styles[id], !seen.contains(id) else { return nil }
+        /// A style's own level, or nil when it inherits from `basedOn`.
+        func own(_ style: Delegate.Style) -> Int?? {
             // Outline level 9 is "body text".
-            if let outline = style.outline { return outline < 9 ? outline + 1 : nil }
+            if let outline = style.outline { return .some(outline < 9 ? outline + 1 : nil) }
             if let name = style.name?.lowercased() {
-                if name == "title" { return 1 }
-                if name.hasPrefix("heading "), let n = Int(name.dropFirst("heading ".count)), (1...9).contains(n) { return n }
+                if name == "title" { return .some(1) }
+                if name.hasPrefix("heading "), let n = Int(name.dropFirst("heading ".count)), (1...9).contains(n) { return .some(n) }
             }
-            return style.basedOn.flatMap { level($0, seen.union([id])) }
+            return nil
         }
-        for (id, style) in delegate.styles {
-            self.levels[id] = level(id, [])
+        // Each chain is followed once: every style on it gets the result.
+        var resolved: [String: Int?] = [:]
+        for (index, (id, style)) in delegate.styles.enumerated() {
+            if index % 1024 == 0 { try deadline.check() }
             if style.name?.lowercased() == "title" { self.titleStyles.insert(id) }
+            var chain: [String] = []
+            var current = id
+            var result: Int?
+            var truncated = false
+            while true {
+                if let known = resolved[current] { result = known; break }
+                guard let style = delegate.styles[current], !chain.contains(current) else { break }
+                guard chain.count < Self.maxChain else { truncated = true; break }
+                chain.append(current)
+                if let level = own(style) { result = level; break }
+                guard let base = style.basedOn else { break }
+                current = base
+            }
+            // A chain cut short says nothing about the styles further along it.
+            for member in truncated ? [id] : chain { resolved[member] = .some(result) }
         }
+        self.levels = resolved.compactMapValues { $0 }
     }
 
     func level(of styleID: String?) -> Int? { styleID.flatMap { self.levels[$0] } }
@@ -145,26 +181,38 @@ struct StyleTable {
 
 /// `dc:title` of `docProps/core.xml`.
 enum CoreTitle {
-    static func read(_ data: Data) -> String? {
+    static func read(_ data: Data, deadline: Deadline) throws(DocumentExtractionError) -> String? {
         final class Delegate: NSObject, XMLParserDelegate {
             var inTitle = false
             var title = ""
+            let deadline: Deadline
+            var elements = 0
+            var timedOut = false
+            init(deadline: Deadline) { self.deadline = deadline }
             func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+                self.elements += 1
+                if self.elements % 4096 == 0, self.deadline.hasPassed {
+                    self.timedOut = true
+                    return parser.abortParsing()
+                }
                 self.inTitle = elementName == "title" && namespaceURI == "http://purl.org/dc/elements/1.1/"
             }
             func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
                 self.inTitle = false
             }
             func parser(_ parser: XMLParser, foundCharacters string: String) {
-                if self.inTitle { self.title += string }
+                // A title longer than any heading may be is cut (and stops growing).
+                if self.inTitle, self.title.utf8.count < 4 * SectionAssembler.maxTitleCharacters { self.title += string }
             }
         }
-        let delegate = Delegate()
+        let delegate = Delegate(deadline: deadline)
         let parser = XMLParser(stream: InputStream(data: data))
         parser.shouldProcessNamespaces = true
         parser.delegate = delegate
         _ = parser.parse()  // a damaged core.xml only loses the title
-        let title = SectionAssembler.collapseWhitespace(delegate.title)
+        if delegate.timedOut { throw .timeout }
+        var title = SectionAssembler.collapseWhitespace(delegate.title)
+        if title.count > SectionAssembler.maxTitleCharacters { title = String(title.prefix(SectionAssembler.maxTitleCharacters).trimmed) }
         return title.isEmpty ? nil : title
     }
 }
@@ -182,11 +230,18 @@ private final class BodyParser: WordXMLDelegate, XMLParserDelegate {
     private var runDepth = 0
     private var inText = false
     private var elements = 0
+    private let maxCharacters: Int
+    /// Characters in the open paragraphs, checked as text arrives: one
+    /// paragraph could otherwise grow far past the limit before it ends.
+    /// Summed per piece of text, so a grapheme split between pieces counts twice.
+    private var openCharacters = 0
+    private var appends = 0
 
-    init(styles: StyleTable, maxCharacters: Int, deadline: Deadline) {
+    init(styles: StyleTable, limits: DocumentLimits, deadline: Deadline) {
         self.styles = styles
         self.deadline = deadline
-        self.assembler = SectionAssembler(maxCharacters: maxCharacters)
+        self.maxCharacters = limits.maxCharacters
+        self.assembler = SectionAssembler(maxCharacters: limits.maxCharacters, maxSections: limits.maxSections)
     }
 
     func parse(_ data: Data) throws(DocumentExtractionError) {
@@ -212,8 +267,8 @@ private final class BodyParser: WordXMLDelegate, XMLParserDelegate {
         case "outlineLvl": if !self.paragraphs.isEmpty { self.paragraphs[self.paragraphs.count - 1].outline = self.value(attributes).flatMap(Int.init) }
         case "r": self.runDepth += 1
         case "t": self.inText = self.runDepth > 0
-        case "tab" where self.runDepth > 0: self.append("\t")
-        case "br", "cr": if self.runDepth > 0 { self.append("\n") }
+        case "tab" where self.runDepth > 0: self.append("\t", parser)
+        case "br", "cr": if self.runDepth > 0 { self.append("\n", parser) }
         default: break
         }
     }
@@ -225,6 +280,7 @@ private final class BodyParser: WordXMLDelegate, XMLParserDelegate {
         case "r": self.runDepth = max(0, self.runDepth - 1)
         case "p":
             guard let paragraph = self.paragraphs.popLast() else { return }
+            self.openCharacters = self.paragraphs.isEmpty ? 0 : max(0, self.openCharacters - paragraph.text.count)
             do {
                 let level = paragraph.outline.map { $0 < 9 ? $0 + 1 : nil } ?? self.styles.level(of: paragraph.style)
                 if let level {
@@ -244,10 +300,15 @@ private final class BodyParser: WordXMLDelegate, XMLParserDelegate {
     }
 
     func parser(_ parser: XMLParser, foundCharacters string: String) {
-        if self.inText { self.append(string) }
+        if self.inText { self.append(string, parser) }
     }
 
-    private func append(_ text: String) {
-        if !self.paragraphs.isEmpty { self.paragraphs[self.paragraphs.count - 1].text += text }
+    private func append(_ text: String, _ parser: XMLParser) {
+        guard !self.paragraphs.isEmpty else { return }
+        self.paragraphs[self.paragraphs.count - 1].text += text
+        self.openCharacters += text.count
+        if self.openCharacters > self.maxCharacters { return self.fail(parser, .tooManyCharacters(self.maxCharacters)) }
+        self.appends += 1
+        if self.appends % 4096 == 0, self.deadline.hasPassed { self.fail(parser, .timeout) }
     }
 }

@@ -16,6 +16,12 @@ public struct DocumentExtractionError: Error, Sendable, Equatable, CustomStringC
         case extractionTimeout = "extraction_timeout"
         case malformedDocument = "malformed_document"
         case emptyDocument = "empty_document"
+        /// More sections (headings) than `DocumentLimits.maxSections`.
+        case tooManySections = "too_many_sections"
+        /// The server could not run the extraction right now (no process
+        /// could be started: out of file descriptors, memory or processes).
+        /// Not the document's fault: worth retrying later.
+        case extractionUnavailable = "extraction_unavailable"
     }
 
     public var code: Code
@@ -27,6 +33,10 @@ public struct DocumentExtractionError: Error, Sendable, Equatable, CustomStringC
     }
 
     public var description: String { "\(self.code.rawValue): \(self.message)" }
+
+    /// Whether trying again later may succeed: true only for `extractionUnavailable`;
+    /// every other code is about the document and fails the same way again.
+    public var retryable: Bool { self.code == .extractionUnavailable }
 
     static func malformed(_ format: DocumentFormat, _ detail: String? = nil) -> Self {
         let name = switch format {
@@ -45,6 +55,12 @@ public struct DocumentExtractionError: Error, Sendable, Equatable, CustomStringC
     static let pdfSupportMissing = Self(.pdfSupportMissing, "PDF support needs Poppler's command-line tools (Debian package poppler-utils), which are not installed on this server.")
     static let unsupported = Self(.unsupportedDocumentType, "The file is not text, Markdown, HTML, DOCX or PDF.")
     static let archiveTooLarge = Self(.archiveTooLarge, "The Word document expands to more data than allowed; it may be a zip bomb.")
+
+    static let unavailable = Self(.extractionUnavailable, "The server could not start the PDF reader right now; try again later.")
+
+    static func tooManySections(_ limit: Int) -> Self {
+        Self(.tooManySections, "The document has more than \(limit) sections.")
+    }
 
     static func tooManyCharacters(_ limit: Int) -> Self {
         Self(.tooManyCharacters, "The document has more than \(limit) characters of text.")

@@ -22,10 +22,28 @@ public struct DocumentExtractor: Sendable {
             throw DocumentExtractionError(.documentTooLarge, "The document is larger than the \(Self.describe(bytes: self.limits.maxBytes)) allowed.")
         }
         if format == .pdf && self.tools == nil { throw DocumentExtractionError.pdfSupportMissing }
+        try Task.checkCancellation()
         let deadline = Deadline(after: self.limits.timeLimit)
+        do {
+            if format == .pdf { return try await self.extractPDF(bytes, deadline: deadline) }
+            // The parsers block: they run on a Dispatch thread, and past the
+            // deadline (or on cancellation) this returns without waiting for them.
+            return try await BlockingWork.run(deadline: deadline) { try self.read(bytes, format: format, deadline: deadline) }
+        } catch let error as DocumentExtractionError {
+            if error.code == .extractionTimeout && ContinuousClock.now < deadline.instant && Task.isCancelled { throw CancellationError() }
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw DocumentExtractionError.malformed(format)
+        }
+    }
+
+    private func extractPDF(_ bytes: [UInt8], deadline: Deadline) async throws -> ExtractedDocument {
+        guard let tools = self.tools else { throw DocumentExtractionError.pdfSupportMissing }
         let outcome = await withTaskGroup(of: Result<ExtractedDocument, any Error>?.self) { group in
             group.addTask {
-                do { return .success(try await self.run(bytes, format: format, deadline: deadline)) } catch { return .failure(error) }
+                do { return .success(try await PDFReader(limits: self.limits, deadline: deadline, tools: tools).read(bytes)) } catch { return .failure(error) }
             }
             group.addTask {
                 // Ends early (cancelled) when the work finishes first.
@@ -36,30 +54,34 @@ public struct DocumentExtractor: Sendable {
             // or makes the parsers' deadline checks fire.
             let first = await group.next() ?? nil
             group.cancelAll()
+            deadline.stop()
             return first
         }
         switch outcome {
         case .success(let document)?:
             return document
         case .failure(let error)?:
-            if let error = error as? DocumentExtractionError {
-                if error.code == .extractionTimeout && ContinuousClock.now < deadline.instant { throw CancellationError() }
-                throw error
-            }
-            if error is CancellationError { throw error }
-            throw DocumentExtractionError.malformed(format)
+            throw error
         case nil:
             if Task.isCancelled && ContinuousClock.now < deadline.instant { throw CancellationError() }
             throw DocumentExtractionError.timeout
         }
     }
 
-    private func run(_ bytes: [UInt8], format: DocumentFormat, deadline: Deadline) async throws -> ExtractedDocument {
+    /// Deletes temporary PDFs older than `age` that an earlier process left
+    /// behind (killed while Poppler was reading them). Call at start-up;
+    /// files of extractions still running are younger than their time limit.
+    public static func sweepTemporaryFiles(olderThan age: Duration) {
+        TemporaryFile.sweep(olderThan: age)
+    }
+
+    private func read(_ bytes: [UInt8], format: DocumentFormat, deadline: Deadline) throws(DocumentExtractionError) -> ExtractedDocument {
+        let limits = self.limits
         switch format {
         case .text:
-            return try PlainTextReader(maxCharacters: self.limits.maxCharacters, deadline: deadline).read(TextDecoding.decode(bytes, deadline: deadline))
+            return try PlainTextReader(maxCharacters: limits.maxCharacters, deadline: deadline, maxSections: limits.maxSections).read(TextDecoding.decode(bytes, deadline: deadline))
         case .markdown:
-            return try MarkdownReader(maxCharacters: self.limits.maxCharacters, deadline: deadline).read(TextDecoding.decode(bytes, deadline: deadline))
+            return try MarkdownReader(maxCharacters: limits.maxCharacters, deadline: deadline, maxSections: limits.maxSections).read(TextDecoding.decode(bytes, deadline: deadline))
         case .html:
             let text: String
             do {
@@ -67,12 +89,11 @@ public struct DocumentExtractor: Sendable {
             } catch where error.code == .unsupportedDocumentType {
                 throw DocumentExtractionError.malformed(.html, "it is binary data")
             }
-            return try HTMLReader(maxCharacters: self.limits.maxCharacters, deadline: deadline).read(text)
+            return try HTMLReader(maxCharacters: limits.maxCharacters, deadline: deadline, maxSections: limits.maxSections).read(text)
         case .docx:
-            return try DOCXReader(limits: self.limits, deadline: deadline).read(bytes)
+            return try DOCXReader(limits: limits, deadline: deadline).read(bytes)
         case .pdf:
-            guard let tools = self.tools else { throw DocumentExtractionError.pdfSupportMissing }
-            return try await PDFReader(limits: self.limits, deadline: deadline, tools: tools).read(bytes)
+            throw DocumentExtractionError.pdfSupportMissing  // extractPDF's
         }
     }
 

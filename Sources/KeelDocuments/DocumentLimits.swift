@@ -10,6 +10,9 @@ public struct DocumentLimits: Sendable, Equatable {
     /// For DOCX: the sum of the archive's declared entry sizes, and separately
     /// the bytes actually inflated, so a zip bomb stops before it fills memory.
     public var maxUncompressedBytes: Int64
+    /// Sections (headings, plus the text before the first heading). Every
+    /// section carries its path of heading titles, so this bounds the copies.
+    public var maxSections: Int
     /// Wall-clock time for the whole extraction, Poppler included.
     public var timeLimit: Duration
 
@@ -18,13 +21,15 @@ public struct DocumentLimits: Sendable, Equatable {
         maxPages: Int = 2000,
         maxCharacters: Int = 20_000_000,
         maxUncompressedBytes: Int64 = 512 * 1024 * 1024,
-        timeLimit: Duration = .seconds(120)
+        timeLimit: Duration = .seconds(120),
+        maxSections: Int = 10_000
     ) {
         self.maxBytes = maxBytes
         self.maxPages = maxPages
         self.maxCharacters = maxCharacters
         self.maxUncompressedBytes = maxUncompressedBytes
         self.timeLimit = timeLimit
+        self.maxSections = maxSections
     }
 
     public static let `default` = DocumentLimits()

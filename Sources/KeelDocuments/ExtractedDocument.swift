@@ -36,7 +36,8 @@ public struct ExtractedDocument: Sendable, Equatable {
 
     public init(format: DocumentFormat, title: String?, sections: [ExtractedSection], pageCount: Int? = nil) {
         self.format = format
-        self.title = title
+        // U+0000 is not allowed in PostgreSQL text; readers drop it from sections already.
+        self.title = title.map(SectionAssembler.removingNUL)
         self.sections = sections
         self.pageCount = pageCount
         self.characterCount = sections.reduce(0) { $0 + $1.characterCount }

@@ -8,6 +8,7 @@ import Foundation
 struct HTMLReader {
     let maxCharacters: Int
     let deadline: Deadline
+    var maxSections = DocumentLimits.default.maxSections
 
     private static let blocks: Set<String> = [
         "p", "div", "section", "article", "header", "footer", "nav", "aside", "main", "blockquote", "pre", "ul", "ol", "li",
@@ -18,7 +19,7 @@ struct HTMLReader {
 
     func read(_ text: String) throws(DocumentExtractionError) -> ExtractedDocument {
         var tokenizer = MarkupTokenizer(Array(text.utf8), rawTextElements: ["script", "style", "textarea", "title", "xmp", "plaintext"])
-        var assembler = SectionAssembler(maxCharacters: self.maxCharacters)
+        var assembler = SectionAssembler(maxCharacters: self.maxCharacters, maxSections: self.maxSections)
         var sawMarkup = false
         var title: String?
         var inTitle = false

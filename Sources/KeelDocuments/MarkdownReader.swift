@@ -8,9 +8,10 @@ import Foundation
 struct MarkdownReader {
     let maxCharacters: Int
     let deadline: Deadline
+    var maxSections = DocumentLimits.default.maxSections
 
     func read(_ text: String) throws(DocumentExtractionError) -> ExtractedDocument {
-        var assembler = SectionAssembler(maxCharacters: self.maxCharacters)
+        var assembler = SectionAssembler(maxCharacters: self.maxCharacters, maxSections: self.maxSections)
         var lines = text.documentLines[...]
         let frontMatterTitle = Self.skipFrontMatter(&lines)
         var paragraph: [Substring] = []

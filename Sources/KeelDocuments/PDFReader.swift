@@ -36,11 +36,19 @@ struct PDFReader {
         let outputLimit = max(64 << 20, min(Int.max / 8, self.limits.maxCharacters) * 4)
         let xml = try await self.run(self.tools.pdftohtml, ["-xml", "-i", "-stdout", "-q", "-nodrm", file.path], limit: outputLimit)
         try self.deadline.check()
-        let layout = PopplerLayout.parse(xml)
         let infoTitle = fields["Title"].map(SectionAssembler.collapseWhitespace).flatMap { $0.isEmpty ? nil : $0 }
+        // Parsing blocks: off the cooperative pool, and abandoned at the deadline.
+        let (limits, deadline) = (self.limits, self.deadline)
+        return try await BlockingWork.run(deadline: deadline) {
+            try Self.document(xml: xml, infoTitle: infoTitle, pages: pages, limits: limits, deadline: deadline)
+        }
+    }
+
+    private static func document(xml: [UInt8], infoTitle: String?, pages: Int, limits: DocumentLimits, deadline: Deadline) throws(DocumentExtractionError) -> ExtractedDocument {
+        let layout = try PopplerLayout.parse(xml, deadline: deadline)
         guard layout.lines.contains(where: { !$0.text.allSatisfy(\.isWhitespace) }) else { throw DocumentExtractionError.noTextLayer }
-        var assembler = SectionAssembler(maxCharacters: self.limits.maxCharacters)
-        try layout.emit(into: &assembler, deadline: self.deadline)
+        var assembler = SectionAssembler(maxCharacters: limits.maxCharacters, maxSections: limits.maxSections)
+        try layout.emit(into: &assembler, deadline: deadline)
         let title = infoTitle ?? layout.outline.first?.title ?? assembler.firstTopHeading
         let sections = try Self.sections(of: assembler, title: title)
         return ExtractedDocument(format: .pdf, title: title, sections: sections, pageCount: pages)
@@ -54,11 +62,22 @@ struct PDFReader {
         } catch let error as SubprocessError {
             try self.deadline.check()
             if error.code == .outputLimitExceeded { throw DocumentExtractionError.tooManyCharacters(self.limits.maxCharacters) }
-            throw DocumentExtractionError.pdfSupportMissing
+            throw Self.failure(error)
         }
         try self.deadline.check()
         guard case .exited(0) = result.terminationStatus else { throw DocumentExtractionError.malformed(.pdf) }
         return result.standardOutput
+    }
+
+    /// Only a tool that is missing or cannot be executed means no PDF
+    /// support; anything else (out of descriptors, memory or processes) is
+    /// the machine's state at the moment, and worth retrying.
+    static func failure(_ error: SubprocessError) -> DocumentExtractionError {
+        if error.code == .executableNotFound { return .pdfSupportMissing }
+        if let errno = error.underlyingError, [Errno.noSuchFileOrDirectory, .permissionDenied, .execFormatError, .notDirectory].contains(errno) {
+            return .pdfSupportMissing
+        }
+        return .unavailable
     }
 
     /// Headings without any body text: a scan with a bookmarked outline.
@@ -98,15 +117,35 @@ struct PopplerTools: Sendable {
 }
 
 /// The PDF as a file for Poppler, readable only by us, removed by `remove()`.
-private struct TemporaryFile {
+/// Files live in `keel-documents/` under the temporary directory, named
+/// `keel-pdf-<uuid>.pdf`, so `sweep` can find what a killed process left.
+struct TemporaryFile {
+    static let prefix = "keel-pdf-"
+    static var directory: String { (NSTemporaryDirectory() as NSString).appendingPathComponent("keel-documents") }
+
     let path: String
 
     init(_ bytes: [UInt8]) throws(DocumentExtractionError) {
-        let path = NSTemporaryDirectory() + "/keel-document-" + UUID().uuidString + ".pdf"
+        let directory = Self.directory
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = (directory as NSString).appendingPathComponent(Self.prefix + UUID().uuidString + ".pdf")
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
-            throw DocumentExtractionError(.malformedDocument, "The PDF could not be prepared for reading; try again later.")
+            throw DocumentExtractionError.unavailable
         }
         self.path = path
+    }
+
+    /// Removes this module's temporary files last modified more than `age` ago.
+    static func sweep(olderThan age: Duration) {
+        let directory = Self.directory
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        let seconds = Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18
+        let cutoff = Date().addingTimeInterval(-max(0, seconds))
+        for name in names where name.hasPrefix(Self.prefix) && name.hasSuffix(".pdf") {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff else { continue }
+            try? FileManager.default.removeItem(atPath: path)
+        }
     }
 
     func remove() {

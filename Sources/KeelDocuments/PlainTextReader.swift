@@ -16,6 +16,7 @@ import Foundation
 struct PlainTextReader {
     let maxCharacters: Int
     let deadline: Deadline
+    var maxSections = DocumentLimits.default.maxSections
 
     private enum Style: Int, Comparable {
         case strong = 0, underlinedDash, titleCase
@@ -76,8 +77,9 @@ struct PlainTextReader {
             if case .heading(_, nil, let style) = block { return style }
             return nil
         }).sorted()
-        var assembler = SectionAssembler(maxCharacters: self.maxCharacters)
-        for block in blocks {
+        var assembler = SectionAssembler(maxCharacters: self.maxCharacters, maxSections: self.maxSections)
+        for (number, block) in blocks.enumerated() {
+            if number % 4096 == 0 { try self.deadline.check() }
             switch block {
             case .paragraph(let text):
                 try assembler.paragraph(text)

@@ -8,7 +8,13 @@ struct PopplerLayout {
         var height: Double
         var size: Double
         var text: String
+        /// `text.count`, kept as pieces are added: recounting is quadratic.
+        var characters = 0
     }
+
+    /// Outline items beyond this are ignored: each is searched for among the
+    /// lines of its page, so a huge outline would be slow for nothing.
+    static let maxOutlineItems = 5000
 
     struct OutlineItem {
         var title: String
@@ -19,7 +25,7 @@ struct PopplerLayout {
     var lines: [Line] = []
     var outline: [OutlineItem] = []
 
-    static func parse(_ xml: [UInt8]) -> PopplerLayout {
+    static func parse(_ xml: [UInt8], deadline: Deadline) throws(DocumentExtractionError) -> PopplerLayout {
         var layout = PopplerLayout()
         var tokenizer = MarkupTokenizer(xml)
         var fonts: [String: Double] = [:]
@@ -27,8 +33,11 @@ struct PopplerLayout {
         var line: Line?
         var outlineDepth = 0
         var item: OutlineItem?
+        var tokens = 0
 
         while let token = tokenizer.next() {
+            tokens += 1
+            if tokens % 4096 == 0 { try deadline.check() }
             switch token {
             case .startTag(let name, let attributes, _):
                 switch name {
@@ -52,13 +61,18 @@ struct PopplerLayout {
                 case "item":
                     if var finished = item {
                         finished.title = SectionAssembler.collapseWhitespace(finished.title)
-                        if !finished.title.isEmpty { layout.outline.append(finished) }
+                        if !finished.title.isEmpty && layout.outline.count < Self.maxOutlineItems { layout.outline.append(finished) }
                     }
                     item = nil
                 default: break
                 }
             case .text(let text):
-                if line != nil { line!.text += text } else if item != nil { item!.title += text }
+                if line != nil {
+                    line!.text += text
+                    line!.characters += text.count
+                } else if item != nil {
+                    item!.title += text
+                }
             case .declaration: break
             }
         }
@@ -69,8 +83,10 @@ struct PopplerLayout {
     /// join them so headings and sentences stay whole.
     private mutating func append(_ line: Line) {
         if var last = self.lines.last, last.page == line.page, abs(last.top - line.top) < 2 {
-            let lastCount = last.text.count, count = line.text.count
-            last.text += (last.text.last?.isWhitespace == false && line.text.first?.isWhitespace == false ? " " : "") + line.text
+            let lastCount = last.characters, count = line.characters
+            let separator = last.text.last?.isWhitespace == false && line.text.first?.isWhitespace == false ? " " : ""
+            last.text += separator + line.text
+            last.characters = lastCount + separator.count + count
             if count > lastCount { last.size = line.size }
             last.height = max(last.height, line.height)
             self.lines[self.lines.count - 1] = last
@@ -95,7 +111,7 @@ struct PopplerLayout {
     }
 
     private func events(deadline: Deadline) throws(DocumentExtractionError) -> [Event] {
-        let headings = self.outline.isEmpty ? self.headingsBySize() : self.headingsFromOutline()
+        let headings = try self.outline.isEmpty ? self.headingsBySize(deadline: deadline) : self.headingsFromOutline(deadline: deadline)
         let covered = Set(headings.flatMap(\.coveredLines) + headings.compactMap(\.line))
         var events: [Event] = []
         var paragraph = ""
@@ -162,7 +178,7 @@ struct PopplerLayout {
 
     /// Each outline item matched, in order, to the first unused line on its
     /// page that spells it (possibly over several lines).
-    private func headingsFromOutline() -> [Heading] {
+    private func headingsFromOutline(deadline: Deadline) throws(DocumentExtractionError) -> [Heading] {
         var result: [Heading] = []
         var cursor = 0
         var normalizedLines: [String?] = Array(repeating: nil, count: self.lines.count)
@@ -174,11 +190,15 @@ struct PopplerLayout {
         }
         var firstLineOfPage: [Int: Int] = [:]
         for (index, line) in self.lines.enumerated() where firstLineOfPage[line.page] == nil { firstLineOfPage[line.page] = index }
+        var steps = 0
         for item in self.outline {
+            try deadline.check()
             let wanted = Self.normalized(item.title)
             var heading = Heading(title: item.title, level: item.level, page: item.page)
             var start = max(cursor, firstLineOfPage[item.page] ?? self.lines.count)
             search: while start < self.lines.count, self.lines[start].page == item.page {
+                steps += 1
+                if steps % 4096 == 0 { try deadline.check() }
                 var combined = normalizedLine(start)
                 var end = start
                 while !combined.isEmpty, wanted.hasPrefix(combined) {
@@ -201,7 +221,7 @@ struct PopplerLayout {
     }
 
     /// Lines larger than the body text, levels by distinct size descending.
-    private func headingsBySize() -> [Heading] {
+    private func headingsBySize(deadline: Deadline) throws(DocumentExtractionError) -> [Heading] {
         var characters: [Double: Int] = [:]
         for line in self.lines { characters[line.size.rounded(), default: 0] += line.text.count }
         guard let body = characters.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) })?.key else { return [] }
@@ -210,6 +230,7 @@ struct PopplerLayout {
         var result: [Heading] = []
         var index = 0
         while index < self.lines.count {
+            if index % 4096 == 0 { try deadline.check() }
             let line = self.lines[index]
             guard isHeading(line) else { index += 1; continue }
             var heading = Heading(title: line.text, level: (sizes.firstIndex(of: line.size.rounded()) ?? 0) + 1, page: line.page, line: index)

@@ -2,8 +2,17 @@ import Foundation
 
 /// Builds sections from a stream of headings and paragraphs, the one shape
 /// every format's reader produces. Keeping the rules here (paths, the
-/// untitled preamble, the character limit) makes all formats agree.
+/// untitled preamble, the limits) makes all formats agree.
+///
+/// Heading titles are cut to `maxTitleCharacters`: every section below a
+/// heading repeats its title in its path (and every passage in its
+/// heading), so a long title would otherwise multiply; cut, a title counts
+/// once toward the character limit and its copies are bounded by
+/// `maxSections` × depth × 300. U+0000 is dropped from titles and text
+/// (PostgreSQL refuses it in text).
 struct SectionAssembler {
+    static let maxTitleCharacters = 300
+
     private struct Pending {
         var title: String?  // nil: text before the first heading
         var level: Int
@@ -18,16 +27,24 @@ struct SectionAssembler {
     private var headingCount = 0
     private var characters = 0
     private let maxCharacters: Int
+    private let maxSections: Int
+    private var preambleHasText = false
     /// The first level-1 heading, which formats without a title of their own use as one.
     private(set) var firstTopHeading: String?
 
-    init(maxCharacters: Int) {
+    init(maxCharacters: Int, maxSections: Int = DocumentLimits.default.maxSections) {
         self.maxCharacters = maxCharacters
+        self.maxSections = maxSections
     }
 
     mutating func heading(_ rawTitle: String, level: Int, page: Int? = nil) throws(DocumentExtractionError) {
-        let title = Self.collapseWhitespace(rawTitle)
+        var title = Self.collapseWhitespace(rawTitle)
         guard !title.isEmpty else { return }
+        if title.utf8.count > Self.maxTitleCharacters, title.count > Self.maxTitleCharacters {
+            title = String(title.prefix(Self.maxTitleCharacters).trimmed)
+        }
+        // This heading's section, the ones before it, and the preamble if it has text.
+        if self.headingCount + 1 + (self.preambleHasText ? 1 : 0) > self.maxSections { throw .tooManySections(self.maxSections) }
         try self.count(title)
         self.finished.append(self.current)
         // The enclosing headings are those on the current path with a lower level.
@@ -52,9 +69,10 @@ struct SectionAssembler {
     }
 
     mutating func paragraph(_ text: String, firstPage: Int?, lastPage: Int?) throws(DocumentExtractionError) {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = Self.removingNUL(text).trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { return }
         try self.count(trimmed)
+        if self.headingCount == 0 { self.preambleHasText = true }
         self.current.paragraphs.append(trimmed)
         if let firstPage, self.current.firstPage == nil { self.current.firstPage = firstPage }
         if let lastPage { self.current.lastPage = lastPage }
@@ -85,6 +103,14 @@ struct SectionAssembler {
         return sections
     }
 
+    /// `text` without U+0000.
+    static func removingNUL(_ text: String) -> String {
+        guard text.utf8.contains(0) else { return text }
+        var scalars = text.unicodeScalars
+        scalars.removeAll { $0 == "\0" }
+        return String(scalars)
+    }
+
     /// Unicode's White_Space set, spelled out: the property lookup is slow.
     static func isWhitespace(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
@@ -101,6 +127,7 @@ struct SectionAssembler {
         var needsWork = false
         var previousWasSpace = true
         for scalar in text.unicodeScalars {
+            if scalar == "\0" { needsWork = true; break }
             let isSpace = Self.isWhitespace(scalar)
             if isSpace && (previousWasSpace || scalar != " ") { needsWork = true; break }
             previousWasSpace = isSpace
@@ -112,7 +139,7 @@ struct SectionAssembler {
         for scalar in text.unicodeScalars {
             if Self.isWhitespace(scalar) {
                 pendingSpace = !result.isEmpty
-            } else {
+            } else if scalar != "\0" {
                 if pendingSpace { result.append(" ") }
                 pendingSpace = false
                 result.append(scalar)

@@ -13,7 +13,7 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
     let started: StartSignal
 
     static let columns = """
-        id, session_id, upload_id, filename, format, media_type, byte_size, status, title, job_id, error_code, error_message,
+        id, session_id, upload_id, filename, format, media_type, byte_size, status, title, job_id, ingest_attempt, error_code, error_message,
         section_count, character_count, passage_count, page_count, created_at, updated_at
         """
 
@@ -92,14 +92,14 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
         }
     }
 
-    func assignIngest(documentID: String, jobID: String, now: Date) async throws -> Document? {
+    func assignIngest(documentID: String, jobID: String, replacing previousJobID: String?, now: Date) async throws -> Document? {
         try await self.operation {
             try await Self.fetch(
                 self.client.query(
                     """
-                    UPDATE keel_documents SET job_id = \(jobID), status = 'processing', error_code = NULL, error_message = NULL,
+                    UPDATE keel_documents SET job_id = \(jobID), ingest_attempt = 0, status = 'processing', error_code = NULL, error_message = NULL,
                         updated_at = \(now.millisecondsSince1970)
-                    WHERE id = \(documentID)
+                    WHERE id = \(documentID) AND job_id IS NOT DISTINCT FROM \(previousJobID) AND (job_id IS NULL OR status = 'failed')
                     RETURNING \(unescaped: Self.columns)
                     """,
                     logger: self.logger
@@ -108,11 +108,31 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
         }
     }
 
-    func completeIngest(documentID: String, jobID: String, content: DocumentContent, now: Date) async throws -> Bool {
+    func claimIngest(documentID: String, jobID: String, attempt: Int, now: Date) async throws -> Bool {
+        try await self.operation {
+            var claimed = false
+            for try await _ in try await self.client.query(
+                """
+                UPDATE keel_documents SET ingest_attempt = \(attempt), updated_at = \(now.millisecondsSince1970)
+                WHERE id = \(documentID) AND job_id = \(jobID) AND ingest_attempt <= \(attempt) AND status = 'processing'
+                RETURNING 1
+                """,
+                logger: self.logger
+            ) {
+                claimed = true
+            }
+            return claimed
+        }
+    }
+
+    func completeIngest(documentID: String, jobID: String, attempt: Int, content: DocumentContent, now: Date) async throws -> Bool {
         try await self.transaction { connection in
             var sessionID: String?
             for try await value in try await connection.query(
-                "SELECT session_id FROM keel_documents WHERE id = \(documentID) AND job_id = \(jobID) FOR UPDATE", logger: self.logger
+                """
+                SELECT session_id FROM keel_documents WHERE id = \(documentID) AND job_id = \(jobID) AND ingest_attempt = \(attempt) FOR UPDATE
+                """,
+                logger: self.logger
             ).decode(String.self) {
                 sessionID = value
             }
@@ -159,11 +179,15 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
         }
     }
 
-    func failIngest(documentID: String, jobID: String, code: String, message: String, now: Date) async throws -> Bool {
+    func failIngest(documentID: String, jobID: String, attempt: Int?, code: String, message: String, now: Date) async throws -> Bool {
         try await self.transaction { connection in
             var owned = false
             for try await _ in try await connection.query(
-                "SELECT 1 FROM keel_documents WHERE id = \(documentID) AND job_id = \(jobID) AND status != 'ready' FOR UPDATE", logger: self.logger
+                """
+                SELECT 1 FROM keel_documents WHERE id = \(documentID) AND job_id = \(jobID) AND status != 'ready'
+                    AND (\(attempt)::bigint IS NULL OR ingest_attempt = \(attempt)) FOR UPDATE
+                """,
+                logger: self.logger
             ) {
                 owned = true
             }
@@ -242,22 +266,27 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
         var bindings = PostgresBindings()
         bindings.append(argument)
         bindings.append(query.sessionID)
-        bindings.append(query.documentIDs)
         bindings.append(query.limit)
         bindings.append(options)
-        let restrict = query.documentIDs.isEmpty ? "" : "AND p.document_id = ANY($3)"
-        // The session filter is inside the ranked query: another session's
-        // passages are never ranked, counted or returned. Headlines (costly)
-        // are made only for the passages returned.
+        var restrict = ""
+        if !query.documentIDs.isEmpty {
+            bindings.append(query.documentIDs)
+            restrict = "AND p.document_id = ANY($5)"
+        }
+        // The session filter is inside the query (with an index of its own,
+        // the planner starts from the session's passages and rechecks the
+        // match); another session's passages are never returned. Headlines
+        // (costly) are made only for the passages returned.
         let sql = """
             WITH q AS (SELECT \(tsquery) AS query),
             hits AS (
-                SELECT p.id, ts_rank_cd(p.search, q.query) AS rank FROM keel_document_passages p, q
-                WHERE p.session_id = $2 AND p.search @@ q.query \(restrict) AND cardinality($3::text[]) >= 0
-                ORDER BY rank DESC, p.id LIMIT $4
+                SELECT p.id, ts_rank_cd(p.search, q.query) AS rank FROM keel_document_passages p
+                JOIN keel_documents d ON d.id = p.document_id AND d.status = 'ready', q
+                WHERE p.session_id = $2 AND p.search @@ q.query \(restrict)
+                ORDER BY rank DESC, p.id LIMIT $3
             )
             SELECT p.document_id, p.section_index, p.heading, p.body, d.title AS document_title, d.filename, s.title AS section_title,
-                ts_headline('english'::regconfig, p.body, q.query, $5) AS snippet, hits.rank::float8 AS rank
+                ts_headline('english'::regconfig, p.body, q.query, $4) AS snippet, hits.rank::float8 AS rank
             FROM hits
             JOIN keel_document_passages p ON p.id = hits.id
             JOIN keel_documents d ON d.id = p.document_id
@@ -347,6 +376,7 @@ struct PostgresDocumentStore: DocumentStore, PostgresRole {
                     status: DocumentStatus(rawValue: try columns["status"].decode(String.self)) ?? .failed,
                     title: try columns["title"].decode(String?.self),
                     jobID: try columns["job_id"].decode(String?.self),
+                    ingestAttempt: Int(try columns["ingest_attempt"].decode(Int64.self)),
                     errorCode: try columns["error_code"].decode(String?.self),
                     errorMessage: try columns["error_message"].decode(String?.self),
                     sectionCount: Int(try columns["section_count"].decode(Int64.self)),

@@ -193,6 +193,7 @@ enum PostgresSchema {
                     status TEXT NOT NULL,
                     title TEXT,
                     job_id TEXT,
+                    ingest_attempt BIGINT NOT NULL DEFAULT 0,
                     error_code TEXT,
                     error_message TEXT,
                     section_count BIGINT NOT NULL DEFAULT 0,
@@ -238,6 +239,10 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX keel_document_passages_document ON keel_document_passages (document_id)",
                 "CREATE INDEX keel_document_passages_search ON keel_document_passages USING GIN (search)",
+                // With many sessions, the planner starts from the session's
+                // passages and rechecks the match (98 ms → 3 ms measured with
+                // 100 sessions of 1,000 passages).
+                "CREATE INDEX keel_document_passages_session ON keel_document_passages (session_id)",
             ]
         ),
     ]

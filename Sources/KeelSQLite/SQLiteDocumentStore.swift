@@ -9,7 +9,7 @@ struct SQLiteDocumentStore: DocumentStore {
     let pool: DatabasePool
 
     static let columns = """
-        id, session_id, upload_id, filename, format, media_type, byte_size, status, title, job_id, error_code, error_message,
+        id, session_id, upload_id, filename, format, media_type, byte_size, status, title, job_id, ingest_attempt, error_code, error_message,
         section_count, character_count, passage_count, page_count, created_at, updated_at
         """
 
@@ -77,28 +77,46 @@ struct SQLiteDocumentStore: DocumentStore {
         }
     }
 
-    func assignIngest(documentID: String, jobID: String, now: Date) async throws -> Document? {
+    func assignIngest(documentID: String, jobID: String, replacing previousJobID: String?, now: Date) async throws -> Document? {
         try await withStoreErrors {
             try await self.pool.write { db in
                 try db.executeCached(
                     sql: """
-                        UPDATE keel_documents SET job_id = ?, status = 'processing', error_code = NULL, error_message = NULL, updated_at = ?
-                        WHERE id = ?
+                        UPDATE keel_documents SET job_id = ?, ingest_attempt = 0, status = 'processing', error_code = NULL, error_message = NULL,
+                            updated_at = ?
+                        WHERE id = ? AND job_id IS ? AND (job_id IS NULL OR status = 'failed')
                         """,
-                    arguments: [jobID, now.millisecondsSince1970, documentID]
+                    arguments: [jobID, now.millisecondsSince1970, documentID, previousJobID]
                 )
+                guard db.changesCount == 1 else { return nil }
                 return try Row.fetchOne(cached: db, sql: "SELECT \(Self.columns) FROM keel_documents WHERE id = ?", arguments: [documentID])
                     .map(Self.decode)
             }
         }
     }
 
-    func completeIngest(documentID: String, jobID: String, content: DocumentContent, now: Date) async throws -> Bool {
+    func claimIngest(documentID: String, jobID: String, attempt: Int, now: Date) async throws -> Bool {
+        try await withStoreErrors {
+            try await self.pool.write { db in
+                try db.executeCached(
+                    sql: """
+                        UPDATE keel_documents SET ingest_attempt = ?, updated_at = ?
+                        WHERE id = ? AND job_id = ? AND ingest_attempt <= ? AND status = 'processing'
+                        """,
+                    arguments: [attempt, now.millisecondsSince1970, documentID, jobID, attempt]
+                )
+                return db.changesCount == 1
+            }
+        }
+    }
+
+    func completeIngest(documentID: String, jobID: String, attempt: Int, content: DocumentContent, now: Date) async throws -> Bool {
         try await withStoreErrors {
             try await self.pool.write { db in
                 guard
                     let sessionID = try String.fetchOne(
-                        cached: db, sql: "SELECT session_id FROM keel_documents WHERE id = ? AND job_id = ?", arguments: [documentID, jobID])
+                        cached: db, sql: "SELECT session_id FROM keel_documents WHERE id = ? AND job_id = ? AND ingest_attempt = ?",
+                        arguments: [documentID, jobID, attempt])
                 else { return false }
                 try Self.removeContent(db, documentID: documentID)
                 for section in content.sections {
@@ -142,13 +160,14 @@ struct SQLiteDocumentStore: DocumentStore {
         }
     }
 
-    func failIngest(documentID: String, jobID: String, code: String, message: String, now: Date) async throws -> Bool {
+    func failIngest(documentID: String, jobID: String, attempt: Int?, code: String, message: String, now: Date) async throws -> Bool {
         try await withStoreErrors {
             try await self.pool.write { db in
                 guard
                     try Int.fetchOne(
-                        cached: db, sql: "SELECT 1 FROM keel_documents WHERE id = ? AND job_id = ? AND status != 'ready'",
-                        arguments: [documentID, jobID]) != nil
+                        cached: db,
+                        sql: "SELECT 1 FROM keel_documents WHERE id = ? AND job_id = ? AND status != 'ready' AND (? IS NULL OR ingest_attempt = ?)",
+                        arguments: [documentID, jobID, attempt, attempt]) != nil
                 else { return false }
                 try Self.removeContent(db, documentID: documentID)
                 try db.executeCached(
@@ -226,8 +245,9 @@ struct SQLiteDocumentStore: DocumentStore {
             + [query.limit]
         return try await withStoreErrors {
             try await self.pool.read { db in
-                // The session filter is part of the ranked query: another
-                // session's passages are never ranked, counted or returned.
+                // The session filter is part of the query: another session's
+                // passages are never returned (FTS5 finds the matches of
+                // every session, then the filter keeps this one's).
                 try Row.fetchAll(
                     cached: db,
                     sql: """
@@ -237,7 +257,7 @@ struct SQLiteDocumentStore: DocumentStore {
                         JOIN keel_document_passages p ON p.id = keel_passages_fts.rowid
                         JOIN keel_documents d ON d.id = p.document_id
                         JOIN keel_document_sections s ON s.document_id = p.document_id AND s.idx = p.section_index
-                        WHERE keel_passages_fts MATCH ? AND p.session_id = ? \(restrict)
+                        WHERE keel_passages_fts MATCH ? AND p.session_id = ? AND d.status = 'ready' \(restrict)
                         ORDER BY rank, p.id LIMIT ?
                         """,
                     arguments: arguments
@@ -289,7 +309,7 @@ struct SQLiteDocumentStore: DocumentStore {
         Document(
             id: row["id"], sessionID: row["session_id"], uploadID: row["upload_id"], filename: row["filename"], format: row["format"],
             mediaType: row["media_type"], byteSize: row["byte_size"],
-            status: DocumentStatus(rawValue: row["status"]) ?? .failed, title: row["title"], jobID: row["job_id"],
+            status: DocumentStatus(rawValue: row["status"]) ?? .failed, title: row["title"], jobID: row["job_id"], ingestAttempt: row["ingest_attempt"],
             errorCode: row["error_code"], errorMessage: row["error_message"], sectionCount: row["section_count"],
             characterCount: row["character_count"], passageCount: row["passage_count"], pageCount: row["page_count"],
             createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"])

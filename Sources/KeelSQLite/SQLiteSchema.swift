@@ -176,6 +176,7 @@ enum SQLiteSchema {
                     status TEXT NOT NULL,
                     title TEXT,
                     job_id TEXT,
+                    ingest_attempt INTEGER NOT NULL DEFAULT 0,
                     error_code TEXT,
                     error_message TEXT,
                     section_count INTEGER NOT NULL DEFAULT 0,

@@ -110,6 +110,7 @@ struct DocumentOptions: ParsableArguments {
     @Option(name: .customLong("document-max-bytes"), help: ArgumentHelp(ConfigurationKnob.documentMaxBytes.help)) var maxBytes: String?
     @Option(name: .customLong("document-max-pages"), help: ArgumentHelp(ConfigurationKnob.documentMaxPages.help)) var maxPages: String?
     @Option(name: .customLong("document-max-characters"), help: ArgumentHelp(ConfigurationKnob.documentMaxCharacters.help)) var maxCharacters: String?
+    @Option(name: .customLong("document-max-sections"), help: ArgumentHelp(ConfigurationKnob.documentMaxSections.help)) var maxSections: String?
     @Option(name: .customLong("document-max-archive-bytes"), help: ArgumentHelp(ConfigurationKnob.documentMaxArchiveBytes.help))
     var maxArchiveBytes: String?
     @Option(name: .customLong("document-extract-timeout"), help: ArgumentHelp(ConfigurationKnob.documentExtractTimeout.help)) var extractTimeout: String?
@@ -120,6 +121,7 @@ struct DocumentOptions: ParsableArguments {
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
             (.documentMaxBytes, self.maxBytes), (.documentMaxPages, self.maxPages), (.documentMaxCharacters, self.maxCharacters),
+            (.documentMaxSections, self.maxSections),
             (.documentMaxArchiveBytes, self.maxArchiveBytes), (.documentExtractTimeout, self.extractTimeout),
             (.documentPassageChars, self.passageChars), (.popplerPath, self.popplerPath), (.searchMaxResults, self.searchMaxResults),
         ]

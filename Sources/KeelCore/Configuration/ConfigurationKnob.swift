@@ -228,6 +228,9 @@ extension ConfigurationKnob {
     public static let documentMaxCharacters = Self(
         name: "document-max-characters", defaultDescription: "20000000", summary: "The most characters of text one document may yield (too_many_characters above)."
     )
+    public static let documentMaxSections = Self(
+        name: "document-max-sections", defaultDescription: "10000", summary: "The most sections one document may have (too_many_sections above)."
+    )
     public static let documentMaxArchiveBytes = Self(
         name: "document-max-archive-bytes",
         defaultDescription: "536870912 (512 MiB)",
@@ -255,7 +258,7 @@ extension ConfigurationKnob {
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
-        .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters,
+        .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters, .documentMaxSections,
         .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .logFormat, .logLevel,
     ]
 }

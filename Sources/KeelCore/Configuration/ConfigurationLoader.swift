@@ -136,6 +136,7 @@ public struct ConfigurationLoader: Sendable {
         case .documentMaxBytes: configuration.documents.maxBytes = Int64(try integer(value, knob, in: 1...(1 << 40)))
         case .documentMaxPages: configuration.documents.maxPages = try integer(value, knob, in: 1...1_000_000)
         case .documentMaxCharacters: configuration.documents.maxCharacters = try integer(value, knob, in: 1...1_000_000_000)
+        case .documentMaxSections: configuration.documents.maxSections = try integer(value, knob, in: 1...10_000_000)
         case .documentMaxArchiveBytes: configuration.documents.maxArchiveBytes = Int64(try integer(value, knob, in: 1...(1 << 40)))
         case .documentExtractTimeout: configuration.documents.extractTimeout = try positive(duration(value, knob), value, knob)
         case .documentPassageChars: configuration.documents.passageCharacters = try integer(value, knob, in: 200...20_000)

@@ -232,6 +232,8 @@ public struct DocumentSettings: Sendable, Equatable {
     public var maxPages: Int = 2000
     /// The most characters of text a document may yield.
     public var maxCharacters: Int = 20_000_000
+    /// The most sections a document may have.
+    public var maxSections: Int = 10_000
     /// The most bytes a DOCX's parts may inflate to (declared and actual): zip bombs stop here.
     public var maxArchiveBytes: Int64 = 512 * 1_048_576
     /// How long one extraction may run before it is stopped (and Poppler killed).

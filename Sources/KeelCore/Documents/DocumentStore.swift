@@ -25,6 +25,8 @@ public struct Document: Sendable, Equatable {
     public var title: String?
     /// The ingest job that owns the document's content: only it may write it.
     public var jobID: String?
+    /// The attempt of that job allowed to write (earlier ones are fenced off).
+    public var ingestAttempt: Int
     public var errorCode: String?
     public var errorMessage: String?
     public var sectionCount: Int
@@ -37,7 +39,8 @@ public struct Document: Sendable, Equatable {
 
     public init(
         id: String, sessionID: String, uploadID: String, filename: String, format: String, mediaType: String, byteSize: Int64,
-        status: DocumentStatus = .processing, title: String? = nil, jobID: String? = nil, errorCode: String? = nil, errorMessage: String? = nil,
+        status: DocumentStatus = .processing, title: String? = nil, jobID: String? = nil, ingestAttempt: Int = 0, errorCode: String? = nil,
+        errorMessage: String? = nil,
         sectionCount: Int = 0, characterCount: Int = 0, passageCount: Int = 0, pageCount: Int? = nil, createdAt: Date, updatedAt: Date? = nil
     ) {
         self.id = id
@@ -50,6 +53,7 @@ public struct Document: Sendable, Equatable {
         self.status = status
         self.title = title
         self.jobID = jobID
+        self.ingestAttempt = ingestAttempt
         self.errorCode = errorCode
         self.errorMessage = errorMessage
         self.sectionCount = sectionCount
@@ -232,18 +236,27 @@ public protocol DocumentStore: Sendable {
     /// The session's documents, newest first.
     func documents(sessionID: String, after: DocumentCursor?, limit: Int) async throws -> DocumentPage
 
-    /// Hands the document to an ingest job and marks it `processing`
-    /// (clearing an earlier failure). Returns the updated document, or `nil`
-    /// when it no longer exists.
-    func assignIngest(documentID: String, jobID: String, now: Date) async throws -> Document?
+    /// Hands the document to the ingest job `jobID` and marks it
+    /// `processing`, if it is still as the caller saw it: owned by
+    /// `previousJobID` (`nil`: by no job yet), and, when that job exists,
+    /// failed. A compare-and-set, so two requests racing to start an ingest
+    /// pick one job, and a ready document is never handed to another.
+    /// Returns the updated document, or `nil` when it changed or is gone.
+    func assignIngest(documentID: String, jobID: String, replacing previousJobID: String?, now: Date) async throws -> Document?
+
+    /// Fences off earlier attempts of the owning job: records `attempt` as
+    /// the one allowed to write, if `jobID` owns the document and no later
+    /// attempt has claimed it. Returns whether this attempt may go on.
+    func claimIngest(documentID: String, jobID: String, attempt: Int, now: Date) async throws -> Bool
 
     /// Replaces the document's sections and passages with `content` and marks
-    /// it `ready`, atomically, if `jobID` still owns it. Returns whether it did.
-    func completeIngest(documentID: String, jobID: String, content: DocumentContent, now: Date) async throws -> Bool
+    /// it `ready`, atomically, if `jobID`'s `attempt` still owns it. Returns whether it did.
+    func completeIngest(documentID: String, jobID: String, attempt: Int, content: DocumentContent, now: Date) async throws -> Bool
 
     /// Marks the document `failed` with the reason, removing any content, if
-    /// `jobID` still owns it and it is not `ready`. Returns whether it did.
-    func failIngest(documentID: String, jobID: String, code: String, message: String, now: Date) async throws -> Bool
+    /// `jobID` (and its `attempt`, when given) still owns it and it is not
+    /// `ready`. Returns whether it did.
+    func failIngest(documentID: String, jobID: String, attempt: Int?, code: String, message: String, now: Date) async throws -> Bool
 
     /// The section outline (texts empty), in order.
     func outline(documentID: String) async throws -> [DocumentSection]
@@ -254,7 +267,9 @@ public protocol DocumentStore: Sendable {
     /// Deletes the document and everything stored for it. Returns whether it existed.
     func deleteDocument(id: String, sessionID: String) async throws -> Bool
 
-    /// Ranked passages of the session's ready documents.
+    /// Ranked passages of the session's ready documents. (Term statistics
+    /// for ranking are the index's, across sessions; only the session's
+    /// passages are returned.)
     func search(_ query: DocumentSearch) async throws -> [DocumentSearchHit]
 
     /// Deletes up to `limit` documents whose session no longer exists; returns how many.

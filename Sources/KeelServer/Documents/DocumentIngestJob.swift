@@ -42,8 +42,19 @@ struct DocumentIngestJob: JobHandler {
         guard document.jobID == job.id else {
             throw JobHandlerFailure(code: "superseded", message: "A newer ingest owns this document.", retryable: false)
         }
+        // An earlier attempt committed the content and died before the job
+        // was marked done: nothing left to do.
+        if document.status == .ready { return Self.result(document) }
+        // Fence off earlier attempts of this job (a worker presumed dead may
+        // still be running): from here, only this attempt writes.
+        guard try await self.store.claimIngest(documentID: id, jobID: job.id, attempt: job.attempt, now: self.clock.now()) else {
+            throw JobHandlerFailure(code: "superseded", message: "A later attempt or a newer ingest owns this document.", retryable: false)
+        }
         do {
             return try await self.ingest(document, job: job)
+        } catch let failure as DocumentExtractionError where failure.retryable && job.attempt < job.maxAttempts {
+            // The machine, not the document (no process could be started): another attempt may do better.
+            throw JobHandlerFailure(code: failure.code.rawValue, message: failure.message, retryable: true)
         } catch let failure as DocumentExtractionError {
             try await self.fail(document, job: job, code: failure.code.rawValue, message: failure.message)
             throw JobHandlerFailure(code: failure.code.rawValue, message: failure.message, retryable: false)
@@ -85,18 +96,27 @@ struct DocumentIngestJob: JobHandler {
         try Task.checkCancellation()
         try await job.progress(stage: "indexing", percent: 80, message: "\(passages.count) passages")
         let content = DocumentContent(title: extracted.title, pageCount: extracted.pageCount, sections: sections, passages: passages)
-        guard try await self.store.completeIngest(documentID: document.id, jobID: job.id, content: content, now: self.clock.now()) else {
+        guard try await self.store.completeIngest(documentID: document.id, jobID: job.id, attempt: job.attempt, content: content, now: self.clock.now()) else {
             throw JobHandlerFailure(code: "superseded", message: "The document was deleted or handed to a newer ingest.", retryable: false)
         }
-        return .object([
-            "document_id": .string(document.id), "status": .string(DocumentStatus.ready.rawValue), "sections": .int(Int64(sections.count)),
-            "passages": .int(Int64(passages.count)), "characters": .int(Int64(content.characterCount)),
-            "pages": extracted.pageCount.map { .int(Int64($0)) } ?? .null,
+        var done = document
+        done.sectionCount = sections.count
+        done.passageCount = passages.count
+        done.characterCount = content.characterCount
+        done.pageCount = extracted.pageCount
+        return Self.result(done)
+    }
+
+    static func result(_ document: Document) -> JSONValue {
+        .object([
+            "document_id": .string(document.id), "status": .string(DocumentStatus.ready.rawValue), "sections": .int(Int64(document.sectionCount)),
+            "passages": .int(Int64(document.passageCount)), "characters": .int(Int64(document.characterCount)),
+            "pages": document.pageCount.map { .int(Int64($0)) } ?? .null,
         ])
     }
 
     private func fail(_ document: Document, job: JobContext, code: String, message: String) async throws {
         guard code != "superseded" else { return }
-        _ = try await self.store.failIngest(documentID: document.id, jobID: job.id, code: code, message: message, now: self.clock.now())
+        _ = try await self.store.failIngest(documentID: document.id, jobID: job.id, attempt: job.attempt, code: code, message: message, now: self.clock.now())
     }
 }

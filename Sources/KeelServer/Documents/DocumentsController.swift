@@ -18,6 +18,10 @@ struct DocumentsController: Sendable {
     static let maxPageSize = 100
     static let defaultSearchResults = 10
     static let maxQueryCharacters = 1000
+    static let maxSearchDocuments = 20
+    /// A processing document whose job is not in the queue this long after
+    /// it was assigned lost its ingest (the request that started it died).
+    static let lostIngestAfter: TimeInterval = 60
 
     func register(in app: inout KeelModuleBuilder) {
         app.route("/api/documents", .post, self.create)
@@ -155,6 +159,9 @@ struct DocumentsController: Sendable {
         var documentIDs: [String] = []
         for value in query.getAll("document") {
             for id in value.split(separator: ",") where !id.isEmpty {
+                guard documentIDs.count < Self.maxSearchDocuments else {
+                    throw KeelError(.invalidInput, "A search may name at most \(Self.maxSearchDocuments) documents.", hint: "Leave document out to search them all.")
+                }
                 guard id.utf8.count <= 64, try await self.documents.document(id: String(id), sessionID: session.id) != nil else {
                     throw KeelError(.notFound, "No document '\(id)' for this session.")
                 }
@@ -193,14 +200,23 @@ struct DocumentsController: Sendable {
     }
 
     /// A processing document whose ingest job ended without finishing it
-    /// (cancelled by its owner, or failed outside the handler) is failed.
+    /// (cancelled by its owner, or failed outside the handler), or whose job
+    /// never reached the queue, is failed: asking for the document again
+    /// (`POST /api/documents`) starts a new ingest.
     private func reconcile(_ document: Document) async throws -> Document {
-        guard document.status == .processing, let jobID = document.jobID, let job = try await self.jobs.job(id: jobID),
-            job.status == .failed || job.status == .cancelled
-        else { return document }
-        let code = job.status == .cancelled ? "ingest_cancelled" : (job.error?.code ?? "ingest_failed")
-        let message = job.status == .cancelled ? "The ingest job was cancelled." : (job.error?.message ?? "The ingest job failed.")
-        _ = try await self.documents.failIngest(documentID: document.id, jobID: jobID, code: code, message: message, now: self.clock.now())
+        guard document.status == .processing, let jobID = document.jobID else { return document }
+        let code: String
+        let message: String
+        if let job = try await self.jobs.job(id: jobID) {
+            guard job.status == .failed || job.status == .cancelled else { return document }
+            code = job.status == .cancelled ? "ingest_cancelled" : (job.error?.code ?? "ingest_failed")
+            message = job.status == .cancelled ? "The ingest job was cancelled." : (job.error?.message ?? "The ingest job failed.")
+        } else {
+            guard self.clock.now().timeIntervalSince(document.updatedAt) > Self.lostIngestAfter else { return document }
+            code = "ingest_lost"
+            message = "The ingest job was never queued; ask for the document again."
+        }
+        _ = try await self.documents.failIngest(documentID: document.id, jobID: jobID, attempt: nil, code: code, message: message, now: self.clock.now())
         return try await self.documents.document(id: document.id, sessionID: document.sessionID) ?? document
     }
 

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import KeelCore
 import KeelDocuments
@@ -15,7 +14,7 @@ public struct DocumentsModule: KeelModule {
     public func register(in app: inout KeelModuleBuilder) throws {
         let settings = app.configuration.documents
         let ingest = DocumentIngestion(
-            store: app.store.documents, jobs: app.jobs, activeJobs: app.store.jobs, uploads: app.uploads, settings: settings,
+            store: app.store.documents, jobs: app.jobs, queue: app.store.jobs, uploads: app.uploads, settings: settings,
             maxAttempts: app.configuration.jobs.maxAttempts, maxActiveJobs: app.configuration.quotas.activeJobsPerSession, clock: app.clock
         )
         let controller = DocumentsController(
@@ -24,6 +23,8 @@ public struct DocumentsModule: KeelModule {
         )
         controller.register(in: &app)
         let extractor = DocumentExtractor(limits: settings.limits, popplerDirectory: settings.popplerDirectory)
+        // PDFs copied to temporary files by a process that was killed mid-ingest.
+        DocumentExtractor.sweepTemporaryFiles(olderThan: .seconds(3600))
         if !extractor.pdfSupportAvailable {
             app.logger.warning(
                 "Poppler's pdfinfo and pdftohtml are not found: PDF documents will fail with pdf_support_missing (install Debian's poppler-utils, or set --poppler-path)")
@@ -59,7 +60,7 @@ extension DocumentSettings {
     var limits: DocumentLimits {
         DocumentLimits(
             maxBytes: self.maxBytes, maxPages: self.maxPages, maxCharacters: self.maxCharacters, maxUncompressedBytes: self.maxArchiveBytes,
-            timeLimit: self.extractTimeout
+            timeLimit: self.extractTimeout, maxSections: self.maxSections
         )
     }
 
@@ -70,7 +71,7 @@ extension DocumentSettings {
 struct DocumentIngestion: Sendable {
     let store: any DocumentStore
     let jobs: JobSubmitter
-    let activeJobs: any JobQueue
+    let queue: any JobQueue
     let uploads: UploadContents
     let settings: DocumentSettings
     let maxAttempts: Int
@@ -86,15 +87,9 @@ struct DocumentIngestion: Sendable {
         var accepted: Bool
     }
 
-    /// A job id derived from the ingest's idempotency key (the key holds the
-    /// document's random id, so ids never collide across sessions).
-    static func jobID(forKey key: String) -> String {
-        Identifiers.base64URL(SHA256.hash(data: Array(key.utf8)).prefix(16))
-    }
-
     /// The upload's document: created and handed to a new `document.ingest`
-    /// job, or the existing one (restarted if it failed, or if an earlier
-    /// attempt died before its job was queued). Idempotent.
+    /// job, or the existing one (restarted if it failed; its job queued if an
+    /// earlier request died before queuing it). Idempotent.
     func start(upload: Upload) async throws -> Started {
         guard upload.status == .complete, let length = upload.length else {
             throw KeelError(.uploadIncomplete, "Upload '\(upload.id)' has not finished; a document is made from a finished upload.")
@@ -111,43 +106,62 @@ struct DocumentIngestion: Sendable {
                 hint: "Documents are plain text, markdown, HTML, DOCX or PDF (by content, file name or filetype metadata).")
         }
         let now = self.clock.now()
-        let (document, created) = try await self.store.createDocument(
+        var (document, created) = try await self.store.createDocument(
             Document(
                 id: Identifiers.random(byteCount: 12), sessionID: upload.sessionID, uploadID: upload.id, filename: upload.filename ?? "document",
                 format: format.rawValue, mediaType: format.mediaType, byteSize: length, createdAt: now
             )
         )
-        let needsJob = created || document.jobID == nil || document.status == .failed
-        guard needsJob else { return Started(document: document, job: nil, accepted: false) }
-        if self.maxActiveJobs > 0, try await self.activeJobs.activeJobCount(sessionID: upload.sessionID) >= self.maxActiveJobs {
-            if created { _ = try? await self.store.deleteDocument(id: document.id, sessionID: document.sessionID) }
-            throw KeelError(
-                .tooManyJobs, "This session has \(self.maxActiveJobs) jobs queued or running, the most allowed at once.",
-                hint: "Wait for one to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
+        // Requests and hooks may race here: the store's compare-and-set picks
+        // one ingest, and the others see what it did.
+        for _ in 0..<4 {
+            if document.status == .ready { return Started(document: document, job: nil, accepted: false) }
+            if document.status == .processing, let jobID = document.jobID {
+                if let job = try await self.queue.job(id: jobID) { return Started(document: document, job: job, accepted: false) }
+                // The document names a job that was never queued (its process
+                // died in between, or the queue refused): queue it now.
+                let job = try await self.submit(jobID: jobID, document: document)
+                return Started(document: document, job: job, accepted: true)
+            }
+            try await self.checkQuota(sessionID: upload.sessionID, created: created ? document : nil)
+            // The document names its job before the job exists: a worker that
+            // claims the job at once already finds the document waiting for it.
+            let jobID = Identifiers.random(byteCount: 16)
+            if let assigned = try await self.store.assignIngest(documentID: document.id, jobID: jobID, replacing: document.jobID, now: self.clock.now()) {
+                do {
+                    return Started(document: assigned, job: try await self.submit(jobID: jobID, document: assigned), accepted: true)
+                } catch {
+                    if created { _ = try? await self.store.deleteDocument(id: document.id, sessionID: document.sessionID) }
+                    throw error
+                }
+            }
+            guard let current = try await self.store.document(id: document.id, sessionID: document.sessionID) else {
+                throw KeelError(.notFound, "The document was deleted while its ingest started.")
+            }
+            document = current
+            created = false
         }
-        // One job per document and attempt to ingest it: a retried request or
-        // hook finds the job it already queued. The job's id follows from that
-        // key, so the document names its job before the job exists: a worker
-        // that claims it at once already finds the document waiting for it.
-        let key = document.status == .failed ? "document.ingest:\(document.id):\(Int64(document.updatedAt.timeIntervalSince1970 * 1000))" : "document.ingest:\(document.id)"
-        let jobID = Self.jobID(forKey: key)
-        guard let assigned = try await self.store.assignIngest(documentID: document.id, jobID: jobID, now: self.clock.now()) else {
-            throw KeelError(.notFound, "The document was deleted while its ingest started.")
-        }
-        let job: Job
-        do {
-            job = try await self.jobs.submit(
-                NewJob(
-                    id: jobID, sessionID: upload.sessionID, type: DocumentIngestJob.type,
-                    inputJSON: JSONValue.object(["document_id": .string(document.id)]).serialized(), maxAttempts: self.maxAttempts,
-                    idempotencyKey: key
-                )
+        throw KeelError(.versionConflict, "The document kept changing while its ingest started.", hint: "Ask again.")
+    }
+
+    private func checkQuota(sessionID: String, created: Document?) async throws {
+        guard self.maxActiveJobs > 0, try await self.queue.activeJobCount(sessionID: sessionID) >= self.maxActiveJobs else { return }
+        if let created { _ = try? await self.store.deleteDocument(id: created.id, sessionID: created.sessionID) }
+        throw KeelError(
+            .tooManyJobs, "This session has \(self.maxActiveJobs) jobs queued or running, the most allowed at once.",
+            hint: "Wait for one to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
+    }
+
+    /// Queues the ingest job the document names; its idempotency key makes a
+    /// second submission (a racing request, a retried hook) find the first.
+    private func submit(jobID: String, document: Document) async throws -> Job {
+        try await self.jobs.submit(
+            NewJob(
+                id: jobID, sessionID: document.sessionID, type: DocumentIngestJob.type,
+                inputJSON: JSONValue.object(["document_id": .string(document.id)]).serialized(), maxAttempts: self.maxAttempts,
+                idempotencyKey: "document.ingest:\(jobID)"
             )
-        } catch {
-            if created { _ = try? await self.store.deleteDocument(id: document.id, sessionID: document.sessionID) }
-            throw error
-        }
-        return Started(document: assigned, job: job, accepted: true)
+        )
     }
 }
 

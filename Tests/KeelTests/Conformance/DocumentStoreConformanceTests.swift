@@ -33,8 +33,9 @@ struct DocumentStoreConformanceTests {
     /// Creates a document, assigns it to `job` and stores ``content``.
     static func ingested(_ store: any KeelStore, _ id: String, session: String = "s1", job: String = "j1") async throws -> Document {
         _ = try await store.documents.createDocument(Self.document(id, session: session))
-        _ = try await store.documents.assignIngest(documentID: id, jobID: job, now: t0)
-        #expect(try await store.documents.completeIngest(documentID: id, jobID: job, content: Self.content, now: t0.addingTimeInterval(1)))
+        #expect(try await store.documents.assignIngest(documentID: id, jobID: job, replacing: nil, now: t0) != nil)
+        #expect(try await store.documents.claimIngest(documentID: id, jobID: job, attempt: 1, now: t0))
+        #expect(try await store.documents.completeIngest(documentID: id, jobID: job, attempt: 1, content: Self.content, now: t0.addingTimeInterval(1)))
         return try #require(try await store.documents.document(id: id, sessionID: session))
     }
 
@@ -125,34 +126,77 @@ struct DocumentStoreConformanceTests {
     @Test("only the job that owns a document writes it: a stale job's content or failure is refused", arguments: Driver.available)
     func fencing(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
-            _ = try await store.documents.createDocument(Self.document("d1"))
-            _ = try await store.documents.assignIngest(documentID: "d1", jobID: "old", now: Self.t0)
-            let reassigned = try await store.documents.assignIngest(documentID: "d1", jobID: "new", now: Self.t0)
-            #expect(reassigned?.jobID == "new" && reassigned?.status == .processing)
-            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "old", content: Self.content, now: Self.t0) == false)
-            #expect(try await store.documents.failIngest(documentID: "d1", jobID: "old", code: "x", message: "x", now: Self.t0) == false)
-            #expect(try await store.documents.outline(documentID: "d1").isEmpty)
-            #expect(try await store.documents.search(DocumentSearch(text: "invoices", sessionID: "s1")).isEmpty)
-            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "new", content: Self.content, now: Self.t0))
-            // A ready document is not failed by a late failure of its own job.
-            #expect(try await store.documents.failIngest(documentID: "d1", jobID: "new", code: "x", message: "x", now: Self.t0) == false)
-            #expect(try await store.documents.document(id: "d1", sessionID: "s1")?.status == .ready)
-            #expect(try await store.documents.assignIngest(documentID: "gone", jobID: "j", now: Self.t0) == nil)
-            #expect(try await store.documents.completeIngest(documentID: "gone", jobID: "j", content: Self.content, now: Self.t0) == false)
+            let documents = store.documents
+            _ = try await documents.createDocument(Self.document("d1"))
+            let first = try await documents.assignIngest(documentID: "d1", jobID: "old", replacing: nil, now: Self.t0)
+            #expect(first?.jobID == "old" && first?.status == .processing)
+            // A processing document is not handed to another job, and a
+            // request that saw an outdated owner loses the race.
+            #expect(try await documents.assignIngest(documentID: "d1", jobID: "new", replacing: "old", now: Self.t0) == nil)
+            #expect(try await documents.assignIngest(documentID: "d1", jobID: "new", replacing: nil, now: Self.t0) == nil)
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "other", attempt: 1, now: Self.t0) == false)
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "old", attempt: 1, now: Self.t0))
+            #expect(try await documents.failIngest(documentID: "d1", jobID: "old", attempt: 1, code: "x", message: "x", now: Self.t0))
+            // Failed: a new ingest may take it, once.
+            let second = try await documents.assignIngest(documentID: "d1", jobID: "new", replacing: "old", now: Self.t0)
+            #expect(second?.jobID == "new" && second?.status == .processing && second?.errorCode == nil && second?.ingestAttempt == 0)
+            #expect(try await documents.assignIngest(documentID: "d1", jobID: "newer", replacing: "old", now: Self.t0) == nil)
+            #expect(try await documents.completeIngest(documentID: "d1", jobID: "old", attempt: 1, content: Self.content, now: Self.t0) == false)
+            #expect(try await documents.failIngest(documentID: "d1", jobID: "old", attempt: 1, code: "x", message: "x", now: Self.t0) == false)
+
+            // Attempt 2 of the new job fences off attempt 1, which was presumed dead but still runs.
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "new", attempt: 1, now: Self.t0))
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "new", attempt: 2, now: Self.t0))
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "new", attempt: 1, now: Self.t0) == false)
+            #expect(try await documents.completeIngest(documentID: "d1", jobID: "new", attempt: 1, content: Self.content, now: Self.t0) == false)
+            #expect(try await documents.failIngest(documentID: "d1", jobID: "new", attempt: 1, code: "x", message: "x", now: Self.t0) == false)
+            #expect(try await documents.outline(documentID: "d1").isEmpty)
+            #expect(try await documents.search(DocumentSearch(text: "invoices", sessionID: "s1")).isEmpty)
+            #expect(try await documents.completeIngest(documentID: "d1", jobID: "new", attempt: 2, content: Self.content, now: Self.t0))
+            // A ready document is not failed by a late failure, nor handed to another job, nor claimed again.
+            #expect(try await documents.failIngest(documentID: "d1", jobID: "new", attempt: nil, code: "x", message: "x", now: Self.t0) == false)
+            #expect(try await documents.assignIngest(documentID: "d1", jobID: "newest", replacing: "new", now: Self.t0) == nil)
+            #expect(try await documents.claimIngest(documentID: "d1", jobID: "new", attempt: 3, now: Self.t0) == false)
+            #expect(try await documents.document(id: "d1", sessionID: "s1")?.status == .ready)
+            #expect(try await documents.assignIngest(documentID: "gone", jobID: "j", replacing: nil, now: Self.t0) == nil)
+            #expect(try await documents.completeIngest(documentID: "gone", jobID: "j", attempt: 1, content: Self.content, now: Self.t0) == false)
         }
     }
 
-    @Test("ingesting again replaces the content: nothing doubles", arguments: Driver.available)
+    @Test("two requests racing to start an ingest: exactly one assignment wins", arguments: Driver.available)
+    func assignmentRace(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        try await fixture.withStore { first in
+            let second = try fixture.openStore()
+            try await second.withRunning {
+                _ = try await first.documents.createDocument(Self.document("d1"))
+                let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for index in 0..<20 {
+                        let store = index % 2 == 0 ? first : second
+                        group.addTask { try await store.documents.assignIngest(documentID: "d1", jobID: "j\(index)", replacing: nil, now: Self.t0) != nil }
+                    }
+                    return try await group.reduce(into: 0) { $0 += $1 ? 1 : 0 }
+                }
+                #expect(winners == 1)
+            }
+            try await second.close()
+        }
+    }
+
+    @Test("writing the content again replaces it: nothing doubles", arguments: Driver.available)
     func reingest(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
-            _ = try await Self.ingested(store, "d1")
-            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "j1", content: Self.content, now: Self.t0))
-            _ = try await store.documents.assignIngest(documentID: "d1", jobID: "j2", now: Self.t0)
-            #expect(try await store.documents.document(id: "d1", sessionID: "s1")?.status == .processing)
+            _ = try await store.documents.createDocument(Self.document("d1"))
+            _ = try await store.documents.assignIngest(documentID: "d1", jobID: "j1", replacing: nil, now: Self.t0)
+            #expect(try await store.documents.claimIngest(documentID: "d1", jobID: "j1", attempt: 1, now: Self.t0))
+            // The same attempt writing twice (a retried statement) leaves one copy.
             var shorter = Self.content
             shorter.sections.removeLast()
             shorter.passages = [shorter.passages[0]]
-            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "j2", content: shorter, now: Self.t0))
+            #expect(try await store.documents.claimIngest(documentID: "d1", jobID: "j1", attempt: 2, now: Self.t0))
+            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "j1", attempt: 2, content: Self.content, now: Self.t0))
+            #expect(try await store.documents.document(id: "d1", sessionID: "s1")?.passageCount == 3)
+            #expect(try await store.documents.completeIngest(documentID: "d1", jobID: "j1", attempt: 2, content: shorter, now: Self.t0))
             let document = try #require(try await store.documents.document(id: "d1", sessionID: "s1"))
             #expect(document.sectionCount == 1 && document.passageCount == 1)
             #expect(try await store.documents.outline(documentID: "d1").count == 1)
@@ -165,11 +209,11 @@ struct DocumentStoreConformanceTests {
     func failure(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
             _ = try await store.documents.createDocument(Self.document("d1"))
-            _ = try await store.documents.assignIngest(documentID: "d1", jobID: "j1", now: Self.t0)
-            #expect(try await store.documents.failIngest(documentID: "d1", jobID: "j1", code: "no_text_layer", message: "No text.", now: Self.t0))
+            _ = try await store.documents.assignIngest(documentID: "d1", jobID: "j1", replacing: nil, now: Self.t0)
+            #expect(try await store.documents.failIngest(documentID: "d1", jobID: "j1", attempt: nil, code: "no_text_layer", message: "No text.", now: Self.t0))
             let failed = try #require(try await store.documents.document(id: "d1", sessionID: "s1"))
             #expect(failed.status == .failed && failed.errorCode == "no_text_layer" && failed.errorMessage == "No text." && failed.sectionCount == 0)
-            let retried = try await store.documents.assignIngest(documentID: "d1", jobID: "j2", now: Self.t0)
+            let retried = try await store.documents.assignIngest(documentID: "d1", jobID: "j2", replacing: "j1", now: Self.t0)
             #expect(retried?.status == .processing && retried?.errorCode == nil && retried?.errorMessage == nil)
         }
     }

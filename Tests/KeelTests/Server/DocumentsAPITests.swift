@@ -121,6 +121,52 @@ struct DocumentsAPITests {
         }
     }
 
+    @Test("a document whose ingest job never reached the queue: reading it later says so, asking again ingests it")
+    func lostIngest() async throws {
+        let clock = ManualClock(Date())
+        try await withTestApp(clock: clock, runJobs: true, modules: [DocumentsModule()]) { app, client in
+            let token = try await client.createSession()
+            let bytes = try DocumentFixtures.bytes("report.md")
+            let upload = try await client.upload(bytes, filename: "report.md", token: token)
+            let sessionID = try #require(try await app.store.uploads.upload(id: upload)?.sessionID)
+            // What a request that died between naming the job and queuing it leaves behind.
+            _ = try await app.store.documents.createDocument(
+                Document(id: "lost", sessionID: sessionID, uploadID: upload, filename: "report.md", format: "markdown", mediaType: "text/markdown",
+                    byteSize: Int64(bytes.count), createdAt: clock.now()))
+            let named = Identifiers.random(byteCount: 16)
+            #expect(try await app.store.documents.assignIngest(documentID: "lost", jobID: named, replacing: nil, now: clock.now()) != nil)
+            // Within a minute it may still be on its way; after that it is lost.
+            #expect(try await client.send(.get, "/api/documents/lost", token: token).json["status"]?.stringValue == "processing")
+            clock.advance(by: .seconds(61))
+            let lost = try await client.send(.get, "/api/documents/lost", token: token).json
+            #expect(lost["status"]?.stringValue == "failed" && lost["error"]?.objectValue?["code"]?.stringValue == "ingest_lost", "\(lost)")
+            let again = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
+            #expect(again.status == .accepted && again.json["id"]?.stringValue == "lost")
+            #expect(try await client.waitForDocument("lost", token: token)["status"]?.stringValue == "ready")
+        }
+    }
+
+    @Test("a document that names a job the queue never got: the next request queues that job")
+    func jobNeverQueued() async throws {
+        try await withTestApp(runJobs: true, modules: [DocumentsModule()]) { app, client in
+            let token = try await client.createSession()
+            let bytes = try DocumentFixtures.bytes("report.md")
+            let upload = try await client.upload(bytes, filename: "report.md", token: token)
+            let sessionID = try #require(try await app.store.uploads.upload(id: upload)?.sessionID)
+            _ = try await app.store.documents.createDocument(
+                Document(id: "named", sessionID: sessionID, uploadID: upload, filename: "report.md", format: "markdown", mediaType: "text/markdown",
+                    byteSize: Int64(bytes.count), createdAt: Date()))
+            let named = Identifiers.random(byteCount: 16)
+            _ = try await app.store.documents.assignIngest(documentID: "named", jobID: named, replacing: nil, now: Date())
+            let again = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
+            #expect(again.status == .accepted && again.json["job"]?.objectValue?["id"]?.stringValue == named, "\(again.text)")
+            #expect(try await client.waitForDocument("named", token: token)["status"]?.stringValue == "ready")
+            // And once queued, asking again finds it (200, the same job).
+            let third = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
+            #expect(third.status == .ok && third.json["job"] == nil)
+        }
+    }
+
     @Test("Upload-Metadata: document 1 makes the document when the upload completes")
     func uploadMetadata() async throws {
         try await withTestApp(runJobs: true, modules: [DocumentsModule()]) { _, client in
@@ -242,7 +288,7 @@ struct DocumentsAPITests {
             let created = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
             let id = try #require(created.json["id"]?.stringValue)
             let firstJob = try #require(created.json["job_id"]?.stringValue)
-            #expect(try await app.store.documents.failIngest(documentID: id, jobID: firstJob, code: "ingest_failed", message: "x", now: Date()))
+            #expect(try await app.store.documents.failIngest(documentID: id, jobID: firstJob, attempt: nil, code: "ingest_failed", message: "x", now: Date()))
             #expect(try await client.send(.get, "/api/documents/\(id)", token: token).json["status"]?.stringValue == "failed")
 
             let again = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
