@@ -62,6 +62,15 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),
+        // Model providers' wire formats: one byte-level SSE decoder, AWS
+        // event-stream frames (CRC32 hand-written: no zlib binding here) and
+        // SigV4 signing (no AWS SDK for Swift here), checked against botocore.
+        .target(
+            name: "KeelModels",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .target(
             name: "KeelServer",
             dependencies: [
@@ -115,7 +124,7 @@ let package = Package(
         .testTarget(
             name: "KeelTests",
             dependencies: [
-                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer", "KeelDocuments",
+                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer", "KeelDocuments", "KeelModels",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

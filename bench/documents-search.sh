@@ -89,7 +89,7 @@ run_store() {
   if [ "$store" = sqlite ]; then
     echo "# sqlite store: $(du -sh "$db" | cut -f1) (+ WAL $(du -sh "$db-wal" 2>/dev/null | cut -f1))"
   else
-    echo "# postgres: $(psql -X -At "$PG_URL" -c "SELECT pg_size_pretty(pg_total_relation_size('keel_document_passages')), pg_size_pretty(pg_relation_size('keel_document_passages_search'))" | tr '|' ' ' | sed 's/^/passages table /; s/ \([^ ]*\)$/, GIN index \1/'); $(psql -X -At "$PG_URL" -c 'SELECT version()' | cut -d, -f1)"
+    echo "# postgres: $(psql -X -At "$PG_URL" -c "SELECT 'passages table with indexes ' || pg_size_pretty(pg_total_relation_size('keel_document_passages')) || ', GIN index ' || pg_size_pretty(pg_relation_size('keel_document_passages_search'))"); $(psql -X -At "$PG_URL" -c 'SELECT version()' | cut -d, -f1)"
     psql -X -q "$PG_URL" -c 'VACUUM ANALYZE' # what autovacuum would have done by now; plans then see real statistics
   fi
   for kind in "${query_kinds[@]}"; do
