@@ -23,7 +23,9 @@
 # Knobs (environment): DOCUMENTS=100, PARAGRAPHS=1000, MIN_PASSAGES=100000,
 # REQUESTS=200, WARMUP=20, LIMIT=10, CORPUS_DIR (default: in the temp dir;
 # set it to keep the generated documents between runs), EXPLAIN=1 (print
-# PostgreSQL's EXPLAIN ANALYZE per query to stderr), KEEL_SERVE_ARGS, and
+# PostgreSQL's EXPLAIN ANALYZE per query to stderr), ENGINE_SQL=c50a32d (the
+# version of the store's statement the engine runs: 341c365 for builds
+# before c50a32d; it must match KEEL_BIN's), KEEL_SERVE_ARGS, and
 # KEEL_BIN (see bench/documents-lib.sh). The store is filled with
 # --session-max-active-jobs 0 (bench_start_keel passes it), so every ingest
 # is queued at once.
@@ -43,6 +45,7 @@ REQUESTS=${REQUESTS:-200}
 WARMUP=${WARMUP:-20}
 LIMIT=${LIMIT:-10}
 EXPLAIN=${EXPLAIN:-0}
+ENGINE_SQL=${ENGINE_SQL:-c50a32d}
 read -r -a keel_serve_args <<<"${KEEL_SERVE_ARGS:-}"
 
 docs_ensure_keel
@@ -102,9 +105,9 @@ o = json.loads(sys.argv[4])
 print("\t".join([sys.argv[1], sys.argv[2], o["query"], sys.argv[3]] + [str(o[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "results")] + ["-"]))
 PY
     if [ "$store" = sqlite ]; then
-      out=$(python3 bench/documents_engine.py sqlite --query="$query" --runs "$REQUESTS" --warmup "$WARMUP" --limit "$LIMIT" -- "$db")
+      out=$(python3 bench/documents_engine.py sqlite --sql "$ENGINE_SQL" --query="$query" --runs "$REQUESTS" --warmup "$WARMUP" --limit "$LIMIT" -- "$db")
     else
-      out=$(python3 bench/documents_engine.py postgres "$PG_URL" --query="$query" --runs "$REQUESTS" --warmup "$WARMUP" --limit "$LIMIT" \
+      out=$(python3 bench/documents_engine.py postgres "$PG_URL" --sql "$ENGINE_SQL" --query="$query" --runs "$REQUESTS" --warmup "$WARMUP" --limit "$LIMIT" \
         $([ "$EXPLAIN" = 1 ] && echo --explain))
     fi
     python3 - "$store" "$kind" "$out" >>"$results" <<'PY'

@@ -19,6 +19,12 @@ text, session id and limit as the HTTP requests.
       EXPLAIN (ANALYZE, BUFFERS) of it.
 
 The session id is the one session that owns documents in the store.
+--sql picks the statement's version: 341c365 (issue 16's first commit) or
+c50a32d (adds `d.status = 'ready'`; the default). Use the one of the build
+measured; bench/documents-search.sh passes ENGINE_SQL.
+PostgreSQL's \timing runs with psql's default settings; Keel's connections
+start with enable_bitmapscan = off unless the store URL says
+startup_parameters=none (see docs/benchmarks.md, Documents).
 """
 import argparse
 import json
@@ -43,6 +49,12 @@ WHERE keel_passages_fts MATCH ? AND p.session_id = ?
 ORDER BY rank, p.id LIMIT ?
 """
 
+# The statements as of 341c365 (measured on 2026-12-03); c50a32d added the
+# `d.status = 'ready'` filter and renumbered PostgreSQL's parameters. Pick
+# with --sql (default: c50a32d, the newer).
+SQLITE_SQL_C50A32D = SQLITE_SQL.replace("WHERE keel_passages_fts MATCH ? AND p.session_id = ?",
+                                        "WHERE keel_passages_fts MATCH ? AND p.session_id = ? AND d.status = 'ready'")
+
 PG_SQL = """
 WITH q AS (SELECT websearch_to_tsquery('english'::regconfig, $1) AS query),
 hits AS (
@@ -52,6 +64,24 @@ hits AS (
 )
 SELECT p.document_id, p.section_index, p.heading, p.body, d.title AS document_title, d.filename, s.title AS section_title,
     ts_headline('english'::regconfig, p.body, q.query, $5) AS snippet, hits.rank::float8 AS rank
+FROM hits
+JOIN keel_document_passages p ON p.id = hits.id
+JOIN keel_documents d ON d.id = p.document_id
+JOIN keel_document_sections s ON s.document_id = p.document_id AND s.idx = p.section_index,
+q
+ORDER BY hits.rank DESC, p.id
+"""
+
+PG_SQL_C50A32D = """
+WITH q AS (SELECT websearch_to_tsquery('english'::regconfig, $1) AS query),
+hits AS (
+    SELECT p.id, ts_rank_cd(p.search, q.query) AS rank FROM keel_document_passages p
+    JOIN keel_documents d ON d.id = p.document_id AND d.status = 'ready', q
+    WHERE p.session_id = $2 AND p.search @@ q.query
+    ORDER BY rank DESC, p.id LIMIT $3
+)
+SELECT p.document_id, p.section_index, p.heading, p.body, d.title AS document_title, d.filename, s.title AS section_title,
+    ts_headline('english'::regconfig, p.body, q.query, $4) AS snippet, hits.rank::float8 AS rank
 FROM hits
 JOIN keel_document_passages p ON p.id = hits.id
 JOIN keel_documents d ON d.id = p.document_id
@@ -95,18 +125,19 @@ def run_sqlite(args):
         sys.exit(f"expected one session owning documents, found {len(session)}")
     session = session[0][0]
     params = (HIGHLIGHT, HIGHLIGHT, match, session, args.limit)
+    sqlite_sql = SQLITE_SQL if args.sql == "341c365" else SQLITE_SQL_C50A32D
     rows = None
     for _ in range(args.warmup):
-        rows = db.execute(SQLITE_SQL, params).fetchall()
+        rows = db.execute(sqlite_sql, params).fetchall()
     matches = db.execute("SELECT count(*) FROM keel_passages_fts WHERE keel_passages_fts MATCH ?", (match,)).fetchone()[0]
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        rows = db.execute(SQLITE_SQL, params).fetchall()
+        rows = db.execute(sqlite_sql, params).fetchall()
         times.append((time.perf_counter() - t0) * 1000)
     db.close()
     # The same statement through the sqlite3 shell, `.timer on`.
-    literal = SQLITE_SQL.strip()
+    literal = sqlite_sql.strip()
     for value in params:
         literal = literal.replace("?", sql_literal(value), 1)
     script = ".timer on\n" + (literal + ";\n") * (2 + args.runs)
@@ -129,11 +160,13 @@ def run_postgres(args):
     sessions = psql(args.url, "\\pset tuples_only on\n\\pset format unaligned\nSELECT DISTINCT session_id FROM keel_documents;\n").split()
     if len(sessions) != 1:
         sys.exit(f"expected one session owning documents, found {len(sessions)}")
-    values = [args.query, sessions[0], "{}", args.limit, PG_OPTIONS]
-    sql = PG_SQL.strip()
+    if args.sql == "341c365":
+        values, sql = [args.query, sessions[0], "{}", args.limit, PG_OPTIONS], PG_SQL.strip()
+    else:
+        values, sql = [args.query, sessions[0], args.limit, PG_OPTIONS], PG_SQL_C50A32D.strip()
     for n in range(len(values), 0, -1):
         literal = sql_literal(values[n - 1])
-        if n == 3:
+        if values[n - 1] == "{}":
             literal += "::text[]"
         sql = sql.replace(f"${n}", literal)
     count = psql(args.url, "\\pset tuples_only on\n\\pset format unaligned\n"
@@ -160,6 +193,8 @@ def main():
         p.add_argument("--warmup", type=int, default=20)
         p.add_argument("--limit", type=int, default=10)
         p.add_argument("--explain", action="store_true")
+        p.add_argument("--sql", choices=("341c365", "c50a32d"), default="c50a32d",
+                       help="which version of the store's statement (the build measured must match)")
     args = parser.parse_args()
     run_sqlite(args) if args.engine == "sqlite" else run_postgres(args)
 

@@ -245,6 +245,23 @@ enum PostgresSchema {
                 "CREATE INDEX keel_document_passages_session ON keel_document_passages (session_id)",
             ]
         ),
+        Migration(
+            version: 8,
+            name: "model health",
+            statements: [
+                // One row per model: cooldowns and failures in a row, shared by every instance.
+                """
+                CREATE TABLE keel_model_health (
+                    model TEXT PRIMARY KEY,
+                    cooldown_until BIGINT,
+                    cooldown_reason TEXT,
+                    consecutive_failures BIGINT NOT NULL DEFAULT 0,
+                    last_failure_at BIGINT,
+                    last_success_at BIGINT
+                )
+                """,
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

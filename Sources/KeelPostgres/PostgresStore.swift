@@ -19,6 +19,7 @@ public final class PostgresStore: KeelStore {
     public let uploads: any UploadStore
     public let rateWindows: any RateWindowStore
     public let documents: any DocumentStore
+    public let modelHealth: any ModelHealthStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -49,6 +50,7 @@ public final class PostgresStore: KeelStore {
         self.uploads = PostgresUploadStore(client: self.client, logger: logger, started: self.started)
         self.rateWindows = PostgresRateWindowStore(client: self.client, logger: logger, started: self.started)
         self.documents = PostgresDocumentStore(client: self.client, logger: logger, started: self.started)
+        self.modelHealth = PostgresModelHealthStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

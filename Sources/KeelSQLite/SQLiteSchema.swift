@@ -227,6 +227,23 @@ enum SQLiteSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 8,
+            name: "model health",
+            statements: [
+                // One row per model: cooldowns and failures in a row, shared by every instance.
+                """
+                CREATE TABLE keel_model_health (
+                    model TEXT PRIMARY KEY,
+                    cooldown_until INTEGER,
+                    cooldown_reason TEXT,
+                    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+                    last_failure_at INTEGER,
+                    last_success_at INTEGER
+                ) WITHOUT ROWID
+                """,
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

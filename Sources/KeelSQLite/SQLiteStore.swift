@@ -21,6 +21,7 @@ public final class SQLiteStore: KeelStore {
     public let uploads: any UploadStore
     public let rateWindows: any RateWindowStore
     public let documents: any DocumentStore
+    public let modelHealth: any ModelHealthStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -56,6 +57,7 @@ public final class SQLiteStore: KeelStore {
         self.uploads = SQLiteUploadStore(pool: self.pool)
         self.rateWindows = SQLiteRateWindowStore(pool: self.pool)
         self.documents = SQLiteDocumentStore(pool: self.pool)
+        self.modelHealth = SQLiteModelHealthStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

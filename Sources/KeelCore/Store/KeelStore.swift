@@ -17,6 +17,8 @@ public protocol KeelStore: Sendable {
     var rateWindows: any RateWindowStore { get }
     /// Documents, their sections and passages, and full-text search.
     var documents: any DocumentStore { get }
+    /// Model cooldowns and failure counts every instance shares.
+    var modelHealth: any ModelHealthStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.
