@@ -141,8 +141,9 @@ struct DocumentsController: Sendable {
 
     @Sendable func search(_ request: Request, context: KeelRequestContext) async throws -> Response {
         let session = try await self.sessions.session(for: request)
-        let query = request.uri.queryParameters
-        let text = query["q"].map(String.init) ?? ""
+        // As a browser form (or Python's urlencode) sends them: `+` is a space.
+        let query = Self.formParameters(request.uri.query)
+        let text = query.first { $0.name == "q" }?.value ?? ""
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw KeelError(.invalidInput, "Search needs q, the words to look for.", hint: #"GET /api/search?q=quarterly+revenue ("phrases", or, -excluded work too)."#)
         }
@@ -150,14 +151,14 @@ struct DocumentsController: Sendable {
             throw KeelError(.invalidInput, "q may be at most \(Self.maxQueryCharacters) characters.")
         }
         var limit = min(Self.defaultSearchResults, self.settings.searchMaxResults)
-        if let value = query["limit"].map(String.init) {
+        if let value = query.first(where: { $0.name == "limit" })?.value {
             guard let parsed = Int(value), (1...self.settings.searchMaxResults).contains(parsed) else {
                 throw KeelError(.invalidInput, "limit must be an integer from 1 to \(self.settings.searchMaxResults).", hint: "The most is --search-max-results.")
             }
             limit = parsed
         }
         var documentIDs: [String] = []
-        for value in query.getAll("document") {
+        for value in query.filter({ $0.name == "document" }).map(\.value) {
             for id in value.split(separator: ",") where !id.isEmpty {
                 guard documentIDs.count < Self.maxSearchDocuments else {
                     throw KeelError(.invalidInput, "A search may name at most \(Self.maxSearchDocuments) documents.", hint: "Leave document out to search them all.")
@@ -187,6 +188,20 @@ struct DocumentsController: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// A query string decoded as `application/x-www-form-urlencoded`: `+` is
+    /// a space, `%XX` a byte (a malformed escape is kept as written).
+    static func formParameters(_ query: String?) -> [(name: String, value: String)] {
+        guard let query, !query.isEmpty else { return [] }
+        func decode(_ text: Substring) -> String {
+            let spaced = text.replacingOccurrences(of: "+", with: " ")
+            return spaced.removingPercentEncoding ?? spaced
+        }
+        return query.split(separator: "&").map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (decode(parts[0]), parts.count > 1 ? decode(parts[1]) : "")
         }
     }
 

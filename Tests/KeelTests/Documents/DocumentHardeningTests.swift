@@ -99,7 +99,8 @@ struct DocumentHardeningTests {
         let started = ContinuousClock.now
         let error = await #expect(throws: DocumentExtractionError.self) { try await extractor.extract(html, format: .html) }
         #expect(error?.code == .extractionTimeout)
-        #expect(ContinuousClock.now - started < .seconds(1.5))
+        // Well before the parser's own end (tens of seconds in a debug build), even on a loaded machine.
+        #expect(ContinuousClock.now - started < .seconds(6))
     }
 
     @Test("cancelling the caller ends the extraction promptly with CancellationError")
@@ -111,7 +112,7 @@ struct DocumentHardeningTests {
         let started = ContinuousClock.now
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
-        #expect(ContinuousClock.now - started < .seconds(1))
+        #expect(ContinuousClock.now - started < .seconds(6))
     }
 
     @Test func retryableCodes() {

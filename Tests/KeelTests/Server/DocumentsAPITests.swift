@@ -48,6 +48,9 @@ struct DocumentsAPITests {
             #expect(results.first?["section_title"]?.stringValue == "Latency" && results.first?["document_id"]?.stringValue == id)
             #expect(results.first?["snippet"]?.stringValue?.contains("**Frankfurt**") == true, "\(results)")
             #expect(results.first?["heading"]?.stringValue == "Quarterly Operations Report › Findings › Latency")
+            // As forms send it: `+` for a space.
+            let form = try await client.send(.get, "/api/search?q=frankfurt+caches", token: token)
+            #expect(form.json["results"]?.arrayValue?.first?.objectValue?["section_title"]?.stringValue == "Latency", "\(form.text)")
             let restricted = try await client.send(.get, "/api/search?q=frankfurt&document=\(id)&limit=1", token: token)
             #expect(restricted.json["results"]?.arrayValue?.count == 1)
 
