@@ -14,7 +14,11 @@
 #   engine: the same SQL the store runs, same query, session id and limit
 #           (bench/documents_engine.py): SQLite through Python's sqlite3
 #           module (perf_counter per execution) and the sqlite3 shell with
-#           `.timer on`; PostgreSQL through psql with \timing.
+#           `.timer on`; PostgreSQL through psql with \timing, in a session
+#           that does `SET enable_bitmapscan = on` first (as Keel's search
+#           does since bc9ac92), and also Keel's whole round timed in psql
+#           (psql-txn: BEGIN; SET LOCAL enable_bitmapscan = on; the statement;
+#           COMMIT, on a session with bitmap scans off as Keel's start).
 # p50/p99 per query and store; target: Keel's p99 within 2× of the engine's.
 #
 #   bench/documents-search.sh [sqlite|postgres|all]      # default all
@@ -25,7 +29,8 @@
 # set it to keep the generated documents between runs), EXPLAIN=1 (print
 # PostgreSQL's EXPLAIN ANALYZE per query to stderr), ENGINE_SQL=c50a32d (the
 # version of the store's statement the engine runs: 341c365 for builds
-# before c50a32d; it must match KEEL_BIN's), KEEL_SERVE_ARGS, and
+# before c50a32d; c50a32d also for bc9ac92, whose statement is the same; it
+# must match KEEL_BIN's), KEEL_SERVE_ARGS, and
 # KEEL_BIN (see bench/documents-lib.sh). The store is filled with
 # --session-max-active-jobs 0 (bench_start_keel passes it), so every ingest
 # is queued at once.
@@ -117,6 +122,8 @@ cols = lambda s: [str(s[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "m
 print("\t".join([sys.argv[1], sys.argv[2], o["query"], "engine"] + cols(o) + [str(o["results"]), str(o["matches"])]))
 if o.get("shell"):
     print("\t".join([sys.argv[1], sys.argv[2], o["query"], "sqlite3-shell"] + cols(o["shell"]) + [str(o["results"]), str(o["matches"])]))
+if o.get("transaction"):
+    print("\t".join([sys.argv[1], sys.argv[2], o["query"], "psql-txn"] + cols(o["transaction"]) + [str(o["results"]), str(o["matches"])]))
 PY
   done
   bench_stop_keel
