@@ -58,10 +58,26 @@ public enum Chunker {
         // Don't cut so early that passages become much smaller than the target.
         let floor = text.index(text.startIndex, offsetBy: target / 2)
         let window = text[floor..<limit]
-        if let range = window.range(of: "\n\n", options: .backwards) { return range.upperBound }
+        if let end = Self.lastParagraphBreak(in: window) { return end }
         if let end = Self.lastSentenceEnd(in: window) { return end }
         if let space = window.lastIndex(where: { $0.isWhitespace }) { return text.index(after: space) }
         return limit
+    }
+
+    /// Just after the last blank line ("\n\n"), found on UTF-8 bytes
+    /// (Foundation's backwards `range(of:)` showed in profiles).
+    private static func lastParagraphBreak(in window: Substring) -> Substring.Index? {
+        let utf8 = window.utf8
+        var index = utf8.endIndex
+        var following: UInt8?
+        while index > utf8.startIndex {
+            let previous = utf8.index(before: index)
+            let byte = utf8[previous]
+            if byte == 0x0A, following == 0x0A { return utf8.index(after: index) }
+            following = byte
+            index = previous
+        }
+        return nil
     }
 
     /// Just after the last `.`, `!` or `?` that is followed by whitespace.
