@@ -95,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "keel",
             dependencies: [
-                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer",
+                "KeelCore", "KeelSQLite", "KeelPostgres", "KeelServer", "KeelModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -111,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "keel-bench",
             dependencies: [
-                "KeelCore",
+                "KeelCore", "KeelModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -126,6 +126,14 @@ if o.get("transaction"):
     print("\t".join([sys.argv[1], sys.argv[2], o["query"], "psql-txn"] + cols(o["transaction"]) + [str(o["results"]), str(o["matches"])]))
 PY
   done
+  # The floor beside the queries: GET /api/session on the same connection
+  # (session lookup, HTTP, JSON), what every search pays before its query.
+  out=$(python3 "$DOC_CLIENT" search --floor --requests "$REQUESTS" --warmup "$WARMUP" -- "$KEEL_URL" "$token")
+  python3 - "$store" "$out" >>"$results" <<'PY'
+import json, sys
+o = json.loads(sys.argv[2])
+print("\t".join([sys.argv[1], "floor", "GET /api/session", "keel"] + [str(o[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms")] + ["-", "-"]))
+PY
   bench_stop_keel
   if [ "$store" = postgres ]; then pg_stop; fi
 }
@@ -148,4 +156,8 @@ for store, kind, _, side, *_ in rows:
     k, e = by[(store, kind, "keel")], by[(store, kind, "engine")]
     ratio = float(k[6]) / float(e[6])
     print(f"{store:<9} {kind:<11} keel p99 {k[6]:>9} ms / engine p99 {e[6]:>9} ms = {ratio:5.2f}× {'(target ≤ 2×: met)' if ratio <= 2 else '(target ≤ 2×: missed)'}")
+    floor = by.get((store, "floor", "keel"))
+    if floor:
+        with_floor = float(k[6]) / (float(e[6]) + float(floor[6]))
+        print(f"{'':<9} {'':<11} against engine + the floor (GET /api/session p99 {floor[6]} ms): {with_floor:5.2f}×")
 PY

@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import KeelCore
+import KeelModels
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -245,38 +246,21 @@ struct ClusterFire: AsyncParsableCommand {
                     http.tally.fail("job \(id): stream answered \(response.status.code)")
                     return false
                 }
-                var pending = ""
-                var eventID: Int64?
-                var type = ""
-                var data = ""
+                var decoder = SSEDecoder()
                 for try await buffer in response.body {
-                    pending += String(buffer: buffer)
-                    while let newline = pending.firstIndex(of: "\n") {
-                        let line = String(pending[..<newline])
-                        pending = String(pending[pending.index(after: newline)...])
-                        if line.isEmpty {
-                            if let current = eventID {
-                                guard current == last + 1 else {
-                                    http.tally.fail("job \(id): event \(current) after \(last) (gap or repeat)")
-                                    return false
-                                }
-                                last = current
-                                if type == "done" {
-                                    dones += 1
-                                    if !data.contains(#""status":"succeeded""#) { http.tally.fail("job \(id): done with \(data.prefix(200))") }
-                                }
-                            } else if dones > 0 {
-                                http.tally.fail("job \(id): data after done")
-                            }
-                            eventID = nil
-                            type = ""
-                            data = ""
-                        } else if line.hasPrefix("id: ") {
-                            eventID = Int64(line.dropFirst(4))
-                        } else if line.hasPrefix("event: ") {
-                            type = String(line.dropFirst(7))
-                        } else if line.hasPrefix("data: ") {
-                            data += line.dropFirst(6)
+                    for event in try decoder.feed(buffer.readableBytesView) {
+                        guard let current = event.id.flatMap({ Int64($0) }) else {
+                            if dones > 0 { http.tally.fail("job \(id): data after done") }
+                            continue
+                        }
+                        guard current == last + 1 else {
+                            http.tally.fail("job \(id): event \(current) after \(last) (gap or repeat)")
+                            return false
+                        }
+                        last = current
+                        if event.type == "done" {
+                            dones += 1
+                            if !event.data.contains(#""status":"succeeded""#) { http.tally.fail("job \(id): done with \(event.data.prefix(200))") }
                         }
                     }
                 }

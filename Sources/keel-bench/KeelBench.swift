@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import KeelCore
+import KeelModels
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -258,14 +259,13 @@ struct Streams: AsyncParsableCommand {
                         let connected = ContinuousClock.now
                         let response = try await client.execute(request, timeout: .seconds(120))
                         var first: Double?
-                        var text = ""
+                        var decoder = SSEDecoder()
+                        var events: [SSEEvent] = []
                         for try await buffer in response.body {
-                            text += String(buffer: buffer)
-                            if first == nil, text.contains("event: ") || text.contains("id: ") {
-                                first = (ContinuousClock.now - connected).milliseconds
-                            }
+                            events += try decoder.feed(buffer.readableBytesView)
+                            if first == nil, !events.isEmpty { first = (ContinuousClock.now - connected).milliseconds }
                         }
-                        return (first ?? .infinity, Self.complete(text, tokens: expectedTokens))
+                        return (first ?? .infinity, Self.complete(events, tokens: expectedTokens))
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -279,23 +279,25 @@ struct Streams: AsyncParsableCommand {
         if incomplete > 0 { throw ExitCode(1) }
     }
 
-    /// Ids 1, 2, 3… without gaps, every token once, one done at the end.
+    /// ``complete(_:tokens:)`` of a whole stream's text.
     static func complete(_ text: String, tokens: Int) -> Bool {
+        var decoder = SSEDecoder()
+        guard let events = try? decoder.feed(Array(text.utf8)) else { return false }
+        return self.complete(events, tokens: tokens)
+    }
+
+    /// Ids 1, 2, 3… without gaps, every token once, one done at the end.
+    static func complete(_ events: [SSEEvent], tokens: Int) -> Bool {
         var expected: Int64 = 1
         var tokenCount = 0
         var done = 0
-        var lastType = ""
-        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
-            if line.hasPrefix("id: ") {
-                guard Int64(line.dropFirst(4)) == expected else { return false }
-                expected += 1
-            } else if line.hasPrefix("event: ") {
-                lastType = String(line.dropFirst(7))
-                if lastType == "token" { tokenCount += 1 }
-                if lastType == "done" { done += 1 }
-            }
+        for event in events {
+            guard event.id.flatMap({ Int64($0) }) == expected else { return false }
+            expected += 1
+            if event.type == "token" { tokenCount += 1 }
+            if event.type == "done" { done += 1 }
         }
-        return tokenCount == tokens && done == 1 && lastType == "done"
+        return tokenCount == tokens && done == 1 && events.last?.type == "done"
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import KeelCore
+import KeelModels
 import NIOCore
 import NIOHTTP1
 
@@ -500,28 +501,14 @@ struct Prober: Sendable {
         return try await withThrowingTaskGroup(of: [StreamEvent]?.self) { group in
             group.addTask {
                 var events: [StreamEvent] = []
-                var pending = ""
-                var id: Int64?
-                var type = "message"
+                var decoder = SSEDecoder()
                 // A connection the path cuts mid-stream ends the stream: what arrived is the answer.
                 do {
                     for try await buffer in body {
-                        pending += String(buffer: buffer)
-                        while let newline = pending.firstIndex(of: "\n") {
-                            let line = String(pending[..<newline]).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
-                            pending = String(pending[pending.index(after: newline)...])
-                            if line.isEmpty {
-                                if let eventID = id {
-                                    events.append(StreamEvent(id: eventID, type: type, arrival: .now))
-                                    if events.count >= maxEvents || type == "done" { return events }
-                                }
-                                id = nil
-                                type = "message"
-                            } else if line.hasPrefix("id:") {
-                                id = Int64(line.dropFirst(3).trimmingCharacters(in: .whitespaces))
-                            } else if line.hasPrefix("event:") {
-                                type = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
-                            }
+                        for event in try decoder.feed(buffer.readableBytesView) {
+                            guard let eventID = event.id.flatMap({ Int64($0) }) else { continue }
+                            events.append(StreamEvent(id: eventID, type: event.type, arrival: .now))
+                            if events.count >= maxEvents || event.type == "done" { return events }
                         }
                     }
                 } catch is CancellationError {

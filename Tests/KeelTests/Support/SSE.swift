@@ -1,8 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import KeelCore
+import KeelModels
 import NIOCore
 import NIOHTTP1
+import Testing
 
 /// One event of a Server-Sent Events stream.
 struct SSEEvent: Sendable, Equatable {
@@ -26,47 +28,32 @@ struct SSETranscript: Sendable {
     var errorBody = ""
 }
 
-/// Parses the `text/event-stream` format incrementally.
+/// Reads the `text/event-stream` format incrementally, with Keel's own
+/// decoder (`KeelModels.SSEDecoder`), into a transcript of what arrived.
 struct SSEParser {
-    private var pending = ""
-    private var id: Int64?
-    private var type = "message"
-    private var data: [String] = []
+    private var decoder = SSEDecoder()
     private(set) var transcript = SSETranscript()
 
-    /// Feeds bytes; returns the events completed by them.
-    mutating func feed(_ text: String) -> [SSEEvent] {
-        self.pending += text
-        var completed: [SSEEvent] = []
-        while let newline = self.pending.firstIndex(where: { $0 == "\n" || $0 == "\r\n" }) {
-            let line = String(self.pending[..<newline])
-            self.pending.removeSubrange(...newline)
-            if line.isEmpty {
-                if !self.data.isEmpty {
-                    let event = SSEEvent(id: self.id, type: self.type, data: self.data.joined(separator: "\n"))
-                    completed.append(event)
-                    self.transcript.events.append(event)
-                }
-                self.id = nil
-                self.type = "message"
-                self.data = []
-            } else if line.hasPrefix(":") {
-                self.transcript.comments += 1
-            } else {
-                let parts = line.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-                let field = String(parts[0])
-                var value = parts.count > 1 ? String(parts[1]) : ""
-                if value.hasPrefix(" ") { value.removeFirst() }
-                switch field {
-                case "id": self.id = Int64(value)
-                case "event": self.type = value
-                case "data": self.data.append(value)
-                case "retry": self.transcript.retry = Int(value)
-                default: break
-                }
-            }
+    /// Feeds bytes (a chunk may end inside a character or a line); returns
+    /// the events completed by them.
+    mutating func feed(bytes: some Sequence<UInt8>) -> [SSEEvent] {
+        let decoded: [KeelModels.SSEEvent]
+        do {
+            decoded = try self.decoder.feed(bytes)
+        } catch {
+            Issue.record("the event stream is malformed: \(error)")
+            return []
         }
+        let completed = decoded.map { SSEEvent(id: $0.id.flatMap { Int64($0) }, type: $0.type, data: $0.data) }
+        self.transcript.events += completed
+        self.transcript.comments = self.decoder.comments
+        if let retry = self.decoder.reconnectionTime { self.transcript.retry = retry }
         return completed
+    }
+
+    /// Feeds a whole text (a complete response body).
+    mutating func feed(_ text: String) -> [SSEEvent] {
+        self.feed(bytes: Array(text.utf8))
     }
 
     mutating func set(status: Int, headers: HTTPHeaders) {
@@ -127,7 +114,7 @@ enum SSE {
             return parser.transcript
         }
         for try await buffer in response.body {
-            for event in parser.feed(String(buffer: buffer)) where stop(event) {
+            for event in parser.feed(bytes: buffer.readableBytesView) where stop(event) {
                 return parser.transcript
             }
         }
