@@ -59,7 +59,12 @@ struct MultiProcessDocumentTests {
             return document["status"]?.stringValue != "processing"
         }
         #expect(document["status"]?.stringValue == "ready", "\(document)\n\(survivor.logTail())")
-        let job = try await HTTP.send(.GET, survivor.baseURL + "/api/jobs/\(jobID)", token: token).json
+        // The document is ready just before its job is marked done.
+        var job: [String: JSONValue] = [:]
+        try await waitFor("the ingest job to end") {
+            job = try await HTTP.send(.GET, survivor.baseURL + "/api/jobs/\(jobID)", token: token).json
+            return job["status"]?.stringValue != "running" && job["status"]?.stringValue != "queued"
+        }
         #expect(job["status"]?.stringValue == "succeeded" && job["attempts"] == .int(2), "\(job)")
         let titles = (document["sections"]?.arrayValue ?? []).compactMap { $0.objectValue?["title"]?.stringValue }
         #expect(titles.filter(DocumentsAPITests.fiveSections.contains) == DocumentsAPITests.fiveSections, "\(titles)")
