@@ -262,7 +262,11 @@ bench_start_keel() {
   # Started directly (not in a subshell) so $! is keel's own pid.
   # Benchmarks drive demo.generate with no quotas; builds before these flags had neither.
   local extra=()
-  if "$KEEL_BIN" serve --help 2>/dev/null | grep -q -- --demo-jobs; then
+  # Read the whole help first: `grep -q` stops reading early, keel then dies
+  # of SIGPIPE, and under pipefail the test failed now and then.
+  local help
+  help=$("$KEEL_BIN" serve --help 2>/dev/null || true)
+  if grep -q -- --demo-jobs <<<"$help"; then
     extra=(--demo-jobs true --session-create-rate 0 --session-max-active-jobs 0)
   fi
   "$KEEL_BIN" serve --host 127.0.0.1 --port "$port" --store "$store_url" \
