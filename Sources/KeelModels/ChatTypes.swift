@@ -1,0 +1,79 @@
+/// Provider-neutral chat types: what the router speaks to every provider
+/// client (OpenAI-compatible, Anthropic, Bedrock), whatever their wire format.
+
+/// One message of a conversation.
+public struct ChatMessage: Sendable, Equatable, Hashable {
+    public enum Role: String, Sendable, Equatable, Hashable {
+        case system
+        case user
+        case assistant
+    }
+
+    public var role: Role
+    public var content: String
+
+    public init(role: Role, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    public static func system(_ content: String) -> ChatMessage { ChatMessage(role: .system, content: content) }
+    public static func user(_ content: String) -> ChatMessage { ChatMessage(role: .user, content: content) }
+    public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: .assistant, content: content) }
+}
+
+/// One streamed chat request to one model of one provider.
+public struct ChatRequest: Sendable, Equatable {
+    /// The provider's own model id (not Keel's model name).
+    public var model: String
+    public var messages: [ChatMessage]
+    public var maxTokens: Int?
+    public var temperature: Double?
+    /// Stop sequences; an empty list sends none.
+    public var stop: [String]
+    /// Ask the provider for token usage at the end of the stream.
+    public var includeUsage: Bool
+
+    public init(
+        model: String, messages: [ChatMessage], maxTokens: Int? = nil, temperature: Double? = nil,
+        stop: [String] = [], includeUsage: Bool = true
+    ) {
+        self.model = model
+        self.messages = messages
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.stop = stop
+        self.includeUsage = includeUsage
+    }
+}
+
+/// Token usage as the provider reported it.
+public struct ChatUsage: Sendable, Equatable, Hashable {
+    public var inputTokens: Int
+    public var outputTokens: Int
+
+    public init(inputTokens: Int, outputTokens: Int) {
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+    }
+}
+
+/// One event of a streamed answer, in the order the provider sent them.
+public enum ChatStreamEvent: Sendable, Equatable, Hashable {
+    /// Answer text.
+    case text(String)
+    /// Reasoning ("thinking") text, shown apart from the answer.
+    case reasoning(String)
+    /// Token usage; may come after `finished`.
+    case usage(ChatUsage)
+    /// The provider's reason for ending the answer (`stop`, `length`, …).
+    case finished(reason: String)
+}
+
+/// A streaming chat client for one provider. The stream yields events in
+/// order and ends normally only after the provider's proper end of stream;
+/// every failure is thrown as a ``ProviderError``. Cancelling the consuming
+/// task (or dropping the stream) cancels the request.
+public protocol ChatProvider: Sendable {
+    func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error>
+}

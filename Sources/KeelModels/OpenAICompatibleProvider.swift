@@ -1,0 +1,363 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// A streaming client for OpenAI's chat completions API and the servers that
+/// speak it (vLLM, Ollama's `/v1`, llama.cpp, LiteLLM).
+///
+/// `POST {baseURL}/chat/completions` with `stream: true`; the body is read as
+/// it arrives through ``SSEDecoder``. `choices[0].delta.content` becomes
+/// ``ChatStreamEvent/text(_:)``, `delta.reasoning_content` or
+/// `delta.reasoning` becomes ``ChatStreamEvent/reasoning(_:)``,
+/// `finish_reason` becomes ``ChatStreamEvent/finished(reason:)``, a
+/// top-level `usage` (in the last chunk, whose `choices` is empty) becomes
+/// ``ChatStreamEvent/usage(_:)``, and `data: [DONE]` ends the stream. A body
+/// that ends, or a connection that breaks, before `[DONE]` throws
+/// ``ProviderError/Kind/truncated``; `data: {"error": …}` throws
+/// ``ProviderError/Kind/inBand(code:)``.
+public struct OpenAICompatibleProvider: ChatProvider {
+    public let baseURL: String
+    private let apiKey: String?
+    private let httpClient: HTTPClient
+    private let headers: [(String, String)]
+    /// The longest wait for the next bytes of the response (its head, then
+    /// each body chunk); SSE comments (keep-alives) count as bytes. Past it
+    /// the request is cancelled and the stream throws `.timeout`.
+    public let idleTimeout: Duration
+    /// The largest error body read from a non-2xx response.
+    public let maximumErrorBodySize: Int
+
+    /// - Parameters:
+    ///   - baseURL: up to and including the version, e.g.
+    ///     `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+    ///   - apiKey: sent as `Authorization: Bearer`; `nil` sends none (local servers).
+    ///   - headers: added to every request (e.g. `OpenAI-Organization`).
+    ///     Values of headers whose names mention a key, token, secret or
+    ///     auth are redacted from error messages like the API key.
+    public init(
+        baseURL: String, apiKey: String?, httpClient: HTTPClient, headers: [(String, String)] = [],
+        idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024
+    ) {
+        var base = baseURL
+        while base.hasSuffix("/") { base.removeLast() }
+        self.baseURL = base
+        self.apiKey = apiKey
+        self.httpClient = httpClient
+        self.headers = headers
+        self.idleTimeout = idleTimeout
+        self.maximumErrorBodySize = maximumErrorBodySize
+    }
+
+    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
+        let task = Task {
+            do {
+                try await self.run(request, continuation)
+                continuation.finish()
+            } catch let error as ProviderError {
+                continuation.finish(throwing: error)
+            } catch is CancellationError {
+                continuation.finish(throwing: CancellationError())
+            } catch {
+                continuation.finish(throwing: ProviderError(.connect, self.redact(String(describing: error))))
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    // MARK: - Request
+
+    func makeHTTPRequest(_ request: ChatRequest) throws -> HTTPClientRequest {
+        var http = HTTPClientRequest(url: self.baseURL + "/chat/completions")
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "Accept", value: "text/event-stream")
+        if let apiKey { http.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
+        for (name, value) in self.headers { http.headers.add(name: name, value: value) }
+        let body = WireRequest(
+            model: request.model,
+            messages: request.messages.map { WireRequest.Message(role: $0.role.rawValue, content: $0.content) },
+            stream: true,
+            stream_options: request.includeUsage ? WireRequest.StreamOptions(include_usage: true) : nil,
+            max_tokens: request.maxTokens,
+            temperature: request.temperature,
+            stop: request.stop.isEmpty ? nil : request.stop)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        http.body = .bytes(ByteBuffer(bytes: try encoder.encode(body)))
+        return http
+    }
+
+    // MARK: - Streaming
+
+    private func run(_ request: ChatRequest, _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation)
+        async throws
+    {
+        let http: HTTPClientRequest
+        do {
+            http = try self.makeHTTPRequest(request)
+        } catch {
+            throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
+        }
+        let activity = Activity()
+        let idleTimeout = self.idleTimeout
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.read(http, activity: activity, continuation) }
+            group.addTask {
+                // The watchdog: throws when no bytes came for idleTimeout;
+                // returns when cancelled, i.e. when the reader is done.
+                while true {
+                    let deadline = activity.last + idleTimeout
+                    if ContinuousClock.now >= deadline {
+                        throw ProviderError(.timeout, "no bytes from the upstream for \(idleTimeout)")
+                    }
+                    do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func read(
+        _ http: HTTPClientRequest, activity: Activity,
+        _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation
+    ) async throws {
+        let response: HTTPClientResponse
+        do {
+            response = try await self.httpClient.execute(http, deadline: .distantFuture)
+        } catch {
+            throw self.transportError(error, afterHead: false)
+        }
+        activity.touch()
+        guard (200..<300).contains(Int(response.status.code)) else {
+            throw await self.statusError(response, activity: activity)
+        }
+        var decoder = SSEDecoder()
+        let jsonDecoder = JSONDecoder()
+        var iterator = response.body.makeAsyncIterator()
+        while true {
+            let buffer: ByteBuffer?
+            do {
+                buffer = try await iterator.next()
+            } catch {
+                throw self.transportError(error, afterHead: true)
+            }
+            guard let buffer else {
+                throw ProviderError(.truncated, "the stream ended without [DONE]")
+            }
+            activity.touch()
+            let events: [SSEEvent]
+            do {
+                events = try decoder.feed(buffer.readableBytesView)
+            } catch {
+                throw ProviderError(.malformed, "undecodable event stream: \(error)")
+            }
+            for event in events {
+                let data = event.data
+                if data == "[DONE]" {
+                    continuation.finish()
+                    // Read the rest (normally only the end of the chunked
+                    // body) so that the connection can be reused.
+                    do { while try await iterator.next() != nil { activity.touch() } } catch {}
+                    return
+                }
+                let chunk: WireChunk
+                do {
+                    chunk = try jsonDecoder.decode(WireChunk.self, from: Data(data.utf8))
+                } catch {
+                    throw ProviderError(.malformed, "a stream event is not a chat completion chunk: \(self.excerpt(data))")
+                }
+                if let error = chunk.error {
+                    let code = error.code?.text ?? error.type
+                    let message = self.redact(error.message ?? "an error event without a message")
+                    if let code, ["insufficient_quota", "billing_hard_limit_reached"].contains(code) {
+                        throw ProviderError(.spendLimit, "in-band error \(code): \(message)")
+                    }
+                    if code == "overloaded_error" || error.type == "overloaded_error" {
+                        throw ProviderError(.overloaded, "in-band error \(code ?? "overloaded_error"): \(message)")
+                    }
+                    throw ProviderError(.inBand(code: code), "in-band error\(code.map { " \($0)" } ?? ""): \(message)")
+                }
+                if let choice = chunk.choices?.first(where: { ($0.index ?? 0) == 0 }) {
+                    if let reasoning = choice.delta?.reasoning_content ?? choice.delta?.reasoning, !reasoning.isEmpty {
+                        continuation.yield(.reasoning(reasoning))
+                    }
+                    if let content = choice.delta?.content, !content.isEmpty {
+                        continuation.yield(.text(content))
+                    }
+                    if let reason = choice.finish_reason {
+                        continuation.yield(.finished(reason: reason))
+                    }
+                }
+                if let usage = chunk.usage {
+                    continuation.yield(
+                        .usage(ChatUsage(inputTokens: usage.prompt_tokens ?? 0, outputTokens: usage.completion_tokens ?? 0)))
+                }
+            }
+        }
+    }
+
+    // MARK: - Errors
+
+    private func statusError(_ response: HTTPClientResponse, activity: Activity) async -> ProviderError {
+        let status = Int(response.status.code)
+        var body = ByteBuffer()
+        do {
+            for try await chunk in response.body {
+                activity.touch()
+                var chunk = chunk
+                let room = self.maximumErrorBodySize - body.readableBytes
+                if room <= 0 { break }
+                body.writeImmutableBuffer(chunk.readSlice(length: min(room, chunk.readableBytes)) ?? chunk)
+            }
+        } catch {
+            // The status says enough; a broken error body only loses its message.
+        }
+        let retryAfter = RetryAfter.parse(response.headers.map { (name: $0.name, value: $0.value) })
+        let bytes = Data(body.readableBytesView)
+        var type: String?
+        var code: String?
+        var message: String
+        if let envelope = try? JSONDecoder().decode(WireErrorEnvelope.self, from: bytes), let error = envelope.error {
+            type = error.type
+            code = error.code?.text
+            message = error.message ?? self.excerpt(String(decoding: bytes, as: UTF8.self))
+        } else {
+            message = bytes.isEmpty ? response.status.reasonPhrase : self.excerpt(String(decoding: bytes, as: UTF8.self))
+        }
+        if let code { message += " (\(code))" } else if let type { message += " (\(type))" }
+        return ProviderError.fromStatus(status, type: type, code: code, message: self.redact(message), retryAfter: retryAfter)
+    }
+
+    private func transportError(_ error: any Error, afterHead: Bool) -> any Error {
+        if error is CancellationError { return error }
+        if let error = error as? HTTPClientError {
+            if error == .cancelled { return CancellationError() }
+            if error == .connectTimeout || error == .readTimeout || error == .deadlineExceeded
+                || error == .writeTimeout
+            {
+                return ProviderError(.timeout, self.redact("transport timeout: \(error)"))
+            }
+        }
+        let description = self.redact(String(describing: error))
+        if afterHead {
+            return ProviderError(.truncated, "the connection broke before [DONE]: \(description)")
+        }
+        return ProviderError(.connect, "could not reach \(self.baseURL): \(description)")
+    }
+
+    private func excerpt(_ text: String) -> String {
+        text.count > 500 ? String(text.prefix(500)) + "…" : text
+    }
+
+    /// Removes the API key and other secret header values from text that
+    /// came from the upstream or from the transport.
+    func redact(_ text: String) -> String {
+        var secrets: [String] = []
+        if let apiKey, !apiKey.isEmpty { secrets.append(apiKey) }
+        for (name, value) in self.headers where !value.isEmpty {
+            let lower = name.lowercased()
+            if ["key", "token", "secret", "auth", "cookie"].contains(where: { lower.contains($0) }) { secrets.append(value) }
+        }
+        var result = text
+        for secret in secrets.sorted(by: { $0.count > $1.count }) {
+            result = result.replacingOccurrences(of: secret, with: "[redacted]")
+        }
+        return result
+    }
+}
+
+/// When the last bytes arrived, shared by the reader and its watchdog.
+private final class Activity: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+
+    var last: ContinuousClock.Instant { self.instant.withLock { $0 } }
+
+    func touch() { self.instant.withLock { $0 = .now } }
+}
+
+// MARK: - Wire format
+
+private struct WireRequest: Encodable {
+    struct Message: Encodable {
+        var role: String
+        var content: String
+    }
+
+    struct StreamOptions: Encodable {
+        var include_usage: Bool
+    }
+
+    var model: String
+    var messages: [Message]
+    var stream: Bool
+    var stream_options: StreamOptions?
+    var max_tokens: Int?
+    var temperature: Double?
+    var stop: [String]?
+}
+
+/// A code that OpenAI sends as a string and some compatible servers as a number.
+private struct WireCode: Decodable {
+    var text: String
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let string = try? container.decode(String.self) {
+            self.text = string
+        } else {
+            self.text = String(try container.decode(Int.self))
+        }
+    }
+}
+
+private struct WireError: Decodable {
+    var message: String?
+    var type: String?
+    var code: WireCode?
+
+    enum CodingKeys: String, CodingKey { case message, type, code }
+
+    init(from decoder: any Decoder) throws {
+        // Some servers send the error as a bare string.
+        if let text = try? decoder.singleValueContainer().decode(String.self) {
+            self.message = text
+            return
+        }
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.message = try? container.decodeIfPresent(String.self, forKey: .message)
+        self.type = try? container.decodeIfPresent(String.self, forKey: .type)
+        self.code = try? container.decodeIfPresent(WireCode.self, forKey: .code)
+    }
+}
+
+private struct WireErrorEnvelope: Decodable {
+    var error: WireError?
+}
+
+private struct WireChunk: Decodable {
+    struct Choice: Decodable {
+        struct Delta: Decodable {
+            var content: String?
+            var reasoning_content: String?
+            var reasoning: String?
+        }
+
+        var index: Int?
+        var delta: Delta?
+        var finish_reason: String?
+    }
+
+    struct Usage: Decodable {
+        var prompt_tokens: Int?
+        var completion_tokens: Int?
+    }
+
+    var choices: [Choice]?
+    var usage: Usage?
+    var error: WireError?
+}

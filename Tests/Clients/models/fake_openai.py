@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""A fake OpenAI-compatible upstream for Keel's model-provider tests.
+
+Standard library only. Listens on 127.0.0.1, port 0 (or --port), and prints
+the port it got as the first line of stdout, then serves:
+
+  POST /v1/chat/completions   streaming (SSE, chunked) and non-streaming,
+                              in OpenAI's wire format
+  GET  /v1/models             a model list
+  GET  /_fake/requests        what this fake was sent (bodies, and whether an
+                              Authorization header came with the expected
+                              key: never the key itself)
+
+Failure injection is chosen by the request's `model`:
+
+  ok                      N tokens, finish_reason "stop" (or "length" when
+                          max_tokens < N), a usage chunk when
+                          stream_options.include_usage, then `data: [DONE]`
+  reasoning               reasoning_content deltas, then content deltas
+  reasoning-field         the same with `reasoning` instead (vLLM, Ollama)
+  rate-limit              429, Retry-After: 2, OpenAI's rate-limit error body
+  rate-limit-ms           429, retry-after-ms: 1500 only
+  quota                   429 insufficient_quota (spend limit: not retryable)
+  server-error            500 with OpenAI's server error body
+  overloaded              529 overloaded_error
+  bad-request             400 invalid_request_error
+  cut-after-N             N tokens, then the connection is closed: no [DONE]
+                          and no end of the chunked body
+  inband-error-after-N    N tokens, then `data: {"error": {...}}`
+  stall-after-N           N tokens, then 30 s of silence
+  malformed               2 tokens, then a data line that is not JSON
+  tokens-N                like ok, with N tokens
+
+With --api-key KEY, a request whose `Authorization` is not `Bearer KEY` gets
+OpenAI's 401. Unlike OpenAI (which masks it), the message echoes the whole
+key that was sent, so that tests can check a client never repeats an error
+body's secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_TOKENS = 6
+REASONING_TOKENS = 4
+FINGERPRINT = "fp_fake0001"
+
+
+def token(i: int) -> str:
+    return f"tok{i} "
+
+
+def reasoning_token(i: int) -> str:
+    return f"think{i} "
+
+
+def count_prompt_tokens(messages) -> int:
+    total = 0
+    for m in messages or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            total += len(content.split()) + 4
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += len(part["text"].split())
+            total += 4
+    return total + 3
+
+
+def error_body(message: str, type_: str, code, param=None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
+
+
+class State:
+    def __init__(self, api_key: str | None):
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.requests: list[dict] = []
+
+    def record(self, entry: dict) -> None:
+        with self.lock:
+            self.requests.append(entry)
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return list(self.requests)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-openai/1"
+    sys_version = ""
+    state: State  # set on the class by main()
+
+    def log_message(self, format, *args):  # keep stdout for the port line
+        sys.stderr.write("fake_openai: " + (format % args) + "\n")
+
+    # -- plumbing ---------------------------------------------------------
+
+    def send_json(self, status: int, body: bytes, extra_headers=()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
+        for name, value in extra_headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def sse(self, payload) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        self.write_chunk(f"data: {text}\n\n".encode())
+
+    def end_chunks(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def cut(self) -> None:
+        """Closes the connection in the middle of the chunked body."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    # -- routes -----------------------------------------------------------
+
+    def do_GET(self):
+        if self.path == "/_fake/requests":
+            self.send_json(200, json.dumps(self.state.snapshot()).encode())
+        elif self.path == "/v1/models":
+            names = ["ok", "reasoning", "rate-limit", "server-error", "overloaded"]
+            body = {"object": "list", "data": [
+                {"id": n, "object": "model", "created": 1700000000, "owned_by": "fake"} for n in names]}
+            self.send_json(200, json.dumps(body).encode())
+        else:
+            self.send_json(404, error_body(f"Unknown request URL: GET {self.path}.", "invalid_request_error",
+                                           "unknown_url"))
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path != "/v1/chat/completions":
+            self.send_json(404, error_body(f"Unknown request URL: POST {self.path}.", "invalid_request_error",
+                                           "unknown_url"))
+            return
+        authorization = self.headers.get("Authorization")
+        expected = self.state.api_key
+        auth_ok = authorization is not None and (expected is None or authorization == f"Bearer {expected}")
+        try:
+            body = json.loads(raw or b"null")
+            assert isinstance(body, dict)
+        except (ValueError, AssertionError):
+            self.state.record({"path": self.path, "body": None, "authorization_sent": authorization is not None,
+                               "authorization_ok": auth_ok})
+            self.send_json(400, error_body("We could not parse the JSON body of your request.",
+                                           "invalid_request_error", None))
+            return
+        self.state.record({"path": self.path, "body": body, "authorization_sent": authorization is not None,
+                           "authorization_ok": auth_ok})
+        if expected is not None and not auth_ok:
+            sent = (authorization or "").removeprefix("Bearer ")
+            self.send_json(401, error_body(f"Incorrect API key provided: {sent}.", "invalid_request_error",
+                                           "invalid_api_key"))
+            return
+        try:
+            self.chat(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def chat(self, body: dict) -> None:
+        model = str(body.get("model", ""))
+        stream = bool(body.get("stream"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+
+        if model == "rate-limit":
+            self.send_json(429, error_body(
+                "Rate limit reached for fake in organization org-fake on requests per min (RPM): "
+                "Limit 3, Used 3, Requested 1. Please try again in 2s.", "requests", "rate_limit_exceeded"),
+                [("Retry-After", "2"), ("x-ratelimit-limit-requests", "3"),
+                 ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "2s")])
+            return
+        if model == "rate-limit-ms":
+            self.send_json(429, error_body("Rate limit reached. Please try again in 1.5s.", "requests",
+                                           "rate_limit_exceeded"), [("retry-after-ms", "1500")])
+            return
+        if model == "quota":
+            self.send_json(429, error_body(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota", "insufficient_quota"))
+            return
+        if model == "server-error":
+            self.send_json(500, error_body("The server had an error while processing your request. Sorry about that!",
+                                           "server_error", None))
+            return
+        if model == "overloaded":
+            self.send_json(529, error_body("Overloaded", "overloaded_error", None))
+            return
+        if model == "bad-request":
+            self.send_json(400, error_body("Invalid value for 'temperature': must be between 0 and 2.",
+                                           "invalid_request_error", "invalid_value", "temperature"))
+            return
+
+        n = DEFAULT_TOKENS
+        reasoning = 0
+        reasoning_key = "reasoning_content"
+        cut_after = inband_after = stall_after = malformed_after = None
+        if m := re.fullmatch(r"cut-after-(\d+)", model):
+            cut_after = int(m[1])
+            n = max(n, cut_after + 1)
+        elif m := re.fullmatch(r"inband-error-after-(\d+)", model):
+            inband_after = int(m[1])
+            n = max(n, inband_after + 1)
+        elif m := re.fullmatch(r"stall-after-(\d+)", model):
+            stall_after = int(m[1])
+            n = max(n, stall_after + 1)
+        elif m := re.fullmatch(r"tokens-(\d+)", model):
+            n = int(m[1])
+        elif model == "malformed":
+            malformed_after = 2
+        elif model == "reasoning":
+            reasoning = REASONING_TOKENS
+        elif model == "reasoning-field":
+            reasoning = REASONING_TOKENS
+            reasoning_key = "reasoning"
+
+        finish = "stop"
+        if isinstance(max_tokens, int) and max_tokens < n:
+            n = max_tokens
+            finish = "length"
+        prompt_tokens = count_prompt_tokens(body.get("messages"))
+        completion_tokens = n + reasoning
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+        ident = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+
+        if not stream:
+            message = {"role": "assistant", "content": "".join(token(i) for i in range(n)), "refusal": None,
+                       "annotations": []}
+            if reasoning:
+                message[reasoning_key] = "".join(reasoning_token(i) for i in range(reasoning))
+            completion = {
+                "id": ident, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage, "service_tier": "default", "system_fingerprint": FINGERPRINT,
+            }
+            self.send_json(200, json.dumps(completion).encode())
+            return
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
+        self.end_headers()
+
+        def chunk(delta: dict, finish_reason=None) -> dict:
+            c = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "service_tier": "default", "system_fingerprint": FINGERPRINT,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            if include_usage:
+                c["usage"] = None
+            return c
+
+        self.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
+        for i in range(reasoning):
+            self.sse(chunk({reasoning_key: reasoning_token(i)}))
+        for i in range(n):
+            if i == cut_after:
+                # Let the client read what was sent: AsyncHTTPClient drops
+                # body parts still buffered when the connection fails.
+                time.sleep(0.3)
+                self.cut()
+                return
+            if i == inband_after:
+                self.sse({"error": {"message": "The model produced invalid content.", "type": "server_error",
+                                    "param": None, "code": "invalid_model_output"}})
+                self.end_chunks()
+                return
+            if i == stall_after:
+                time.sleep(30)
+                self.cut()
+                return
+            if i == malformed_after:
+                self.sse('{"id": "' + ident + '", "choices": [{"delta": {"content": "brok')
+                self.end_chunks()
+                return
+            self.sse(chunk({"content": token(i)}))
+        self.sse(chunk({}, finish))
+        if include_usage:
+            self.sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "service_tier": "default", "system_fingerprint": FINGERPRINT, "choices": [],
+                      "usage": usage})
+        self.sse("[DONE]")
+        self.end_chunks()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="the key a request must send as Bearer")
+    args = parser.parse_args()
+    # A parent may start this with signals blocked (Foundation's Process on
+    # Linux passes its mask on): unblock them, or SIGTERM would not stop it.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    Handler.state = State(args.api_key)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

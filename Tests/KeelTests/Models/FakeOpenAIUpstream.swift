@@ -1,0 +1,88 @@
+import AsyncHTTPClient
+import Dispatch
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `Tests/Clients/models/fake_openai.py` run as a child process for one
+/// test: it prints its port on its first stdout line. The Python is
+/// `KEEL_TEST_PYTHON` (default `python3`); the fake needs only the standard
+/// library.
+final class FakeOpenAIUpstream: Sendable {
+    let port: Int
+    private let process: Process
+
+    var baseURL: String { "http://127.0.0.1:\(self.port)/v1" }
+
+    static var python: String {
+        ProcessInfo.processInfo.environment["KEEL_TEST_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
+    }
+
+    static var scriptsDirectory: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Clients/models")
+    }
+
+    private init(port: Int, process: Process) {
+        self.port = port
+        self.process = process
+    }
+
+    /// Starts the fake; `apiKey` makes it answer 401 to any other key.
+    static func start(apiKey: String? = nil) async throws -> FakeOpenAIUpstream {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments =
+            [self.python, self.scriptsDirectory.appendingPathComponent("fake_openai.py").path]
+            + (apiKey.map { ["--api-key", $0] } ?? [])
+        let output = Pipe()
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let handle = output.fileHandleForReading
+        // Reading the pipe blocks: do it on a Dispatch thread, not the cooperative pool.
+        let line: String = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                var bytes: [UInt8] = []
+                while !bytes.contains(0x0A) {
+                    let data = handle.availableData
+                    if data.isEmpty { break }
+                    bytes += data
+                }
+                continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+            }
+        }
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)), port > 0 else {
+            process.terminate()
+            throw FakeOpenAIUpstreamError(message: "fake_openai.py printed no port: \(line.debugDescription)")
+        }
+        return FakeOpenAIUpstream(port: port, process: process)
+    }
+
+    /// Stops the fake: SIGTERM, then SIGKILL if it is still running after 2 s.
+    func stop() {
+        guard self.process.isRunning else { return }
+        self.process.terminate()
+        for _ in 0..<200 where self.process.isRunning { usleep(10_000) }
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+        self.process.waitUntilExit()
+    }
+
+    /// What the fake was sent: one entry per request.
+    func requests(_ client: HTTPClient) async throws -> [[String: Any]] {
+        let response = try await client.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(self.port)/_fake/requests"), timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        let object = try JSONSerialization.jsonObject(with: Data(body.readableBytesView))
+        return try #require(object as? [[String: Any]])
+    }
+}
+
+struct FakeOpenAIUpstreamError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { self.message }
+}
