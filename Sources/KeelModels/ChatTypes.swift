@@ -33,10 +33,13 @@ public struct ChatRequest: Sendable, Equatable {
     public var stop: [String]
     /// Ask the provider for token usage at the end of the stream.
     public var includeUsage: Bool
+    /// Extended thinking: the most tokens the model may think for, or `nil`
+    /// for none. Providers without a thinking knob ignore it.
+    public var thinkingBudget: Int?
 
     public init(
         model: String, messages: [ChatMessage], maxTokens: Int? = nil, temperature: Double? = nil,
-        stop: [String] = [], includeUsage: Bool = true
+        stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil
     ) {
         self.model = model
         self.messages = messages
@@ -44,6 +47,7 @@ public struct ChatRequest: Sendable, Equatable {
         self.temperature = temperature
         self.stop = stop
         self.includeUsage = includeUsage
+        self.thinkingBudget = thinkingBudget
     }
 }
 

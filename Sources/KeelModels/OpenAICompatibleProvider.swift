@@ -271,8 +271,8 @@ public struct OpenAICompatibleProvider: ChatProvider {
     }
 }
 
-/// When the last bytes arrived, shared by the reader and its watchdog.
-private final class Activity: Sendable {
+/// When the last bytes arrived, shared by a provider's reader and its watchdog.
+final class Activity: Sendable {
     private let instant = Mutex(ContinuousClock.now)
 
     var last: ContinuousClock.Instant { self.instant.withLock { $0 } }

@@ -25,7 +25,8 @@ public struct ProviderError: Error, Sendable, Equatable, CustomStringConvertible
         /// 401 or 403: the credentials are wrong; cool the model for long.
         case unauthorized(status: Int)
         /// The account's quota or spend limit is used up (OpenAI's
-        /// `insufficient_quota` 429): retrying soon does not help.
+        /// `insufficient_quota` 429, Anthropic's `billing_error` or "credit
+        /// balance" errors): retrying soon does not help.
         case spendLimit
         /// An error sent inside a 200 stream (`data: {"error": …}`), with its
         /// `code` (or `type`) when it had one.
@@ -93,7 +94,9 @@ public struct ProviderError: Error, Sendable, Equatable, CustomStringConvertible
     public static func fromStatus(
         _ status: Int, type: String?, code: String?, message: String, retryAfter: Duration?
     ) -> ProviderError {
-        let quota: Set<String> = ["insufficient_quota", "billing_hard_limit_reached", "billing_not_active"]
+        let quota: Set<String> = [
+            "insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "billing_error",
+        ]
         let kind: Kind
         if quota.contains(code ?? "") || quota.contains(type ?? "") {
             kind = .spendLimit

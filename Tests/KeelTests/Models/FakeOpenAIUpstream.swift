@@ -7,8 +7,9 @@ import Testing
 import Glibc
 #endif
 
-/// `Tests/Clients/models/fake_openai.py` run as a child process for one
-/// test: it prints its port on its first stdout line. The Python is
+/// `Tests/Clients/models/fake_openai.py` (or another fake of that directory,
+/// such as `fake_anthropic.py`) run as a child process for one test: it
+/// prints its port on its first stdout line. The Python is
 /// `KEEL_TEST_PYTHON` (default `python3`); the fake needs only the standard
 /// library.
 final class FakeOpenAIUpstream: Sendable {
@@ -16,6 +17,8 @@ final class FakeOpenAIUpstream: Sendable {
     private let process: Process
 
     var baseURL: String { "http://127.0.0.1:\(self.port)/v1" }
+    /// The server root, without the version (Anthropic's base URL).
+    var rootURL: String { "http://127.0.0.1:\(self.port)" }
 
     static var python: String {
         ProcessInfo.processInfo.environment["KEEL_TEST_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
@@ -32,11 +35,11 @@ final class FakeOpenAIUpstream: Sendable {
     }
 
     /// Starts the fake; `apiKey` makes it answer 401 to any other key.
-    static func start(apiKey: String? = nil) async throws -> FakeOpenAIUpstream {
+    static func start(apiKey: String? = nil, script: String = "fake_openai.py") async throws -> FakeOpenAIUpstream {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments =
-            [self.python, self.scriptsDirectory.appendingPathComponent("fake_openai.py").path]
+            [self.python, self.scriptsDirectory.appendingPathComponent(script).path]
             + (apiKey.map { ["--api-key", $0] } ?? [])
         let output = Pipe()
         process.standardInput = FileHandle.nullDevice
@@ -58,7 +61,7 @@ final class FakeOpenAIUpstream: Sendable {
         }
         guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)), port > 0 else {
             process.terminate()
-            throw FakeOpenAIUpstreamError(message: "fake_openai.py printed no port: \(line.debugDescription)")
+            throw FakeOpenAIUpstreamError(message: "\(script) printed no port: \(line.debugDescription)")
         }
         return FakeOpenAIUpstream(port: port, process: process)
     }
