@@ -234,40 +234,15 @@ public struct OpenAICompatibleProvider: ChatProvider {
     }
 
     private func transportError(_ error: any Error, afterHead: Bool) -> any Error {
-        if error is CancellationError { return error }
-        if let error = error as? HTTPClientError {
-            if error == .cancelled { return CancellationError() }
-            if error == .connectTimeout || error == .readTimeout || error == .deadlineExceeded
-                || error == .writeTimeout
-            {
-                return ProviderError(.timeout, self.redact("transport timeout: \(error)"))
-            }
-        }
-        let description = self.redact(String(describing: error))
-        if afterHead {
-            return ProviderError(.truncated, "the connection broke before [DONE]: \(description)")
-        }
-        return ProviderError(.connect, "could not reach \(self.baseURL): \(description)")
+        ProviderTransport.error(error, afterHead: afterHead, terminator: "[DONE]", baseURL: self.baseURL, redact: self.redact)
     }
 
-    private func excerpt(_ text: String) -> String {
-        text.count > 500 ? String(text.prefix(500)) + "…" : text
-    }
+    private func excerpt(_ text: String) -> String { ProviderTransport.excerpt(text) }
 
     /// Removes the API key and other secret header values from text that
     /// came from the upstream or from the transport.
     func redact(_ text: String) -> String {
-        var secrets: [String] = []
-        if let apiKey, !apiKey.isEmpty { secrets.append(apiKey) }
-        for (name, value) in self.headers where !value.isEmpty {
-            let lower = name.lowercased()
-            if ["key", "token", "secret", "auth", "cookie"].contains(where: { lower.contains($0) }) { secrets.append(value) }
-        }
-        var result = text
-        for secret in secrets.sorted(by: { $0.count > $1.count }) {
-            result = result.replacingOccurrences(of: secret, with: "[redacted]")
-        }
-        return result
+        ProviderTransport.redact(text, apiKey: self.apiKey, headers: self.headers)
     }
 }
 

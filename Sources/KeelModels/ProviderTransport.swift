@@ -1,0 +1,42 @@
+import AsyncHTTPClient
+
+/// What every provider client shares around the HTTP exchange: turning a
+/// transport failure into a ``ProviderError`` and keeping secrets out of
+/// every message.
+enum ProviderTransport {
+    /// A transport failure as the router sees it: cancelled, timed out, a
+    /// broken stream (after the response head), or an unreachable upstream.
+    static func error(
+        _ error: any Error, afterHead: Bool, terminator: String, baseURL: String, redact: (String) -> String
+    ) -> any Error {
+        if error is CancellationError { return error }
+        if let error = error as? HTTPClientError {
+            if error == .cancelled { return CancellationError() }
+            if error == .connectTimeout || error == .readTimeout || error == .deadlineExceeded || error == .writeTimeout {
+                return ProviderError(.timeout, redact("transport timeout: \(error)"))
+            }
+        }
+        let description = redact(String(describing: error))
+        if afterHead { return ProviderError(.truncated, "the connection broke before \(terminator): \(description)") }
+        return ProviderError(.connect, "could not reach \(baseURL): \(description)")
+    }
+
+    static func excerpt(_ text: String) -> String {
+        text.count > 500 ? String(text.prefix(500)) + "…" : text
+    }
+
+    /// `text` without the API key and other secret header values.
+    static func redact(_ text: String, apiKey: String?, headers: [(String, String)]) -> String {
+        var secrets: [String] = []
+        if let apiKey, !apiKey.isEmpty { secrets.append(apiKey) }
+        for (name, value) in headers where !value.isEmpty {
+            let lower = name.lowercased()
+            if ["key", "token", "secret", "auth", "cookie"].contains(where: { lower.contains($0) }) { secrets.append(value) }
+        }
+        var result = text
+        for secret in secrets.sorted(by: { $0.count > $1.count }) {
+            result = result.replacingOccurrences(of: secret, with: "[redacted]")
+        }
+        return result
+    }
+}
