@@ -41,7 +41,11 @@ struct ContractFuzzTests {
                 "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
                 // Ending the session would end the token every later request uses.
                 "--exclude-operation-id", "deleteSession",
-                "--max-examples", "30", "--seed", "20261203", "--workers", "2", "--no-color",
+                // One worker: with two threads, CPython 3.11's ast.parse (which
+                // Hypothesis calls to describe its strategies) now and then fails
+                // with "SystemError: AST constructor recursion depth mismatch",
+                // reported as a schemathesis runtime error, not a Keel failure.
+                "--max-examples", "30", "--seed", "20261203", "--workers", "1", "--no-color",
                 "--report", "junit", "--report-dir", reports.path,
             ],
             environment: ["SCHEMATHESIS_HOOKS": "keel_schemathesis_hooks", "PYTHONPATH": hooks.path],
@@ -49,7 +53,7 @@ struct ContractFuzzTests {
             workingDirectory: fixture.directory
         )
         let output = finished.output + finished.errors
-        #expect(finished.status == 0, "\(output.suffix(6000))\n\(server.logTail())")
+        #expect(finished.status == 0, "\(output.suffix(12000))\n\(server.logTail())")
         #expect(output.contains("Stateful"), "the stateful phase did not run:\n\(output.suffix(2000))")
     }
 }

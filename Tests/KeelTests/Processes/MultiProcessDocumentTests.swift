@@ -26,8 +26,6 @@ struct MultiProcessDocumentTests {
     func killedMidIngest(driver: Driver) async throws {
         try DocumentTools.requirePoppler()
         let fixture = try await StoreFixture.make(driver)
-        // The victim's lease (6 s) outlives the survivor's start, so the test
-        // reads the document while it is certainly between attempts.
         let common = ["--janitor-interval", "300ms", "--job-retry-backoff", "100ms", "--job-lease-duration", "6s", "--workers", "1"]
         let victim = try await KeelProcess.serve(store: fixture.location, arguments: common + ["--poppler-path", try Self.slowPoppler().path])
         defer { victim.signal(SIGKILL) }
@@ -45,13 +43,20 @@ struct MultiProcessDocumentTests {
         victim.signal(SIGKILL)
         #expect(await victim.waitForExit() != 0)
 
-        // Nothing of the document is readable or searchable in between.
-        let survivor = try await KeelProcess.serve(store: fixture.location, arguments: common)
-        defer { survivor.signal(SIGKILL) }
-        let between = try await HTTP.send(.GET, survivor.baseURL + "/api/documents/\(id)", token: token).json
+        // Nothing of the document is readable or searchable in between: an
+        // instance with no workers looks, so no retry can have finished it
+        // first (on a loaded machine a new instance can take longer to start
+        // than the victim's lease has left).
+        let observer = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        defer { observer.signal(SIGKILL) }
+        let between = try await HTTP.send(.GET, observer.baseURL + "/api/documents/\(id)", token: token).json
         #expect(between["status"]?.stringValue == "processing", "\(between)")
         #expect(between["sections"]?.arrayValue?.isEmpty == true && between["passage_count"] == .int(0))
-        #expect(try await HTTP.send(.GET, survivor.baseURL + "/api/search?q=snapshot", token: token).json["results"]?.arrayValue?.isEmpty == true)
+        #expect(try await HTTP.send(.GET, observer.baseURL + "/api/search?q=snapshot", token: token).json["results"]?.arrayValue?.isEmpty == true)
+        #expect(await observer.stop() == 0)
+
+        let survivor = try await KeelProcess.serve(store: fixture.location, arguments: common)
+        defer { survivor.signal(SIGKILL) }
 
         var document: [String: JSONValue] = [:]
         try await waitFor("the retry to finish the document", timeout: .seconds(60)) {
