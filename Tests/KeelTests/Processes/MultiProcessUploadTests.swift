@@ -166,12 +166,15 @@ struct MultiProcessUploadTests {
 
         // The client gives up after 1.5 MiB (not a multiple of the commit size).
         let sent = 1_048_576 + 524_288
+        let readBeforeB = try await Self.bytesReceived(b)
         let abandoned = Task {
             try await Self.patch(b, location, token: token, offset: 0, bytes: content[0..<Self.chunk], pauseAfter: sent, whilePaused: {
                 try await Task.sleep(for: .seconds(60))
             })
         }
-        try await Task.sleep(for: .milliseconds(800))
+        // Only once B has read them all: on a loaded machine a fixed wait
+        // could cancel before the last bytes left the client.
+        try await waitFor("B to read the 1.5 MiB sent") { try await Self.bytesReceived(b) >= readBeforeB + sent }
         abandoned.cancel()
         try await waitFor("the disconnected PATCH's bytes to be committed") {
             try await Self.offset(a, location, token: token) == sent
