@@ -68,7 +68,10 @@ let package = Package(
         .target(
             name: "KeelModels",
             dependencies: [
+                "KeelCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -79,6 +82,7 @@ let package = Package(
             dependencies: [
                 "KeelCore",
                 "KeelDocuments",
+                "KeelModels",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -9,6 +9,17 @@ struct JSONParser {
     private let bytes: [UInt8]
     private var index = 0
     private var depth = 0
+    /// With `locating`, where each member's key and each item starts, by
+    /// path, and the paths of keys that appear twice in one object.
+    private var locating = false
+    private var path: [String] = []
+    private(set) var offsets: [[String]: Int] = [:]
+    private(set) var duplicateKeys: [[String]] = []
+
+    init(_ bytes: [UInt8], locating: Bool) {
+        self.bytes = bytes
+        self.locating = locating
+    }
 
     init(_ bytes: [UInt8]) {
         self.bytes = bytes
@@ -82,12 +93,21 @@ struct JSONParser {
             guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "\"") else {
                 throw self.failure("expected a string key")
             }
+            let keyOffset = self.index
             let key = try self.parseString()
             self.skipWhitespace()
             guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
             self.index += 1
             self.skipWhitespace()
-            members[key] = try self.parseValue()
+            if self.locating {
+                self.path.append(key)
+                if members[key] != nil { self.duplicateKeys.append(self.path) }
+                self.offsets[self.path] = keyOffset
+                members[key] = try self.parseValue()
+                self.path.removeLast()
+            } else {
+                members[key] = try self.parseValue()
+            }
             self.skipWhitespace()
             guard self.index < self.bytes.count else { throw self.failure("unexpected end of input in an object") }
             switch self.bytes[self.index] {
@@ -112,7 +132,14 @@ struct JSONParser {
         }
         while true {
             self.skipWhitespace()
-            items.append(try self.parseValue())
+            if self.locating {
+                self.path.append(String(items.count))
+                self.offsets[self.path] = self.index
+                items.append(try self.parseValue())
+                self.path.removeLast()
+            } else {
+                items.append(try self.parseValue())
+            }
             self.skipWhitespace()
             guard self.index < self.bytes.count else { throw self.failure("unexpected end of input in an array") }
             switch self.bytes[self.index] {

@@ -7,7 +7,7 @@ import Synchronization
 /// registry, which `/metrics` renders.
 public final class KeelMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
+    public let factory: PrometheusMetricsFactory
     private let requestMetrics = Mutex<[RequestKey: (Metrics.Counter, Metrics.Timer)]>([:])
 
     struct RequestKey: Hashable {
