@@ -27,6 +27,9 @@ public struct ModelCatalog: Sendable, Equatable {
         public var apiKeyEnvironmentVariable: String?
         /// Extra headers sent with every request (not secrets).
         public var headers: [String: String]
+        /// Where the file declares it, for errors found later (a key's
+        /// variable unset).
+        public var line: Int?
 
         public init(
             name: String, kind: Kind, baseURL: String? = nil, region: String? = nil, endpoint: String? = nil,
@@ -235,7 +238,7 @@ private struct CatalogReader {
         }
         if !chains.contains(where: { $0.0 == "default" }), models.count > 1 {
             throw self.fail(
-                root["chains"] == nil ? [] : ["chains"], "there is no \"default\" chain, used by every request that names no model.",
+                root["chains"] == nil ? ["models"] : ["chains"], "there is no \"default\" chain, used by every request that names no model.",
                 fix: "Add \"chains\": {\"default\": [\(models.prefix(2).map { "\"\($0.name)\"" }.joined(separator: ", "))]} with the models in fallback order.")
         }
         return ModelCatalog(providers: providers, models: models, chains: chains)
@@ -259,6 +262,7 @@ private struct CatalogReader {
             }
         try self.onlyKnownKeys(object, path, allowed: allowed)
         var provider = ModelCatalog.Provider(name: name, kind: kind)
+        provider.line = self.locations.line(of: path)
         provider.baseURL = try self.url(object["base_url"], path + ["base_url"])
         provider.endpoint = try self.url(object["endpoint"], path + ["endpoint"])
         provider.region = try self.string(object["region"], path + ["region"])

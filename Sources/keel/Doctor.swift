@@ -27,6 +27,7 @@ struct Doctor: AsyncParsableCommand {
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
+    @OptionGroup(title: "Models") var models: ModelOptions
 
     @Option(name: .customLong("balancer-idle-timeout"), help: "The load balancer's idle/read timeout (e.g. 60s), to check the heartbeat is below it.")
     var balancerIdleTimeout: String?
@@ -44,6 +45,7 @@ struct Doctor: AsyncParsableCommand {
         flags.merge(self.jobs.flags) { $1 }
         flags.merge(self.uploads.flags) { $1 }
         flags.merge(self.documents.flags) { $1 }
+        flags.merge(self.models.flags) { $1 }
         let idle = try self.balancerIdleTimeout.map { try Self.duration($0, "--balancer-idle-timeout") }
         let grace = try self.gracePeriod.map { try Self.duration($0, "--grace-period") }
 

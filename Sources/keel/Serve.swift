@@ -40,6 +40,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Connections and quotas") var limits: LimitOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
+    @OptionGroup(title: "Models") var models: ModelOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -55,6 +56,7 @@ struct Serve: AsyncParsableCommand {
             .merging(self.uploads.flags) { $1 }
             .merging(self.limits.flags) { $1 }
             .merging(self.documents.flags) { $1 }
+            .merging(self.models.flags) { $1 }
     }
 
     func run() async throws {

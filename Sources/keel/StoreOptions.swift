@@ -129,6 +129,33 @@ struct DocumentOptions: ParsableArguments {
     }
 }
 
+/// The models file and the router's limits, shared by `serve`, `worker`,
+/// `doctor` and `models check`.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .customLong("models"), help: ArgumentHelp(ConfigurationKnob.models.help)) var file: String?
+    @Option(name: .customLong("model-total-timeout"), help: ArgumentHelp(ConfigurationKnob.modelTotalTimeout.help)) var totalTimeout: String?
+    @Option(name: .customLong("model-first-token-timeout"), help: ArgumentHelp(ConfigurationKnob.modelFirstTokenTimeout.help))
+    var firstTokenTimeout: String?
+    @Option(name: .customLong("model-idle-timeout"), help: ArgumentHelp(ConfigurationKnob.modelIdleTimeout.help)) var idleTimeout: String?
+    @Option(name: .customLong("model-connect-timeout"), help: ArgumentHelp(ConfigurationKnob.modelConnectTimeout.help)) var connectTimeout: String?
+    @Option(name: .customLong("model-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelCooldown.help)) var cooldown: String?
+    @Option(name: .customLong("model-auth-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelAuthCooldown.help)) var authCooldown: String?
+    @Option(name: .customLong("model-failures-before-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelFailuresBeforeCooldown.help))
+    var failuresBeforeCooldown: String?
+    @Option(name: .customLong("model-chain-retries"), help: ArgumentHelp(ConfigurationKnob.modelChainRetries.help)) var chainRetries: String?
+    @Option(name: .customLong("model-retry-max-wait"), help: ArgumentHelp(ConfigurationKnob.modelRetryMaxWait.help)) var retryMaxWait: String?
+
+    var flags: [String: String] {
+        let values: [(ConfigurationKnob, String?)] = [
+            (.models, self.file), (.modelTotalTimeout, self.totalTimeout), (.modelFirstTokenTimeout, self.firstTokenTimeout),
+            (.modelIdleTimeout, self.idleTimeout), (.modelConnectTimeout, self.connectTimeout), (.modelCooldown, self.cooldown),
+            (.modelAuthCooldown, self.authCooldown), (.modelFailuresBeforeCooldown, self.failuresBeforeCooldown),
+            (.modelChainRetries, self.chainRetries), (.modelRetryMaxWait, self.retryMaxWait),
+        ]
+        return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+    }
+}
+
 enum Runtime {
     /// Raises the soft limit on open files to the hard one: every connection
     /// is a descriptor, and the default soft limit (often 1024) would cap

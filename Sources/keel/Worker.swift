@@ -17,10 +17,11 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
+    @OptionGroup(title: "Models") var models: ModelOptions
 
     func run() async throws {
         try await Runtime.reportingErrors {
-            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 }.merging(self.documents.flags) { $1 })
+            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 }.merging(self.documents.flags) { $1 }.merging(self.models.flags) { $1 })
             let logger = Runtime.bootstrapLogging(configuration)
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {

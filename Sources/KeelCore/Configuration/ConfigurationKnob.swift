@@ -248,6 +248,40 @@ extension ConfigurationKnob {
         name: "poppler-path", defaultDescription: "found on PATH", summary: "Directory holding Poppler's pdfinfo and pdftohtml (Debian package poppler-utils), which read PDFs."
     )
     public static let searchMaxResults = Self(name: "search-max-results", defaultDescription: "50", summary: "The most results one GET /api/search returns.")
+    public static let models = Self(
+        name: "models", defaultDescription: "none (chat answers from retrieval only)",
+        summary: "The models file: providers, models and fallback chains as JSON (secrets only through the environment variables it names)."
+    )
+    public static let modelTotalTimeout = Self(
+        name: "model-total-timeout", defaultDescription: "600s", summary: "The longest one answer may take, every model and wait included (model_timeout, 504, past it)."
+    )
+    public static let modelFirstTokenTimeout = Self(
+        name: "model-first-token-timeout", defaultDescription: "60s", summary: "How long a model may take to its first token before the next model of the chain is tried."
+    )
+    public static let modelIdleTimeout = Self(
+        name: "model-idle-timeout", defaultDescription: "60s",
+        summary: "How long a streaming answer may go without a token before it continues on the next model."
+    )
+    public static let modelConnectTimeout = Self(
+        name: "model-connect-timeout", defaultDescription: "5s", summary: "How long connecting to a model provider (TCP and TLS) may take."
+    )
+    public static let modelCooldown = Self(
+        name: "model-cooldown", defaultDescription: "30s",
+        summary: "How long every instance skips a model that is rate-limited or overloaded (when the provider names no Retry-After) or failed model-failures-before-cooldown times in a row."
+    )
+    public static let modelAuthCooldown = Self(
+        name: "model-auth-cooldown", defaultDescription: "600s", summary: "How long every instance skips a model whose credentials were refused (401/403) or whose quota is spent."
+    )
+    public static let modelFailuresBeforeCooldown = Self(
+        name: "model-failures-before-cooldown", defaultDescription: "3", summary: "Failures in a row (5xx, timeouts, broken streams) before a model cools down."
+    )
+    public static let modelChainRetries = Self(
+        name: "model-chain-retries", defaultDescription: "1", summary: "More passes over a chain when every model failed before answering, after the shortest Retry-After."
+    )
+    public static let modelRetryMaxWait = Self(
+        name: "model-retry-max-wait", defaultDescription: "10s",
+        summary: "The longest wait for a Retry-After inside one request; a longer one fails the request (503, with Retry-After)."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -259,6 +293,8 @@ extension ConfigurationKnob {
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
         .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters, .documentMaxSections,
-        .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .logFormat, .logLevel,
+        .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .models, .modelTotalTimeout,
+        .modelFirstTokenTimeout, .modelIdleTimeout, .modelConnectTimeout, .modelCooldown, .modelAuthCooldown, .modelFailuresBeforeCooldown,
+        .modelChainRetries, .modelRetryMaxWait, .logFormat, .logLevel,
     ]
 }

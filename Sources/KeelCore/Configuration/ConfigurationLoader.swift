@@ -142,6 +142,18 @@ public struct ConfigurationLoader: Sendable {
         case .documentPassageChars: configuration.documents.passageCharacters = try integer(value, knob, in: 200...20_000)
         case .popplerPath: configuration.documents.popplerPath = value.trimmingCharacters(in: .whitespaces)
         case .searchMaxResults: configuration.documents.searchMaxResults = try integer(value, knob, in: 1...1000)
+        case .models:
+            let path = value.trimmingCharacters(in: .whitespaces)
+            configuration.models.file = path.isEmpty ? nil : path
+        case .modelTotalTimeout: configuration.models.totalTimeout = try positive(duration(value, knob), value, knob)
+        case .modelFirstTokenTimeout: configuration.models.firstTokenTimeout = try positive(duration(value, knob), value, knob)
+        case .modelIdleTimeout: configuration.models.idleTimeout = try positive(duration(value, knob), value, knob)
+        case .modelConnectTimeout: configuration.models.connectTimeout = try positive(duration(value, knob), value, knob)
+        case .modelCooldown: configuration.models.cooldown = try duration(value, knob)
+        case .modelAuthCooldown: configuration.models.authCooldown = try duration(value, knob)
+        case .modelFailuresBeforeCooldown: configuration.models.failuresBeforeCooldown = try integer(value, knob, in: 1...1000)
+        case .modelChainRetries: configuration.models.chainRetries = try integer(value, knob, in: 0...10)
+        case .modelRetryMaxWait: configuration.models.retryMaxWait = try duration(value, knob)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -32,6 +32,7 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var connections = ConnectionSettings()
     public var quotas = QuotaSettings()
     public var documents = DocumentSettings()
+    public var models = ModelSettings()
     /// The bearer token `/metrics` and `/system-health` ask for; without
     /// one they answer only direct loopback clients (no proxy in between).
     public var opsToken: String?
@@ -244,6 +245,34 @@ public struct DocumentSettings: Sendable, Equatable {
     public var popplerPath: String = ""
     /// The most results one search returns (`limit` above it is refused).
     public var searchMaxResults: Int = 50
+
+    public init() {}
+}
+
+/// The models file and the router's limits (DESIGN.md "Models, chains,
+/// fallback"). Without a file no model is configured.
+public struct ModelSettings: Sendable, Equatable {
+    /// Path of the models file (JSON: providers, models, chains).
+    public var file: String?
+    /// A whole answer, every model and wait included.
+    public var totalTimeout: Duration = .seconds(600)
+    /// From a request to a model to its first token, per attempt.
+    public var firstTokenTimeout: Duration = .seconds(60)
+    /// Between two events of a streaming answer.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Connecting to a provider (TCP and TLS).
+    public var connectTimeout: Duration = .seconds(5)
+    /// How long a rate-limited or overloaded model, or one failing
+    /// `failuresBeforeCooldown` times in a row, is skipped when the upstream
+    /// names no wait of its own.
+    public var cooldown: Duration = .seconds(30)
+    /// How long bad credentials or a spent quota take a model out.
+    public var authCooldown: Duration = .seconds(600)
+    public var failuresBeforeCooldown: Int = 3
+    /// Passes over a chain after the first when every model failed first.
+    public var chainRetries: Int = 1
+    /// The longest Retry-After the router waits for inside one request.
+    public var retryMaxWait: Duration = .seconds(10)
 
     public init() {}
 }

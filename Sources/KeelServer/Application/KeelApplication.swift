@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeelCore
+import KeelModels
 import Logging
 import ServiceLifecycle
 
@@ -39,9 +40,11 @@ public struct KeelApplication: Sendable {
         metrics: KeelMetrics = KeelMetrics(),
         jobTypes: JobRegistry = .builtIn,
         uploadHooks: UploadHooks = UploadHooks(),
-        modules: [any KeelModule] = KeelApplication.standardModules
+        modules: [any KeelModule] = KeelApplication.standardModules,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) async throws -> KeelApplication {
         try ConfigurationLoader.validate(configuration)
+        let models = try ModelRuntime(configuration: configuration, store: store, metrics: metrics, logger: logger, clock: clock, environment: environment)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
         let drain = DrainState()
         let hub = ChangeHub()
@@ -51,8 +54,8 @@ public struct KeelApplication: Sendable {
         let blobs = try UploadRuntime.blobStore(configuration, store: store)
         let modules = try KeelModuleBuilder.registering(
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: submitter,
-            sessions: SessionAccess(authenticator: authenticator), uploads: UploadContents(store: store.uploads, blobs: blobs), jobTypes: jobTypes,
-            uploadHooks: uploadHooks
+            sessions: SessionAccess(authenticator: authenticator), uploads: UploadContents(store: store.uploads, blobs: blobs),
+            models: models.router, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: modules.uploadHooks, clock: clock, metrics: metrics, logger: logger)
@@ -150,7 +153,7 @@ public struct KeelApplication: Sendable {
         )
         return KeelApplication(
             configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, hub: hub, workers: jobRuntime.workers,
-            background: jobRuntime.services + modules.services, http: http, routes: routes.registered
+            background: models.services + jobRuntime.services + modules.services, http: http, routes: routes.registered
         )
     }
 
@@ -194,13 +197,16 @@ struct JobRuntime: Sendable {
 
     init(
         configuration: KeelConfiguration, store: any KeelStore, registry: JobRegistry, hub: ChangeHub, clock: any KeelClock,
-        metrics: JobMetrics, logger: Logger, workerCount: Int, uploads: UploadRuntime, extraServices: [any Service] = []
+        metrics: JobMetrics, logger: Logger, workerCount: Int, uploads: UploadRuntime, leadingServices: [any Service] = [],
+        extraServices: [any Service] = []
     ) {
         self.workers = WorkerPool(
             count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, hub: hub,
             settings: configuration.jobs, clock: clock, metrics: metrics, logger: logger
         )
-        self.services = [
+        // Services stop in reverse order: the leading ones (the models' HTTP
+        // client) after the workers that use them.
+        self.services = leadingServices + [
             ChangeFeedService(feed: store.changes, hub: hub, logger: logger),
             self.workers,
             JanitorService(
@@ -221,9 +227,11 @@ public struct KeelWorkerProcess: Sendable {
     public init(
         configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
         metrics: KeelMetrics = KeelMetrics(), jobTypes: JobRegistry = .builtIn, uploadHooks: UploadHooks = UploadHooks(),
-        modules: [any KeelModule] = KeelApplication.standardModules
+        modules: [any KeelModule] = KeelApplication.standardModules,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) async throws {
         try ConfigurationLoader.validate(configuration)
+        let models = try ModelRuntime(configuration: configuration, store: store, metrics: metrics, logger: logger, clock: clock, environment: environment)
         let hub = ChangeHub()
         let jobMetrics = JobMetrics(metrics)
         let signer = try await SessionSigner.resolve(configured: configuration.secrets, meta: store.meta)
@@ -232,14 +240,15 @@ public struct KeelWorkerProcess: Sendable {
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics,
             jobs: JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics),
             sessions: SessionAccess(authenticator: SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)),
-            uploads: UploadContents(store: store.uploads, blobs: blobs), jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: UploadContents(store: store.uploads, blobs: blobs), models: models.router, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
-            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, extraServices: registered.services
+            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, leadingServices: models.services,
+            extraServices: registered.services
         )
         self.configuration = configuration
         self.logger = logger

@@ -1,5 +1,6 @@
 import Hummingbird
 import KeelCore
+import KeelModels
 import Logging
 import ServiceLifecycle
 
@@ -42,6 +43,9 @@ public struct KeelModuleBuilder: Sendable {
     public let sessions: SessionAccess
     /// Finished uploads' records and bytes, wherever they are kept.
     public let uploads: UploadContents
+    /// The models of `--models` behind one router (chains, fallback, shared
+    /// cooldowns); nil when no models file is configured.
+    public let models: ModelRouter?
 
     var routes = RouteTable()
     var jobTypes: JobRegistry
@@ -91,11 +95,12 @@ extension KeelModuleBuilder {
     /// Runs every module's registration on a builder for this application.
     static func registering(
         _ modules: [any KeelModule], configuration: KeelConfiguration, store: any KeelStore, clock: any KeelClock, logger: Logger,
-        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, jobTypes: JobRegistry, uploadHooks: UploadHooks
+        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, models: ModelRouter?, jobTypes: JobRegistry,
+        uploadHooks: UploadHooks
     ) throws -> KeelModuleBuilder {
         var builder = KeelModuleBuilder(
             configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: jobs, sessions: sessions,
-            uploads: uploads, jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: uploads, models: models, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         for module in modules { try module.register(in: &builder) }
         return builder

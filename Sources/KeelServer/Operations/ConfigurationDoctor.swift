@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelModels
 import KeelDocuments
 
 /// `keel doctor`: checks a configuration before start and explains each
@@ -32,8 +33,14 @@ public struct ConfigurationDoctor: Sendable {
     public var balancerIdleTimeout: Duration?
     /// The orchestrator's grace period between SIGTERM and SIGKILL, if told.
     public var gracePeriod: Duration?
+    /// Where provider secrets are looked up (the process's environment).
+    public var environment: [String: String]
     /// Whether `KEEL_SECRET`/`--secret` came from outside (otherwise the store keeps one).
-    public init(configuration: KeelConfiguration, balancerIdleTimeout: Duration? = nil, gracePeriod: Duration? = nil) {
+    public init(
+        configuration: KeelConfiguration, balancerIdleTimeout: Duration? = nil, gracePeriod: Duration? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
+        self.environment = environment
         self.configuration = configuration
         self.balancerIdleTimeout = balancerIdleTimeout
         self.gracePeriod = gracePeriod
@@ -107,7 +114,29 @@ public struct ConfigurationDoctor: Sendable {
         } else {
             findings.append(Finding(.warn, "pdf", "Poppler's pdfinfo and pdftohtml are not found\(self.configuration.documents.popplerPath.isEmpty ? " on PATH" : " in --poppler-path"): PDF documents will fail with pdf_support_missing (other formats work). Install Debian's poppler-utils (apt-get install poppler-utils) on every instance that runs workers."))
         }
+        findings.append(self.checkModels())
         return findings
+    }
+
+    /// The models file: parsed and checked as `keel serve` would at start,
+    /// and every provider's key variable set (nothing is sent to a model:
+    /// `keel models check` does that).
+    func checkModels() -> Finding {
+        guard self.configuration.models.file != nil else {
+            return Finding(.info, "models", "no models file (--models): chat answers from retrieval only, and model features are off.")
+        }
+        do {
+            guard let catalog = try ModelService.validate(self.configuration.models, environment: self.environment) else {
+                return Finding(.info, "models", "no models file.")
+            }
+            let chains = catalog.chainOrder.map { "\($0) = \(catalog.chains[$0]!.joined(separator: " > "))" }.joined(separator: "; ")
+            return Finding(
+                .pass, "models",
+                "\(self.configuration.models.file ?? "models"): \(catalog.models.count) model(s) on \(catalog.providers.count) provider(s), every key variable set; chains: \(chains). Run keel models check to send each a tiny request.")
+        } catch {
+            let place = error.line.map { "\(error.source):\($0)" } ?? error.source
+            return Finding(.fail, "models", "\(place): \(error.message) Fix: \(error.fix)")
+        }
     }
 
     /// The checks against the store (nothing is written).
