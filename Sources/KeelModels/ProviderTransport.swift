@@ -33,8 +33,14 @@ enum ProviderTransport {
             let lower = name.lowercased()
             if ["key", "token", "secret", "auth", "cookie"].contains(where: { lower.contains($0) }) { secrets.append(value) }
         }
+        return self.redact(text, secrets: secrets)
+    }
+
+    /// `text` with every non-empty secret replaced, the longest first (so
+    /// that a secret containing another goes whole).
+    static func redact(_ text: String, secrets: [String]) -> String {
         var result = text
-        for secret in secrets.sorted(by: { $0.count > $1.count }) {
+        for secret in secrets.filter({ !$0.isEmpty }).sorted(by: { $0.count > $1.count }) {
             result = result.replacingOccurrences(of: secret, with: "[redacted]")
         }
         return result

@@ -7,6 +7,9 @@ body in base64), the credentials, the frozen time, and what botocore added:
 Authorization, X-Amz-Date, X-Amz-Security-Token, X-Amz-Content-SHA256, plus
 its canonical request and string to sign.
 
+With `--sign JSON` it signs one request given on the command line instead
+(Keel's Bedrock client's own request, in BedrockProviderTests).
+
 Most vectors sign an AWSRequest with SigV4Auth directly. The `client_*`
 vectors go through a real botocore `bedrock-runtime` client: a `before-send`
 hook captures the signed request and stops it before any network, so the URL
@@ -138,8 +141,22 @@ def client_vector(name, region, token, model_id):
     return result
 
 
+def sign_one(request):
+    """`--sign JSON`: one request as a client built it (method, url, headers
+    without the signer's own, body in base64, region, session token), signed
+    by SigV4Auth with the vectors' keys and frozen time."""
+    body = base64.b64decode(request["body_base64"])
+    headers = [(k, v) for k, v in request["headers"] if k.lower() not in ("host",) + tuple(a.lower() for a in ADDED)]
+    return vector(request.get("name", "request"), request["method"], request["url"], headers, body, request["region"],
+                  request.get("session_token"))
+
+
 def main():
     freeze_time()
+    if len(sys.argv) == 3 and sys.argv[1] == "--sign":
+        json.dump(sign_one(json.loads(sys.argv[2])), sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
     converse_body = json.dumps(
         {"messages": [{"role": "user", "content": [{"text": "Hello"}]}], "inferenceConfig": {"maxTokens": 256}}
     ).encode("utf-8")

@@ -34,13 +34,16 @@ final class FakeOpenAIUpstream: Sendable {
         self.process = process
     }
 
-    /// Starts the fake; `apiKey` makes it answer 401 to any other key.
-    static func start(apiKey: String? = nil, script: String = "fake_openai.py") async throws -> FakeOpenAIUpstream {
+    /// Starts the fake; `apiKey` makes it answer 401 to any other key;
+    /// `arguments` are added to its command line.
+    static func start(
+        apiKey: String? = nil, script: String = "fake_openai.py", arguments: [String] = []
+    ) async throws -> FakeOpenAIUpstream {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments =
             [self.python, self.scriptsDirectory.appendingPathComponent(script).path]
-            + (apiKey.map { ["--api-key", $0] } ?? [])
+            + (apiKey.map { ["--api-key", $0] } ?? []) + arguments
         let output = Pipe()
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = output
