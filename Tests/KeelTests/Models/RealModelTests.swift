@@ -20,11 +20,12 @@ struct RealModelTests {
     /// The longest wait for the model's next bytes (the first token included).
     static let idle: Duration = .seconds(120)
 
-    static func unavailable(_ why: String) throws -> Never {
+    /// Skips the test, or fails it on CI.
+    static func unavailable(_ why: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Never {
         if ProcessInfo.processInfo.environment["CI"] == "true" {
-            Issue.record("CI must run the real model: \(why)")
+            Issue.record("CI must run the real model: \(why)", sourceLocation: sourceLocation)
         }
-        try Test.cancel("skipped: \(why)")
+        try Test.cancel("skipped: \(why)", sourceLocation: sourceLocation)
     }
 
     /// Runs `body` with a fresh model server and an HTTP client, and shuts both down.
