@@ -11,7 +11,9 @@ import Glibc
 /// such as `fake_anthropic.py`) run as a child process for one test: it
 /// prints its port on its first stdout line. The Python is
 /// `KEEL_TEST_PYTHON` (default `python3`); the fake needs only the standard
-/// library.
+/// library. ``startModel(log:)`` runs the real small model's server,
+/// `smollm2_server.py`, the same way, under `KEEL_TEST_MODEL_PYTHON` with
+/// `KEEL_TEST_MODEL_FILE` (both set by `scripts/test`).
 final class FakeOpenAIUpstream: Sendable {
     let port: Int
     private let process: Process
@@ -34,20 +36,55 @@ final class FakeOpenAIUpstream: Sendable {
         self.process = process
     }
 
+    /// The real model's Python and GGUF file, or `nil` when either variable is unset or empty.
+    static var model: (python: String, file: String)? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let python = environment["KEEL_TEST_MODEL_PYTHON"], !python.isEmpty,
+            let file = environment["KEEL_TEST_MODEL_FILE"], !file.isEmpty
+        else { return nil }
+        return (python, file)
+    }
+
     /// Starts the fake; `apiKey` makes it answer 401 to any other key;
     /// `arguments` are added to its command line.
     static func start(
         apiKey: String? = nil, script: String = "fake_openai.py", arguments: [String] = []
     ) async throws -> FakeOpenAIUpstream {
+        try await self.start(script: script, python: self.python, arguments: (apiKey.map { ["--api-key", $0] } ?? []) + arguments)
+    }
+
+    /// Starts `smollm2_server.py` with the real model (see ``model``), its
+    /// stderr appended to `log` when given. Loading the model takes about a
+    /// second, more on a loaded machine.
+    static func startModel(log: URL? = nil) async throws -> FakeOpenAIUpstream {
+        guard let model = self.model else {
+            throw FakeOpenAIUpstreamError(message: "KEEL_TEST_MODEL_PYTHON and KEEL_TEST_MODEL_FILE are not set")
+        }
+        return try await self.start(
+            script: "smollm2_server.py", python: model.python, arguments: ["--model", model.file], log: log)
+    }
+
+    /// Starts `script` of `Tests/Clients/models` under `python` and reads the
+    /// port from its first stdout line.
+    private static func start(script: String, python: String, arguments: [String], log: URL? = nil) async throws
+        -> FakeOpenAIUpstream
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments =
-            [self.python, self.scriptsDirectory.appendingPathComponent(script).path]
-            + (apiKey.map { ["--api-key", $0] } ?? []) + arguments
+        process.arguments = [python, self.scriptsDirectory.appendingPathComponent(script).path] + arguments
         let output = Pipe()
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        var logHandle: FileHandle?
+        if let log {
+            if !FileManager.default.fileExists(atPath: log.path) {
+                _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            }
+            logHandle = try FileHandle(forWritingTo: log)
+            logHandle?.seekToEndOfFile()
+        }
+        process.standardError = logHandle ?? FileHandle.nullDevice
+        defer { try? logHandle?.close() }  // the child has its own copy
         try process.run()
         let handle = output.fileHandleForReading
         // Reading the pipe blocks: do it on a Dispatch thread, not the cooperative pool.
@@ -64,7 +101,8 @@ final class FakeOpenAIUpstream: Sendable {
         }
         guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)), port > 0 else {
             process.terminate()
-            throw FakeOpenAIUpstreamError(message: "\(script) printed no port: \(line.debugDescription)")
+            let seeLog = log.map { " (its stderr: \($0.path))" } ?? ""
+            throw FakeOpenAIUpstreamError(message: "\(script) printed no port: \(line.debugDescription)\(seeLog)")
         }
         return FakeOpenAIUpstream(port: port, process: process)
     }
