@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KeelCore
 import KeelModels
 import Testing
 
@@ -138,5 +139,49 @@ struct RealModelTests {
         }
         #expect(status == 0, "check_smollm2_server.py failed:\n\(output)")
         #expect(output.contains(" passed, 0 failed"))
+    }
+
+    @Test("through the router: a stream cut on a fake continues on the real model, and keel models check times it", .timeLimit(.minutes(5)))
+    func routerContinuesOnTheRealModel() async throws {
+        guard FakeOpenAIUpstream.model != nil else {
+            try Self.unavailable("no model: KEEL_TEST_MODEL_PYTHON and KEEL_TEST_MODEL_FILE are not set (scripts/test sets them)")
+        }
+        let log = try TestEnvironment.directory("smollm2").appendingPathComponent("stderr.log")
+        let server: FakeOpenAIUpstream
+        do {
+            server = try await FakeOpenAIUpstream.startModel(log: log)
+        } catch {
+            try Self.unavailable("smollm2_server.py did not start: \(error)")
+        }
+        defer { server.stop() }
+        let fake = try await FakeOpenAIUpstream.start()
+        defer { fake.stop() }
+        let file = try TestEnvironment.directory("real-models").appendingPathComponent("models.json")
+        try """
+            {"providers": {"fake": {"kind": "openai", "base_url": "\(fake.baseURL)"},
+                           "local": {"kind": "openai", "base_url": "\(server.baseURL)"}},
+             "models": {"cut": {"provider": "fake", "model": "cut-after-3"},
+                        "small": {"provider": "local", "model": "\(Self.model)", "max_tokens": 24}},
+             "chains": {"default": ["cut", "small"]}}
+            """.write(to: file, atomically: true, encoding: .utf8)
+
+        let checked = try await KeelProcess.run(["models", "check", "--models", file.path, "--model", "small", "--timeout", "120s"])
+        #expect(checked.status == 0 && checked.output.contains("PASS  small (local: \(Self.model)): first token"), "\(checked.output)")
+
+        var settings = ModelSettings()
+        settings.file = file.path
+        settings.idleTimeout = Self.idle
+        settings.firstTokenTimeout = Self.idle
+        let service = try #require(try ModelService.load(settings, environment: [:]))
+        let fixture = try await StoreFixture.make(.sqlite)
+        try await fixture.withStore { store in
+            let router = service.router(healthStore: store.modelHealth, metrics: nil, logger: TestEnvironment.logger)
+            let answer = try await router.complete(RoutedRequest(messages: Self.messages, temperature: 0))
+            #expect(answer.text.hasPrefix("tok0 tok1 tok2 ") && answer.text.count > "tok0 tok1 tok2 ".count, "\(answer.text)")
+            #expect(answer.summary.fallbacks.map(\.reason) == ["stream_cut"] && answer.summary.answeredBy == "small")
+            let usage = try #require(answer.summary.usage["small"])
+            #expect(usage.inputTokens > 0 && usage.outputTokens > 0)
+        }
+        await service.shutdown()
     }
 }
