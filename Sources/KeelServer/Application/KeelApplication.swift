@@ -52,10 +52,11 @@ public struct KeelApplication: Sendable {
         let submitter = JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics)
         let authenticator = SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)
         let blobs = try UploadRuntime.blobStore(configuration, store: store)
+        let streams = JobStreams(streamer: JobEventStream(events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics))
         let modules = try KeelModuleBuilder.registering(
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: submitter,
             sessions: SessionAccess(authenticator: authenticator), uploads: UploadContents(store: store.uploads, blobs: blobs),
-            models: models.router, jobTypes: jobTypes, uploadHooks: uploadHooks
+            models: models.router, jobStreams: streams, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: modules.uploadHooks, clock: clock, metrics: metrics, logger: logger)
@@ -114,7 +115,7 @@ public struct KeelApplication: Sendable {
             maxActiveJobs: configuration.quotas.activeJobsPerSession
         )
         jobsController.register(on: &routes)
-        JobEventsController(jobs: jobsController, events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)
+        JobEventsController(jobs: jobsController, events: store.events, streamer: streams.streamer)
             .register(on: &routes)
         UploadsController(
             store: store.uploads, blobs: uploads.blobs, authenticator: authenticator, settings: configuration.uploads, clock: clock,
@@ -201,7 +202,7 @@ struct JobRuntime: Sendable {
         extraServices: [any Service] = []
     ) {
         self.workers = WorkerPool(
-            count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, hub: hub,
+            count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, log: store.events, hub: hub,
             settings: configuration.jobs, clock: clock, metrics: metrics, logger: logger
         )
         // Services stop in reverse order: the leading ones (the models' HTTP
@@ -240,7 +241,9 @@ public struct KeelWorkerProcess: Sendable {
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics,
             jobs: JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics),
             sessions: SessionAccess(authenticator: SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)),
-            uploads: UploadContents(store: store.uploads, blobs: blobs), models: models.router, jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: UploadContents(store: store.uploads, blobs: blobs), models: models.router,
+            jobStreams: JobStreams(streamer: JobEventStream(events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)),
+            jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)

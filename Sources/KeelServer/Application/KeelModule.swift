@@ -46,6 +46,9 @@ public struct KeelModuleBuilder: Sendable {
     /// The models of `--models` behind one router (chains, fallback, shared
     /// cooldowns); nil when no models file is configured.
     public let models: ModelRouter?
+    /// Answers a request with a job's event stream (a route that starts a
+    /// job and streams it at once).
+    public let jobStreams: JobStreams
 
     var routes = RouteTable()
     var jobTypes: JobRegistry
@@ -95,12 +98,12 @@ extension KeelModuleBuilder {
     /// Runs every module's registration on a builder for this application.
     static func registering(
         _ modules: [any KeelModule], configuration: KeelConfiguration, store: any KeelStore, clock: any KeelClock, logger: Logger,
-        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, models: ModelRouter?, jobTypes: JobRegistry,
+        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, models: ModelRouter?, jobStreams: JobStreams, jobTypes: JobRegistry,
         uploadHooks: UploadHooks
     ) throws -> KeelModuleBuilder {
         var builder = KeelModuleBuilder(
             configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: jobs, sessions: sessions,
-            uploads: uploads, models: models, jobTypes: jobTypes, uploadHooks: uploadHooks
+            uploads: uploads, models: models, jobStreams: jobStreams, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         for module in modules { try module.register(in: &builder) }
         return builder

@@ -17,9 +17,7 @@ import Synchronization
 struct JobEventsController: Sendable {
     let jobs: JobsController
     let events: any EventLog
-    let hub: ChangeHub
-    let settings: StreamSettings
-    let metrics: JobMetrics
+    let streamer: JobEventStream
 
     static let maxJSONPage = 1000
 
@@ -109,6 +107,44 @@ struct JobEventsController: Sendable {
         return .json(json.text, headers: [.cacheControl: "no-store"])
     }
 
+    private func stream(_ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool) -> Response {
+        self.streamer.response(channel, jobID: jobID, after: after, heartbeats: heartbeats)
+    }
+
+    /// One event in the SSE wire format; data spanning lines gets one
+    /// `data:` line per line, as the format requires.
+    static func write(_ event: JobEvent, to buffer: inout ByteBuffer) {
+        buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\n")
+        if event.dataJSON.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
+            for line in event.dataJSON.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
+                buffer.writeString("data: \(line)\n")
+            }
+        } else {
+            buffer.writeString("data: \(event.dataJSON)\n")
+        }
+        buffer.writeString("\n")
+    }
+}
+
+/// Set once the client of a stream has gone away.
+final class ClientGone: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    var isSet: Bool { self.flag.load(ordering: .acquiring) }
+
+    func set() { self.flag.store(true, ordering: .releasing) }
+}
+
+/// A job's event log as a Server-Sent Events response: what
+/// `GET /api/jobs/{id}/events` answers, and what a module's route answers
+/// when it hands a new job's stream straight to the client
+/// (``JobStreams``).
+struct JobEventStream: Sendable {
+    let events: any EventLog
+    let hub: ChangeHub
+    let settings: StreamSettings
+    let metrics: JobMetrics
+
     /// `heartbeats: false` (`?heartbeat=off`) leaves an idle stream silent:
     /// `keel probe` uses it to measure how long the path in front of Keel
     /// keeps an idle connection open.
@@ -117,7 +153,7 @@ struct JobEventsController: Sendable {
     /// client that goes away (FIN or RST) wakes it at once, and everything it
     /// held (its place in the hub, its buffers, the task) is freed then, not
     /// at the next heartbeat or event.
-    private func stream(_ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool) -> Response {
+    func response(_ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -160,7 +196,7 @@ struct JobEventsController: Sendable {
                             retry = nil
                         }
                         for event in batch {
-                            Self.write(event, to: &pending)
+                            JobEventsController.write(event, to: &pending)
                             cursor = event.sequence
                             if event.type == JobEventType.done { finished = true }
                         }
@@ -194,26 +230,18 @@ struct JobEventsController: Sendable {
         )
     }
 
-    /// One event in the SSE wire format; data spanning lines gets one
-    /// `data:` line per line, as the format requires.
-    static func write(_ event: JobEvent, to buffer: inout ByteBuffer) {
-        buffer.writeString("id: \(event.sequence)\nevent: \(event.type)\n")
-        if event.dataJSON.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
-            for line in event.dataJSON.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
-                buffer.writeString("data: \(line)\n")
-            }
-        } else {
-            buffer.writeString("data: \(event.dataJSON)\n")
-        }
-        buffer.writeString("\n")
-    }
 }
 
-/// Set once the client of a stream has gone away.
-final class ClientGone: Sendable {
-    private let flag = Atomic<Bool>(false)
+/// For a module's routes: answer with a job's event stream, as
+/// `GET /api/jobs/{id}/events` would (resumable there by `Last-Event-ID` on
+/// any instance).
+public struct JobStreams: Sendable {
+    let streamer: JobEventStream
 
-    var isSet: Bool { self.flag.load(ordering: .acquiring) }
-
-    func set() { self.flag.store(true, ordering: .releasing) }
+    /// The job's events from the start (or after the request's
+    /// `Last-Event-ID`), as `text/event-stream`, until its `done` event.
+    public func response(jobID: String, request: Request, context: KeelRequestContext) throws -> Response {
+        let after = try JobEventsController.position(lastEventID: request.headers[.lastEventID], after: nil)
+        return self.streamer.response(context.channel, jobID: jobID, after: after, heartbeats: true)
+    }
 }

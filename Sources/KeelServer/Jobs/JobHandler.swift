@@ -58,6 +58,7 @@ public struct JobContext: Sendable {
     public let maxAttempts: Int
     let lease: JobLease
     let queue: any JobQueue
+    let log: any EventLog
     let hub: ChangeHub
     let clock: any KeelClock
     let events: EventBudget
@@ -90,6 +91,29 @@ public struct JobContext: Sendable {
         if let percent = progress.percent { data["percent"] = .double(percent) }
         if let message = progress.message { data["message"] = .string(message) }
         try await self.emit(JobEventType.progress, .object(data))
+    }
+}
+
+extension JobContext {
+    /// The job's log so far, oldest first: on a retried attempt, what the
+    /// earlier attempts wrote (and every client has been sent). A handler
+    /// continues from it rather than starting over.
+    public func loggedEvents() async throws -> [JobEvent] {
+        var all: [JobEvent] = []
+        var after: Int64 = 0
+        while true {
+            let page = try await self.log.events(jobID: self.id, after: after, limit: 1000)
+            all += page
+            guard page.count == 1000, let last = page.last else { return all }
+            after = last.sequence
+        }
+    }
+
+    /// Whether a client asked to cancel the job (as opposed to the lease
+    /// being lost or the process draining, which also cancel the handler's
+    /// task).
+    public func cancelRequested() async -> Bool {
+        (try? await self.queue.job(id: self.id))?.cancelRequested ?? false
     }
 }
 

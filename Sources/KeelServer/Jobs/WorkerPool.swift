@@ -22,6 +22,7 @@ public final class WorkerPool: Service, Sendable {
     let instanceID: String
     let registry: JobRegistry
     let queue: any JobQueue
+    private let log: any EventLog
     let hub: ChangeHub
     let settings: JobSettings
     let clock: any KeelClock
@@ -36,9 +37,10 @@ public final class WorkerPool: Service, Sendable {
     private let releaseAfter = Mutex<Duration>(.zero)
 
     init(
-        count: Int, instanceID: String, registry: JobRegistry, queue: any JobQueue, hub: ChangeHub, settings: JobSettings,
+        count: Int, instanceID: String, registry: JobRegistry, queue: any JobQueue, log: any EventLog, hub: ChangeHub, settings: JobSettings,
         clock: any KeelClock, metrics: JobMetrics, logger: Logger
     ) {
+        self.log = log
         self.count = count
         self.instanceID = instanceID
         self.registry = registry
@@ -178,7 +180,7 @@ public final class WorkerPool: Service, Sendable {
             let input = (try? JSONValue.parse(Array(job.inputJSON.utf8))) ?? .null
             let context = JobContext(
                 id: job.id, sessionID: job.sessionID, type: job.type, input: input, attempt: job.attempts, maxAttempts: job.maxAttempts, lease: lease,
-                queue: self.queue, hub: self.hub, clock: self.clock,
+                queue: self.queue, log: self.log, hub: self.hub, clock: self.clock,
                 events: EventBudget(limit: self.settings.maxEvents, lastSequence: job.lastSequence)
             )
             outcome = await self.run(handler, context, lease: lease, logger: logger)
