@@ -53,7 +53,8 @@ struct AnalysisStoreConformanceTests {
             #expect(try await analyses.recordSection(analysisID: "a1", Self.result(5, "Five again", at: 3)) == false)
             #expect(try await analyses.recordSection(analysisID: "a1", Self.result(2, "Two", at: 4)))
             let analysis = try #require(try await analyses.analysis(id: "a1", sessionID: "s1"))
-            #expect(analysis.results == [Self.result(0, "Zero — résumé 概要", at: 2), Self.result(2, "Two", at: 4), Self.result(5, "Five", at: 1)])
+            #expect(
+                analysis.results == [Self.result(0, "Zero — résumé 概要", at: 2), Self.result(2, "Two", at: 4), Self.result(5, "Five", at: 1)])
             #expect(analysis.status == .running)
             // A missing analysis takes nothing.
             #expect(try await analyses.recordSection(analysisID: "missing", Self.result(0, "x")) == false)
@@ -75,7 +76,8 @@ struct AnalysisStoreConformanceTests {
             // Ended: a late section is refused, and another end changes nothing.
             #expect(try await analyses.recordSection(analysisID: "a1", Self.result(2, "Two")) == false)
             try await analyses.finishAnalysis(id: "a1", status: .complete, errorCode: nil, errorMessage: nil, now: Self.t0.addingTimeInterval(20))
-            try await analyses.finishAnalysis(id: "a1", status: .failed, errorCode: "models_failed", errorMessage: "Every model failed.", now: Self.t0.addingTimeInterval(30))
+            try await analyses.finishAnalysis(
+                id: "a1", status: .failed, errorCode: "models_failed", errorMessage: "Every model failed.", now: Self.t0.addingTimeInterval(30))
             analysis = try #require(try await analyses.analysis(id: "a1"))
             #expect(analysis.status == .failed && analysis.errorCode == "models_failed" && analysis.updatedAt == Self.t0.addingTimeInterval(10))
             #expect(analysis.results.map(\.index) == [0])

@@ -199,6 +199,39 @@ struct ChatStoreConformanceTests {
         }
     }
 
+    @Test("a chat deleted while two instances write replies to it leaves no message behind", arguments: Driver.available)
+    func deletionRace(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        try await fixture.withStore { first in
+            let second = try fixture.openStore()
+            try await second.withRunning {
+                for round in 0..<5 {
+                    let chat = "c\(round)"
+                    try await first.chats.createChat(Self.chat(chat))
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for index in 0..<20 {
+                            let store = index % 2 == 0 ? first : second
+                            group.addTask {
+                                if index == 10 {
+                                    #expect(try await store.chats.deleteChat(id: chat, sessionID: "s1"))
+                                } else {
+                                    try await store.chats.recordReply(
+                                        Self.reply("\(chat)-r\(index)", chat: chat, job: "j\(index % 4)", attempt: index, "answer \(index)", at: 1))
+                                }
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    // Created again, the chat shows whatever the replies left behind: nothing.
+                    try await second.chats.createChat(Self.chat(chat, at: 2))
+                    #expect(try await first.chats.messages(chatID: chat, sessionID: "s1").isEmpty)
+                    #expect(try await first.chats.chat(id: chat, sessionID: "s1")?.messageCount == 0)
+                }
+            }
+            try await second.close()
+        }
+    }
+
     @Test("metadata is stored and returned as given: nested objects, arrays, numbers, unicode", arguments: Driver.available)
     func metadata(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in
