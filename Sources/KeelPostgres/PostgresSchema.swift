@@ -262,6 +262,72 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 9,
+            name: "chats and analyses",
+            statements: [
+                """
+                CREATE TABLE keel_chats (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    title TEXT NOT NULL,
+                    message_count BIGINT NOT NULL DEFAULT 0,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                // Lists page most recently updated first, id as the tie-break: straight from the index.
+                "CREATE INDEX keel_chats_list ON keel_chats (session_id, updated_at DESC, id DESC)",
+                // `seq` is the message's place in its chat (1, 2, 3… as stored): the
+                // tie-break among messages created in the same millisecond.
+                """
+                CREATE TABLE keel_chat_messages (
+                    id TEXT PRIMARY KEY,
+                    chat_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    role TEXT NOT NULL,
+                    content TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    job_id TEXT,
+                    attempt BIGINT NOT NULL DEFAULT 0,
+                    metadata TEXT NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX keel_chat_messages_chat ON keel_chat_messages (chat_id, created_at, seq)",
+                // One assistant message per reply job (user messages have no job: NULLs never collide).
+                "CREATE UNIQUE INDEX keel_chat_messages_job ON keel_chat_messages (chat_id, job_id)",
+                """
+                CREATE TABLE keel_analyses (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL,
+                    document_id TEXT NOT NULL,
+                    job_id TEXT NOT NULL,
+                    instructions TEXT NOT NULL,
+                    sections TEXT NOT NULL,
+                    chain TEXT,
+                    status TEXT NOT NULL,
+                    error_code TEXT,
+                    error_message TEXT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                // A document's analyses newest first (and all of them, when the document is deleted).
+                "CREATE INDEX keel_analyses_document ON keel_analyses (document_id, session_id, created_at DESC, id DESC)",
+                """
+                CREATE TABLE keel_analysis_sections (
+                    analysis_id TEXT NOT NULL,
+                    section_index BIGINT NOT NULL,
+                    title TEXT NOT NULL,
+                    content TEXT NOT NULL,
+                    metadata TEXT NOT NULL,
+                    completed_at BIGINT NOT NULL,
+                    PRIMARY KEY (analysis_id, section_index)
+                )
+                """,
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

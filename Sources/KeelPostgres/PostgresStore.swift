@@ -20,6 +20,8 @@ public final class PostgresStore: KeelStore {
     public let rateWindows: any RateWindowStore
     public let documents: any DocumentStore
     public let modelHealth: any ModelHealthStore
+    public let chats: any ChatStore
+    public let analyses: any AnalysisStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -51,6 +53,8 @@ public final class PostgresStore: KeelStore {
         self.rateWindows = PostgresRateWindowStore(client: self.client, logger: logger, started: self.started)
         self.documents = PostgresDocumentStore(client: self.client, logger: logger, started: self.started)
         self.modelHealth = PostgresModelHealthStore(client: self.client, logger: logger, started: self.started)
+        self.chats = PostgresChatStore(client: self.client, logger: logger, started: self.started)
+        self.analyses = PostgresAnalysisStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

@@ -22,6 +22,8 @@ public final class SQLiteStore: KeelStore {
     public let rateWindows: any RateWindowStore
     public let documents: any DocumentStore
     public let modelHealth: any ModelHealthStore
+    public let chats: any ChatStore
+    public let analyses: any AnalysisStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -58,6 +60,8 @@ public final class SQLiteStore: KeelStore {
         self.rateWindows = SQLiteRateWindowStore(pool: self.pool)
         self.documents = SQLiteDocumentStore(pool: self.pool)
         self.modelHealth = SQLiteModelHealthStore(pool: self.pool)
+        self.chats = SQLiteChatStore(pool: self.pool)
+        self.analyses = SQLiteAnalysisStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

@@ -19,6 +19,10 @@ public protocol KeelStore: Sendable {
     var documents: any DocumentStore { get }
     /// Model cooldowns and failure counts every instance shares.
     var modelHealth: any ModelHealthStore { get }
+    /// Conversations and their messages, each scoped to its session.
+    var chats: any ChatStore { get }
+    /// Document analyses and their section results.
+    var analyses: any AnalysisStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.
