@@ -144,6 +144,9 @@ struct ModelOptions: ParsableArguments {
     var failuresBeforeCooldown: String?
     @Option(name: .customLong("model-chain-retries"), help: ArgumentHelp(ConfigurationKnob.modelChainRetries.help)) var chainRetries: String?
     @Option(name: .customLong("model-retry-max-wait"), help: ArgumentHelp(ConfigurationKnob.modelRetryMaxWait.help)) var retryMaxWait: String?
+    @Option(name: .customLong("chat-history-tokens"), help: ArgumentHelp(ConfigurationKnob.chatHistoryTokens.help)) var chatHistoryTokens: String?
+    @Option(name: .customLong("chat-passages"), help: ArgumentHelp(ConfigurationKnob.chatPassages.help)) var chatPassages: String?
+    @Option(name: .customLong("chat-max-message-chars"), help: ArgumentHelp(ConfigurationKnob.chatMaxMessageChars.help)) var chatMaxMessageChars: String?
 
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -151,6 +154,7 @@ struct ModelOptions: ParsableArguments {
             (.modelIdleTimeout, self.idleTimeout), (.modelConnectTimeout, self.connectTimeout), (.modelCooldown, self.cooldown),
             (.modelAuthCooldown, self.authCooldown), (.modelFailuresBeforeCooldown, self.failuresBeforeCooldown),
             (.modelChainRetries, self.chainRetries), (.modelRetryMaxWait, self.retryMaxWait),
+            (.chatHistoryTokens, self.chatHistoryTokens), (.chatPassages, self.chatPassages), (.chatMaxMessageChars, self.chatMaxMessageChars),
         ]
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
     }

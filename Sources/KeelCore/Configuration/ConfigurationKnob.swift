@@ -282,6 +282,16 @@ extension ConfigurationKnob {
         name: "model-retry-max-wait", defaultDescription: "10s",
         summary: "The longest wait for a Retry-After inside one request; a longer one fails the request (503, with Retry-After)."
     )
+    public static let chatHistoryTokens = Self(
+        name: "chat-history-tokens", defaultDescription: "3000",
+        summary: "Earlier messages of a chat go into a reply's prompt, newest first, up to this many tokens (four characters a token)."
+    )
+    public static let chatPassages = Self(
+        name: "chat-passages", defaultDescription: "6", summary: "The most document passages retrieved into one reply's prompt (its sources)."
+    )
+    public static let chatMaxMessageChars = Self(
+        name: "chat-max-message-chars", defaultDescription: "20000", summary: "The longest chat message a user may send, in characters (400 above)."
+    )
     public static let logFormat = Self(name: "log-format", defaultDescription: "text", summary: "Log lines as text or json.")
     public static let logLevel = Self(name: "log-level", defaultDescription: "info", summary: "trace, debug, info, notice, warning, error or critical.")
 
@@ -295,6 +305,6 @@ extension ConfigurationKnob {
         .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters, .documentMaxSections,
         .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .models, .modelTotalTimeout,
         .modelFirstTokenTimeout, .modelIdleTimeout, .modelConnectTimeout, .modelCooldown, .modelAuthCooldown, .modelFailuresBeforeCooldown,
-        .modelChainRetries, .modelRetryMaxWait, .logFormat, .logLevel,
+        .modelChainRetries, .modelRetryMaxWait, .chatHistoryTokens, .chatPassages, .chatMaxMessageChars, .logFormat, .logLevel,
     ]
 }

@@ -154,6 +154,9 @@ public struct ConfigurationLoader: Sendable {
         case .modelFailuresBeforeCooldown: configuration.models.failuresBeforeCooldown = try integer(value, knob, in: 1...1000)
         case .modelChainRetries: configuration.models.chainRetries = try integer(value, knob, in: 0...10)
         case .modelRetryMaxWait: configuration.models.retryMaxWait = try duration(value, knob)
+        case .chatHistoryTokens: configuration.chat.historyTokens = try integer(value, knob, in: 0...1_000_000)
+        case .chatPassages: configuration.chat.passages = try integer(value, knob, in: 0...50)
+        case .chatMaxMessageChars: configuration.chat.maxMessageCharacters = try integer(value, knob, in: 1...1_000_000)
         case .logFormat: configuration.logFormat = try choice(value, knob)
         case .logLevel:
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -33,6 +33,7 @@ public struct KeelConfiguration: Sendable, Equatable {
     public var quotas = QuotaSettings()
     public var documents = DocumentSettings()
     public var models = ModelSettings()
+    public var chat = ChatSettings()
     /// The bearer token `/metrics` and `/system-health` ask for; without
     /// one they answer only direct loopback clients (no proxy in between).
     public var opsToken: String?
@@ -273,6 +274,19 @@ public struct ModelSettings: Sendable, Equatable {
     public var chainRetries: Int = 1
     /// The longest Retry-After the router waits for inside one request.
     public var retryMaxWait: Duration = .seconds(10)
+
+    public init() {}
+}
+
+/// Conversations: what goes into a reply's prompt, and how big a question may be.
+public struct ChatSettings: Sendable, Equatable {
+    /// Earlier messages go into the prompt, newest first, up to this many
+    /// tokens (estimated at four characters a token).
+    public var historyTokens: Int = 3000
+    /// The most passages retrieved from the session's documents for one reply.
+    public var passages: Int = 6
+    /// The longest message a user may send, in characters.
+    public var maxMessageCharacters: Int = 20_000
 
     public init() {}
 }

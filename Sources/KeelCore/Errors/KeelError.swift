@@ -48,6 +48,7 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case unsupportedDocumentType = "unsupported_document_type"
         case documentTooLarge = "document_too_large"
         case documentNotReady = "document_not_ready"
+        case noModelsConfigured = "no_models_configured"
     }
 
     public var code: Code

@@ -23,6 +23,18 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
+    /// The items of an array, `nil` for every other kind of value.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
+    /// The flag of a boolean, `nil` for every other kind of value.
+    public var boolValue: Bool? {
+        if case .bool(let flag) = self { return flag }
+        return nil
+    }
+
     /// A short name of the value's JSON type, for error messages.
     public var kindName: String {
         switch self {

@@ -238,10 +238,10 @@ struct JobEventStream: Sendable {
 public struct JobStreams: Sendable {
     let streamer: JobEventStream
 
-    /// The job's events from the start (or after the request's
-    /// `Last-Event-ID`), as `text/event-stream`, until its `done` event.
-    public func response(jobID: String, request: Request, context: KeelRequestContext) throws -> Response {
-        let after = try JobEventsController.position(lastEventID: request.headers[.lastEventID], after: nil)
-        return self.streamer.response(context.channel, jobID: jobID, after: after, heartbeats: true)
+    /// The job's events from the first, as `text/event-stream`, until its
+    /// `done` event. A client that loses the stream resumes it with
+    /// `GET /api/jobs/{id}/events` and `Last-Event-ID`.
+    public func response(jobID: String, context: KeelRequestContext) -> Response {
+        self.streamer.response(context.channel, jobID: jobID, after: 0, heartbeats: true)
     }
 }

@@ -2,6 +2,9 @@ import HTTPTypes
 
 extension HTTPField.Name {
     static let keelInstance = Self("Keel-Instance")!
+    /// The job a route started and streams at once (`POST /api/chats/{id}/messages`).
+    static let keelJobID = Self("Keel-Job-Id")!
+    static let keelMessageID = Self("Keel-Message-Id")!
     static let xRequestID = Self("X-Request-Id")!
     static let xForwardedProto = Self("X-Forwarded-Proto")!
     static let xAccelBuffering = Self("X-Accel-Buffering")!

@@ -21,7 +21,7 @@ extension KeelError.Code {
         case .unsupportedMediaType, .unsupportedDocumentType: .unsupportedMediaType
         case .documentNotReady: .conflict
         case .corsOriginNotAllowed: .forbidden
-        case .draining, .storeUnavailable, .schemaTooNew: .serviceUnavailable
+        case .draining, .storeUnavailable, .schemaTooNew, .noModelsConfigured: .serviceUnavailable
         case .invalidConfiguration, .internalError: .internalServerError
         case .offsetMismatch, .uploadIncomplete: .conflict
         case .checksumMismatch: HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch")

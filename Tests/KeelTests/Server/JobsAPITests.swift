@@ -385,9 +385,3 @@ func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () a
     throw KeelError(.internalError, "timed out waiting for \(what)")
 }
 
-extension JSONValue {
-    var arrayValue: [JSONValue]? {
-        if case .array(let items) = self { return items }
-        return nil
-    }
-}

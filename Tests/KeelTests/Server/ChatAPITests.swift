@@ -1,0 +1,221 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import KeelCore
+import KeelServer
+import NIOCore
+import Testing
+
+/// `/api/chats` and analyses in process, on SQLite, with workers running the
+/// replies: without models (retrieval only) and through the fake OpenAI
+/// upstream behind a models file.
+@Suite("Chat API", .serialized)
+struct ChatAPITests {
+    static let modules: [any KeelModule] = [DocumentsModule(), ChatModule()]
+
+    /// A models file whose default chain is the fake's `model`s, in order.
+    static func modelsFile(_ fake: FakeOpenAIUpstream, chain: [String]) throws -> String {
+        let models = chain.enumerated().map { #""m\#($0.offset)": {"provider": "fake", "model": "\#($0.element)"}"# }.joined(separator: ", ")
+        let names = chain.indices.map { #""m\#($0)""# }.joined(separator: ", ")
+        let text = #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {\#(models)}, "chains": {"default": [\#(names)]}}"#
+        let path = try TestEnvironment.directory("chat-models").appendingPathComponent("models.json")
+        try text.write(to: path, atomically: true, encoding: .utf8)
+        return path.path
+    }
+
+    static func withFake(_ body: (FakeOpenAIUpstream) async throws -> Void) async throws {
+        let fake: FakeOpenAIUpstream
+        do {
+            fake = try await FakeOpenAIUpstream.start()
+        } catch {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
+            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
+        }
+        defer { fake.stop() }
+        try await body(fake)
+    }
+
+    /// Uploads the fixture report and waits until it is a ready document.
+    static func readyReport(_ client: any TestClientProtocol, token: String) async throws -> String {
+        let upload = try await client.upload(try DocumentFixtures.bytes("report.md"), filename: "report.md", token: token)
+        let created = try await client.send(.post, "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#)
+        let id = try #require(created.json["id"]?.stringValue)
+        #expect(try await client.waitForDocument(id, token: token)["status"]?.stringValue == "ready")
+        return id
+    }
+
+    static func events(_ client: any TestClientProtocol, job: String, token: String) async throws -> [SSEEvent] {
+        try await waitFor("the reply to finish", timeout: .seconds(60)) {
+            let status = try await client.send(.get, "/api/jobs/\(job)", token: token).json["status"]?.stringValue
+            return status == "succeeded" || status == "failed" || status == "cancelled"
+        }
+        var parser = SSEParser()
+        return parser.feed(try await client.send(.get, "/api/jobs/\(job)/events", token: token).text)
+    }
+
+    static func text(_ events: [SSEEvent]) -> String {
+        events.filter { $0.type == "token" }.compactMap { $0.json?.objectValue?["text"]?.stringValue }.joined()
+    }
+
+    @Test("without models, a reply lists the best passages with their sources, labelled as not a model's answer")
+    func retrievalOnly() async throws {
+        try await withTestApp(runJobs: true, modules: Self.modules) { _, client in
+            let token = try await client.createSession()
+            let document = try await Self.readyReport(client, token: token)
+            let created = try await client.send(.post, "/api/chats", token: token, body: "{}")
+            #expect(created.status == .created, "\(created.text)")
+            let chat = try #require(created.json["id"]?.stringValue)
+            let sent = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: #"{"content": "What happened to latency in Frankfurt?"}"#)
+            #expect(sent.status == .accepted, "\(sent.text)")
+            let job = try #require(sent.json["job"]?.objectValue?["id"]?.stringValue)
+            #expect(sent.json["message"]?.objectValue?["role"]?.stringValue == "user")
+
+            let events = try await Self.events(client, job: job, token: token)
+            let kinds = events.map(\.type)
+            #expect(kinds.first == "progress" && kinds.contains("sources") && kinds.contains("model") && kinds.last == "done", "\(kinds)")
+            let stages = events.filter { $0.type == "progress" }.compactMap { $0.json?.objectValue?["stage"]?.stringValue }
+            #expect(stages == ["loading_documents", "generating_response"])
+            let sources = try #require(events.first { $0.type == "sources" }?.json?.objectValue?["sources"]?.arrayValue)
+            #expect(sources.first?.objectValue?["document_id"]?.stringValue == document)
+            #expect(sources.first?.objectValue?["section_title"]?.stringValue == "Latency", "\(sources)")
+            #expect(events.first { $0.type == "model" }?.json?.objectValue?["name"]?.stringValue == "retrieval-only")
+            let streamed = Self.text(events)
+            #expect(streamed.contains("not a model's answer") && streamed.contains("Frankfurt"))
+
+            let read = try await client.send(.get, "/api/chats/\(chat)", token: token)
+            let messages = try #require(read.json["messages"]?.arrayValue).compactMap(\.objectValue)
+            #expect(messages.map { $0["role"]?.stringValue } == ["user", "assistant"])
+            #expect(messages[1]["content"]?.stringValue == streamed && messages[1]["status"]?.stringValue == "complete")
+            #expect(messages[1]["models"]?.arrayValue == [.string("retrieval-only")] && messages[1]["sources"]?.arrayValue?.isEmpty == false)
+            #expect(read.json["title"]?.stringValue == "What happened to latency in Frankfurt?")
+
+            // Analysis needs a model.
+            let analysis = try await client.send(.post, "/api/documents/\(document)/analyses", token: token, body: "{}")
+            #expect(analysis.status == .serviceUnavailable && analysis.errorCode == "no_models_configured", "\(analysis.text)")
+        }
+    }
+
+    @Test("with a model, a request accepting text/event-stream gets the reply's stream at once; the stored answer equals the streamed text")
+    func streamedReply() async throws {
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["cut-after-3", "ok"])
+            try await withTestApp(configure: { $0.models.file = file }, runJobs: true, modules: Self.modules) { _, client in
+                let token = try await client.createSession()
+                _ = try await Self.readyReport(client, token: token)
+                let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: #"{"title": "ops"}"#).json["id"]?.stringValue)
+                let streamed = try await client.send(
+                    .post, "/api/chats/\(chat)/messages", token: token, headers: [.accept: "text/event-stream"],
+                    body: #"{"content": "Summarise the findings"}"#)
+                #expect(streamed.status == .ok && streamed.headers[.contentType]?.hasPrefix("text/event-stream") == true)
+                #expect(streamed.headers[HTTPField.Name("Keel-Job-Id")!] != nil)
+                var parser = SSEParser()
+                let events = parser.feed(streamed.text)
+                let text = Self.text(events)
+                #expect(text == "tok0 tok1 tok2 " + (0..<6).map { "tok\($0) " }.joined(), "\(text)")
+                let fallback = try #require(events.first { $0.type == "fallback" }?.json?.objectValue)
+                #expect(fallback["reason"]?.stringValue == "stream_cut" && fallback["after_first_token"] == .bool(true))
+                #expect(events.filter { $0.type == "model" }.compactMap { $0.json?.objectValue?["name"]?.stringValue } == ["m0", "m1"])
+                #expect(events.contains { $0.type == "usage" })
+                let done = try #require(events.last?.json?.objectValue)
+                #expect(done["result"]?.objectValue?["content"]?.stringValue == text)
+
+                let messages = try #require(try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue).compactMap(\.objectValue)
+                let reply = try #require(messages.last)
+                #expect(reply["content"]?.stringValue == text && reply["models"]?.arrayValue == [.string("m0"), .string("m1")])
+                #expect(reply["fallbacks"]?.arrayValue?.count == 1 && reply["sources"]?.arrayValue?.isEmpty == false)
+                #expect(reply["usage"]?.arrayValue?.isEmpty == false)
+                // The fake was given the sources and the question.
+                let sent = try JSONValue.parse(Array(try await HTTPRequests.fakeRequests(fake).utf8)).arrayValue ?? []
+                let prompt = sent.first?.objectValue?["body"]?.objectValue?["messages"]?.arrayValue ?? []
+                #expect(prompt.first?.objectValue?["content"]?.stringValue?.contains("[1]") == true)
+                #expect(prompt.last?.objectValue?["content"]?.stringValue == "Summarise the findings")
+
+                // A second question carries the first exchange as history.
+                let second = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: #"{"content": "And the costs?", "auto_documents": false}"#)
+                let job = try #require(second.json["job"]?.objectValue?["id"]?.stringValue)
+                _ = try await Self.events(client, job: job, token: token)
+                let again = try JSONValue.parse(Array(try await HTTPRequests.fakeRequests(fake).utf8)).arrayValue ?? []
+                // The last request continued a cut answer; the one before it asked the question.
+                let history = again.dropLast().last?.objectValue?["body"]?.objectValue?["messages"]?.arrayValue?.compactMap { $0.objectValue?["content"]?.stringValue } ?? []
+                #expect(history.contains("Summarise the findings") && history.contains(text) && history.last == "And the costs?", "\(history)")
+            }
+        }
+    }
+
+    @Test("stopping a reply keeps the partial answer, marked stopped")
+    func stop() async throws {
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["stall-after-3"])
+            try await withTestApp(configure: { $0.models.file = file }, runJobs: true, modules: Self.modules) { _, client in
+                let token = try await client.createSession()
+                let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+                let sent = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: #"{"content": "Go on"}"#)
+                let job = try #require(sent.json["job"]?.objectValue?["id"]?.stringValue)
+                try await waitFor("three tokens") {
+                    let page = try await client.send(.get, "/api/jobs/\(job)/events?format=json", token: token)
+                    return (page.json["events"]?.arrayValue ?? []).filter { $0.objectValue?["type"]?.stringValue == "token" }.count == 3
+                }
+                #expect(try await client.send(.post, "/api/jobs/\(job)/cancel", token: token).status == .accepted)
+                var reply: [String: JSONValue] = [:]
+                try await waitFor("the stopped message") {
+                    let messages = try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue ?? []
+                    reply = messages.last?.objectValue ?? [:]
+                    return reply["role"]?.stringValue == "assistant"
+                }
+                #expect(reply["status"]?.stringValue == "stopped" && reply["content"]?.stringValue == "tok0 tok1 tok2 ", "\(reply)")
+            }
+        }
+    }
+
+    @Test("an analysis stores each section's result; bad input is refused and another session sees nothing")
+    func analysisAndInput() async throws {
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["ok"])
+            try await withTestApp(configure: { $0.models.file = file }, runJobs: true, modules: Self.modules) { _, client in
+                let token = try await client.createSession()
+                let document = try await Self.readyReport(client, token: token)
+                let started = try await client.send(.post, "/api/documents/\(document)/analyses", token: token, body: #"{"sections": [1, 2]}"#)
+                #expect(started.status == .accepted, "\(started.text)")
+                let id = try #require(started.json["analysis"]?.objectValue?["id"]?.stringValue)
+                var analysis: [String: JSONValue] = [:]
+                try await waitFor("the analysis") {
+                    analysis = try await client.send(.get, "/api/analyses/\(id)", token: token).json
+                    return analysis["status"]?.stringValue != "running"
+                }
+                #expect(analysis["status"]?.stringValue == "complete", "\(analysis)")
+                let results = try #require(analysis["results"]?.arrayValue).compactMap(\.objectValue)
+                #expect(results.map { $0["index"] } == [.int(1), .int(2)] && results.allSatisfy { $0["content"]?.stringValue?.isEmpty == false })
+
+                let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+                for (body, status, code) in [
+                    (#"{"content": ""}"#, HTTPResponse.Status.badRequest, "invalid_input"),
+                    (#"{"content": "hi", "colour": "red"}"#, .badRequest, "invalid_input"),
+                    (#"{"content": "hi", "chain": "nope"}"#, .badRequest, "invalid_input"),
+                    (#"{"content": "hi", "documents": ["missing"]}"#, .notFound, "not_found"),
+                    (#"["hi"]"#, .badRequest, "invalid_input"),
+                ] {
+                    let refused = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: body)
+                    #expect(refused.status == status && refused.errorCode == code, "\(body): \(refused.text)")
+                }
+                #expect(try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue?.isEmpty == true)
+                #expect(try await client.send(.post, "/api/documents/\(document)/analyses", token: token, body: #"{"sections": [99]}"#).status == .badRequest)
+
+                let other = try await client.createSession()
+                #expect(try await client.send(.get, "/api/chats/\(chat)", token: other).status == .notFound)
+                #expect(try await client.send(.get, "/api/analyses/\(id)", token: other).status == .notFound)
+                #expect(try await client.send(.post, "/api/chats/\(chat)/messages", token: other, body: #"{"content": "hi"}"#).status == .notFound)
+                #expect(try await client.send(.get, "/api/chats", token: other).json["chats"]?.arrayValue?.isEmpty == true)
+                #expect(try await client.send(.delete, "/api/chats/\(chat)", token: other).status == .notFound)
+                #expect(try await client.send(.delete, "/api/chats/\(chat)", token: token).status == .noContent)
+                #expect(try await client.send(.get, "/api/chats/\(chat)", token: token).status == .notFound)
+            }
+        }
+    }
+}
+
+enum HTTPRequests {
+    /// What a fake upstream was sent (`GET /_fake/requests`).
+    static func fakeRequests(_ fake: FakeOpenAIUpstream) async throws -> String {
+        try await HTTP.send(.GET, fake.rootURL + "/_fake/requests").body
+    }
+}
