@@ -178,7 +178,7 @@ struct PopplerTimeLimitTests {
             #expect(error.code == .extractionTimeout)
         }
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .seconds(30), "the time limit is 10 s; it took \(elapsed)")
+        #expect(elapsed < .seconds(60), "the time limit is 10 s; it took \(elapsed)")
         // Whatever ran from the hanging stand-in's directory is gone: the
         // stand-in itself (its pid, when it got to start: on a loaded CI
         // machine the limit can pass before it does) and anything it exec'd.

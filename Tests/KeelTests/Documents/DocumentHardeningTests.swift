@@ -100,7 +100,7 @@ struct DocumentHardeningTests {
         let error = await #expect(throws: DocumentExtractionError.self) { try await extractor.extract(html, format: .html) }
         #expect(error?.code == .extractionTimeout)
         // Well before the parser's own end (tens of seconds in a debug build), even on a loaded machine.
-        #expect(ContinuousClock.now - started < .seconds(6))
+        #expect(ContinuousClock.now - started < .seconds(15))
     }
 
     @Test("cancelling the caller ends the extraction promptly with CancellationError")

@@ -141,6 +141,12 @@ struct MultiProcessJobTests {
         try await waitFor("some output") {
             (try await Self.job(b.baseURL, id, token: token)["last_event_id"]).flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0 >= 5
         }
+        // The stream is open on A before A drains (on a loaded machine the
+        // client may not have connected yet, and would find A refusing).
+        try await waitFor("the stream to be open on A") {
+            let metrics = try await HTTP.send(.GET, a.baseURL + "/metrics", timeout: .seconds(10)).body
+            return metrics.split(separator: "\n").contains { $0.hasPrefix("keel_sse_open_streams ") && !$0.hasSuffix(" 0") && !$0.hasSuffix(" 0.0") }
+        }
         a.signal(SIGTERM)
         let cut = try await streaming.value
         #expect(cut.endedByServer)
