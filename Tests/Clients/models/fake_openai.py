@@ -30,6 +30,12 @@ Failure injection is chosen by the request's `model`:
   stall-after-N           N tokens, then 30 s of silence
   malformed               2 tokens, then a data line that is not JSON
   tokens-N                like ok, with N tokens
+  slow-N-MS               N tokens, MS milliseconds apart
+
+A request that asks to continue a cut answer (its last messages: the partial
+answer as an assistant message, then Keel's continuation instruction) gets
+the tokens after the ones the partial answer holds, so a continued answer
+reads as one.
 
 With --api-key KEY, a request whose `Authorization` is not `Bearer KEY` gets
 OpenAI's 401. Unlike OpenAI (which masks it), the message echoes the whole
@@ -52,6 +58,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULT_TOKENS = 6
 REASONING_TOKENS = 4
 FINGERPRINT = "fp_fake0001"
+
+
+def continued_from(messages) -> int:
+    """Where an answer goes on when the request asks to continue one (a
+    partial assistant message, then the continuation instruction Keel's
+    router sends): after the tokens the partial answer already has. A real
+    model continues from the text; this fake continues its count."""
+    if not isinstance(messages, list) or len(messages) < 2:
+        return 0
+    partial, instruction = messages[-2], messages[-1]
+    if not (isinstance(partial, dict) and partial.get("role") == "assistant" and isinstance(instruction, dict)
+            and str(instruction.get("content", "")).startswith("Your previous reply was cut off")):
+        return 0
+    return len(re.findall(r"tok\d+ ", str(partial.get("content", ""))))
 
 
 def token(i: int) -> str:
@@ -218,6 +238,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         n = DEFAULT_TOKENS
+        pause = 0.0
         reasoning = 0
         reasoning_key = "reasoning_content"
         cut_after = inband_after = stall_after = malformed_after = None
@@ -232,6 +253,9 @@ class Handler(BaseHTTPRequestHandler):
             n = max(n, stall_after + 1)
         elif m := re.fullmatch(r"tokens-(\d+)", model):
             n = int(m[1])
+        elif m := re.fullmatch(r"slow-(\d+)-(\d+)", model):
+            n = int(m[1])
+            pause = int(m[2]) / 1000
         elif model == "malformed":
             malformed_after = 2
         elif model == "reasoning":
@@ -288,7 +312,9 @@ class Handler(BaseHTTPRequestHandler):
         self.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
         for i in range(reasoning):
             self.sse(chunk({reasoning_key: reasoning_token(i)}))
-        for i in range(n):
+        for i in range(continued_from(body.get("messages")), n):
+            if pause:
+                time.sleep(pause)
             if i == cut_after:
                 # Let the client read what was sent: AsyncHTTPClient drops
                 # body parts still buffered when the connection fails.
