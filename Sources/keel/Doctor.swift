@@ -27,7 +27,7 @@ struct Doctor: AsyncParsableCommand {
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
-    @OptionGroup(title: "Models") var models: ModelOptions
+    @OptionGroup(title: "Models and chat") var models: ModelOptions
 
     @Option(name: .customLong("balancer-idle-timeout"), help: "The load balancer's idle/read timeout (e.g. 60s), to check the heartbeat is below it.")
     var balancerIdleTimeout: String?

@@ -40,7 +40,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Connections and quotas") var limits: LimitOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
-    @OptionGroup(title: "Models") var models: ModelOptions
+    @OptionGroup(title: "Models and chat") var models: ModelOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [

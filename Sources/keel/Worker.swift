@@ -17,7 +17,7 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup(title: "Jobs") var jobs: JobOptions
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
-    @OptionGroup(title: "Models") var models: ModelOptions
+    @OptionGroup(title: "Models and chat") var models: ModelOptions
 
     func run() async throws {
         try await Runtime.reportingErrors {
