@@ -27,6 +27,12 @@ struct RouterOverhead: AsyncParsableCommand {
     @Option(help: "Untimed pairs first (connections, caches, the store).") var warmup = 200
     @Option(help: "Concurrent clients, each running its share of the pairs in turn.") var concurrency = 1
     @Option(help: "SQLite file of the models' shared health (default: a new one in a temporary directory).") var store: String?
+    @Option(help: "Run only one side, for a profiler (direct or routed); the table then shows zeros for the other.") var only: Side?
+
+    enum Side: String, ExpressibleByArgument, Sendable {
+        case direct
+        case routed
+    }
 
     func validate() throws {
         guard self.requests > 0, self.warmup >= 0, self.concurrency > 0, self.tokens > 0 else {
@@ -78,6 +84,7 @@ struct RouterOverhead: AsyncParsableCommand {
             let warmup = self.warmup
             let concurrency = self.concurrency
             let requests = self.requests
+            let only = self.only
             let started = ContinuousClock.now
             let pairs = try await withThrowingTaskGroup(of: [Pair].self) { group in
                 for worker in 0..<concurrency {
@@ -90,7 +97,13 @@ struct RouterOverhead: AsyncParsableCommand {
                         for index in 0..<(untimed + timed) {
                             let directFirst = (index + worker) % 2 == 0
                             var pair = Pair(direct: .zero, routed: .zero, directFirst: directFirst)
-                            if directFirst {
+                            if let only {
+                                if only == .direct {
+                                    pair.direct = try await Self.direct(provider, direct, tokens: tokens)
+                                } else {
+                                    pair.routed = try await Self.routed(router, routed, tokens: tokens)
+                                }
+                            } else if directFirst {
                                 pair.direct = try await Self.direct(provider, direct, tokens: tokens)
                                 pair.routed = try await Self.routed(router, routed, tokens: tokens)
                             } else {
