@@ -18,7 +18,9 @@
 # Knobs (environment): REQUESTS=1000 (pairs per run) WARMUP=200
 # CONCURRENCY="1 16" (one run each) TOKENS=500, UPSTREAM=nginx|python (python:
 # the test suite's fake, for comparison; it streams 500 tokens in 4-11 ms,
-# one write per chunk, with millisecond jitter), KEEL_BENCH_BIN.
+# one write per chunk, with millisecond jitter), RELAY=1 (0: leave out the
+# third side, a bare relay task between the provider and the caller: the
+# router's structure without its work), KEEL_BENCH_BIN.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +32,7 @@ WARMUP=${WARMUP:-200}
 CONCURRENCY=${CONCURRENCY:-1 16}
 TOKENS=${TOKENS:-500}
 UPSTREAM=${UPSTREAM:-nginx}
+RELAY=${RELAY:-1}
 
 if [ -z "${KEEL_BENCH_BIN:-}" ]; then
   bench_log "building keel-bench (release)…"
@@ -106,6 +109,7 @@ echo "# model router overhead, $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) cores,
 for concurrency in $CONCURRENCY; do
   ticks=$(bench_cpu_ticks)
   "$KEEL_BENCH_BIN" router --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" --tokens "$TOKENS" \
-    --requests "$REQUESTS" --warmup "$WARMUP" --concurrency "$concurrency" || bench_die "keel-bench router failed (concurrency $concurrency)"
+    --requests "$REQUESTS" --warmup "$WARMUP" --concurrency "$concurrency" \
+    $([ "$RELAY" = 1 ] && echo --with-relay) || bench_die "keel-bench router failed (concurrency $concurrency)"
   echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 done

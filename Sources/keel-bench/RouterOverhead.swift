@@ -27,11 +27,14 @@ struct RouterOverhead: AsyncParsableCommand {
     @Option(help: "Untimed pairs first (connections, caches, the store).") var warmup = 200
     @Option(help: "Concurrent clients, each running its share of the pairs in turn.") var concurrency = 1
     @Option(help: "SQLite file of the models' shared health (default: a new one in a temporary directory).") var store: String?
-    @Option(help: "Run only one side, for a profiler (direct or routed); the table then shows zeros for the other.") var only: Side?
+    @Option(help: "Run only one side, for a profiler (direct, routed or relay); the table then shows zeros for the others.") var only: Side?
+    @Flag(help: "Also time a bare relay: the provider's stream read in a task of its own and passed on through a second AsyncThrowingStream, as the router does, with none of its work.")
+    var withRelay = false
 
     enum Side: String, ExpressibleByArgument, Sendable {
         case direct
         case routed
+        case relay
     }
 
     func validate() throws {
@@ -85,6 +88,7 @@ struct RouterOverhead: AsyncParsableCommand {
             let concurrency = self.concurrency
             let requests = self.requests
             let only = self.only
+            let withRelay = self.withRelay
             let started = ContinuousClock.now
             let pairs = try await withThrowingTaskGroup(of: [Pair].self) { group in
                 for worker in 0..<concurrency {
@@ -95,20 +99,16 @@ struct RouterOverhead: AsyncParsableCommand {
                         var pairs: [Pair] = []
                         pairs.reserveCapacity(timed)
                         for index in 0..<(untimed + timed) {
-                            let directFirst = (index + worker) % 2 == 0
-                            var pair = Pair(direct: .zero, routed: .zero, directFirst: directFirst)
-                            if let only {
-                                if only == .direct {
-                                    pair.direct = try await Self.direct(provider, direct, tokens: tokens)
-                                } else {
-                                    pair.routed = try await Self.routed(router, routed, tokens: tokens)
+                            // Each side in turn: the order rotates from one pair to the next.
+                            var sides: [Side] = only.map { [$0] } ?? (withRelay ? [.direct, .routed, .relay] : [.direct, .routed])
+                            sides = Array(sides[((index + worker) % sides.count)...] + sides[..<((index + worker) % sides.count)])
+                            var pair = Pair(direct: .zero, routed: .zero, relay: nil)
+                            for side in sides {
+                                switch side {
+                                case .direct: pair.direct = try await Self.direct(provider, direct, tokens: tokens)
+                                case .routed: pair.routed = try await Self.routed(router, routed, tokens: tokens)
+                                case .relay: pair.relay = try await Self.relay(provider, direct, tokens: tokens)
                                 }
-                            } else if directFirst {
-                                pair.direct = try await Self.direct(provider, direct, tokens: tokens)
-                                pair.routed = try await Self.routed(router, routed, tokens: tokens)
-                            } else {
-                                pair.routed = try await Self.routed(router, routed, tokens: tokens)
-                                pair.direct = try await Self.direct(provider, direct, tokens: tokens)
                             }
                             if index >= untimed { pairs.append(pair) }
                         }
@@ -134,7 +134,7 @@ struct RouterOverhead: AsyncParsableCommand {
     struct Pair {
         var direct: Sample
         var routed: Sample
-        var directFirst: Bool
+        var relay: Sample?
     }
 
     struct Incomplete: Error, CustomStringConvertible {
@@ -185,6 +185,40 @@ struct RouterOverhead: AsyncParsableCommand {
         return Sample(firstToken: (first - start).milliseconds, total: (end - start).milliseconds)
     }
 
+    /// The provider's stream relayed by a task of its own through a second
+    /// stream: the router's structure (a task between the provider and the
+    /// caller, one more hop per event) without its work.
+    static func relay(_ provider: OpenAICompatibleProvider, _ request: ChatRequest, tokens: Int) async throws -> Sample {
+        let start = ContinuousClock.now
+        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
+        let task = Task {
+            do {
+                for try await event in provider.stream(request) { continuation.yield(event) }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        var first: ContinuousClock.Instant?
+        var count = 0
+        var finished = false
+        for try await event in stream {
+            switch event {
+            case .text:
+                if first == nil { first = .now }
+                count += 1
+            case .finished: finished = true
+            case .reasoning, .usage: break
+            }
+        }
+        let end = ContinuousClock.now
+        guard let first, count == tokens, finished else {
+            throw Incomplete(description: "relay: \(count) text events of \(tokens), finished: \(finished)")
+        }
+        return Sample(firstToken: (first - start).milliseconds, total: (end - start).milliseconds)
+    }
+
     static func report(_ pairs: [Pair], elapsed: Duration, options: RouterOverhead) {
         func padded(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
         func row(_ label: String, _ values: [Double]) -> String {
@@ -201,7 +235,7 @@ struct RouterOverhead: AsyncParsableCommand {
         }
         print(
             "# router overhead: \(options.upstream) model=\(options.model), \(options.tokens) tokens; \(pairs.count) pairs "
-                + "(direct and routed, in turn), concurrency \(options.concurrency), \(options.warmup) warm-up pairs; "
+                + "(direct and routed\(options.withRelay ? " and relay" : ""), in turn; the order rotates), concurrency \(options.concurrency), \(options.warmup) warm-up pairs; "
                 + String(format: "%.1f s", elapsed.milliseconds / 1000))
         print(padded("ms", 38) + ["ttft p50", "ttft p99", "mean", "total p50", "total p99", "mean"].enumerated().map {
             ($0.offset == 3 ? "   " : " ") + String(repeating: " ", count: max(0, 9 - $0.element.count)) + $0.element
@@ -212,5 +246,12 @@ struct RouterOverhead: AsyncParsableCommand {
         print(row("routed (ModelRouter + provider)", routed))
         print(row("added: routed p - direct p", zip(routed, direct).map { $0 - $1 }))
         print(row("added: p of (routed - direct) pairs", figures(pairedFirst, pairedTotal)))
+        let relays = pairs.compactMap { pair in pair.relay.map { (pair.direct, $0) } }
+        if !relays.isEmpty {
+            let relay = figures(Summary(values: relays.map(\.1.firstToken)), Summary(values: relays.map(\.1.total)))
+            print(row("relay (provider + one stream hop)", relay))
+            print(row("added: relay p - direct p", zip(relay, direct).map { $0 - $1 }))
+            print(row("added: routed p - relay p", zip(routed, relay).map { $0 - $1 }))
+        }
     }
 }
