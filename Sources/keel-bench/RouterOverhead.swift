@@ -28,6 +28,8 @@ struct RouterOverhead: AsyncParsableCommand {
     @Option(help: "Concurrent clients, each running its share of the pairs in turn.") var concurrency = 1
     @Option(help: "SQLite file of the models' shared health (default: a new one in a temporary directory).") var store: String?
     @Option(help: "Run only one side, for a profiler (direct, routed or relay); the table then shows zeros for the others.") var only: Side?
+    @Option(help: "How stale the router's copy of the shared health may be, in milliseconds (RouterLimits.healthCacheAge; keel serve: 1000).")
+    var healthCacheAgeMs = 1000
     @Flag(help: "Also time a bare relay: the provider's stream read in a task of its own and passed on through a second AsyncThrowingStream, as the router does, with none of its work.")
     var withRelay = false
 
@@ -83,7 +85,17 @@ struct RouterOverhead: AsyncParsableCommand {
         let store = try SQLiteStore(path: path!)
         let (pairs, elapsed) = try await store.withRunning {
             _ = try await store.migrate(logger: logger)
-            let router = ModelRouter(catalog: catalog, providers: ["fake": provider], healthStore: store.modelHealth, logger: logger)
+            // What a refresh of the router's health cache costs: one read of the store.
+            var reads: [Double] = []
+            for _ in 0..<200 {
+                let sent = ContinuousClock.now
+                _ = try await store.modelHealth.health(models: ["fake"])
+                reads.append((ContinuousClock.now - sent).milliseconds)
+            }
+            print("# one read of the shared health (SQLite, the cache's refresh, once per healthCacheAge): \(Summary(values: reads))")
+            var limits = RouterLimits()
+            limits.healthCacheAge = .milliseconds(self.healthCacheAgeMs)
+            let router = ModelRouter(catalog: catalog, providers: ["fake": provider], healthStore: store.modelHealth, limits: limits, logger: logger)
             let warmup = self.warmup
             let concurrency = self.concurrency
             let requests = self.requests
