@@ -20,7 +20,10 @@
 # the test suite's fake, for comparison; it streams 500 tokens in 4-11 ms,
 # one write per chunk, with millisecond jitter), RELAY=1 (0: leave out the
 # third side, a bare relay task between the provider and the caller: the
-# router's structure without its work), KEEL_BENCH_BIN.
+# router's structure without its work), CPU_ROUNDS=2 (rounds of the CPU-time
+# phase: each side alone, `keel-bench router --only SIDE`, under
+# /usr/bin/time; CPU time per request is less disturbed by other load on the
+# machine than wall time; 0 skips it), KEEL_BENCH_BIN.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +36,7 @@ CONCURRENCY=${CONCURRENCY:-1 16}
 TOKENS=${TOKENS:-500}
 UPSTREAM=${UPSTREAM:-nginx}
 RELAY=${RELAY:-1}
+CPU_ROUNDS=${CPU_ROUNDS:-2}
 
 if [ -z "${KEEL_BENCH_BIN:-}" ]; then
   bench_log "building keel-bench (release)…"
@@ -113,3 +117,22 @@ for concurrency in $CONCURRENCY; do
     $([ "$RELAY" = 1 ] && echo --with-relay) || bench_die "keel-bench router failed (concurrency $concurrency)"
   echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 done
+
+if [ "$CPU_ROUNDS" -gt 0 ]; then
+  command -v /usr/bin/time >/dev/null || bench_apt_install /usr/bin/time time
+  echo "# CPU time of the whole keel-bench process per request (user + system), each side alone, $REQUESTS requests after $WARMUP, sides in turn"
+  sides="direct routed"
+  [ "$RELAY" = 1 ] && sides="direct relay routed"
+  for concurrency in $CONCURRENCY; do
+    for ((round = 1; round <= CPU_ROUNDS; round++)); do
+      line="concurrency $concurrency, round $round:"
+      for side in $sides; do
+        /usr/bin/time -o "$BENCH_TMP/time" -f '%U %S %e' "$KEEL_BENCH_BIN" router --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" \
+          --tokens "$TOKENS" --requests "$REQUESTS" --warmup "$WARMUP" --concurrency "$concurrency" --only "$side" >/dev/null \
+          || bench_die "keel-bench router --only $side failed"
+        line+=$(awk -v n=$((REQUESTS + WARMUP)) -v side="$side" '{ printf "  %s %.3f ms (wall %.2f s)", side, 1000 * ($1 + $2) / n, $3 }' "$BENCH_TMP/time")
+      done
+      echo "$line  (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
+  done
+fi
