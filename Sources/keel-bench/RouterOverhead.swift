@@ -28,6 +28,7 @@ struct RouterOverhead: AsyncParsableCommand {
     @Option(help: "Concurrent clients, each running its share of the pairs in turn.") var concurrency = 1
     @Option(help: "SQLite file of the models' shared health (default: a new one in a temporary directory).") var store: String?
     @Option(help: "Run only one side, for a profiler (direct, routed or relay); the table then shows zeros for the others.") var only: Side?
+    @Option(help: "Write every timed request to this CSV file (round, position in its round, side, ttft_ms, total_ms).") var csv: String?
     @Option(help: "How stale the router's copy of the shared health may be, in milliseconds (RouterLimits.healthCacheAge; keel serve: 1000).")
     var healthCacheAgeMs = 1000
     @Flag(help: "Also time a bare relay: the provider's stream read in a task of its own and passed on through a second AsyncThrowingStream, as the router does, with none of its work.")
@@ -114,7 +115,7 @@ struct RouterOverhead: AsyncParsableCommand {
                             // Each side in turn: the order rotates from one pair to the next.
                             var sides: [Side] = only.map { [$0] } ?? (withRelay ? [.direct, .routed, .relay] : [.direct, .routed])
                             sides = Array(sides[((index + worker) % sides.count)...] + sides[..<((index + worker) % sides.count)])
-                            var pair = Pair(direct: .zero, routed: .zero, relay: nil)
+                            var pair = Pair(direct: .zero, routed: .zero, relay: nil, order: sides)
                             for side in sides {
                                 switch side {
                                 case .direct: pair.direct = try await Self.direct(provider, direct, tokens: tokens)
@@ -133,6 +134,16 @@ struct RouterOverhead: AsyncParsableCommand {
         }
         try await store.close()
         Self.report(pairs, elapsed: elapsed, options: self)
+        if let csv = self.csv {
+            var text = "round,position,side,ttft_ms,total_ms\n"
+            for (round, pair) in pairs.enumerated() {
+                for (position, side) in pair.order.enumerated() {
+                    let sample = side == .direct ? pair.direct : side == .routed ? pair.routed : pair.relay ?? .zero
+                    text += "\(round),\(position),\(side.rawValue),\(sample.firstToken),\(sample.total)\n"
+                }
+            }
+            try Data(text.utf8).write(to: URL(fileURLWithPath: csv))
+        }
     }
 
     struct Sample {
@@ -147,6 +158,8 @@ struct RouterOverhead: AsyncParsableCommand {
         var direct: Sample
         var routed: Sample
         var relay: Sample?
+        /// The sides in the order they ran.
+        var order: [Side] = []
     }
 
     struct Incomplete: Error, CustomStringConvertible {
