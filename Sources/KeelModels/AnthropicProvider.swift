@@ -29,7 +29,7 @@ import NIOHTTP1
 /// `api_error`, 400, 401/403), except that a `billing_error` or an error
 /// whose message mentions the credit balance is a
 /// ``ProviderError/Kind/spendLimit``, whatever its status: not retried.
-public struct AnthropicProvider: ChatProvider {
+public struct AnthropicProvider: SinkDrivenProvider {
     /// How the API key is sent.
     public enum Authentication: Sendable, Equatable {
         /// `x-api-key: KEY` (Anthropic's API).
@@ -79,23 +79,6 @@ public struct AnthropicProvider: ChatProvider {
         self.maximumErrorBodySize = maximumErrorBodySize
     }
 
-    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
-        let task = Task {
-            do {
-                try await self.run(request, continuation)
-                continuation.finish()
-            } catch let error as ProviderError {
-                continuation.finish(throwing: error)
-            } catch is CancellationError {
-                continuation.finish(throwing: CancellationError())
-            } catch {
-                continuation.finish(throwing: ProviderError(.connect, self.redact(String(describing: error))))
-            }
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
-    }
 
     // MARK: - Request
 
@@ -137,7 +120,7 @@ public struct AnthropicProvider: ChatProvider {
 
     // MARK: - Streaming
 
-    private func run(_ request: ChatRequest, _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation)
+    func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
         let http: HTTPClientRequest
@@ -169,7 +152,7 @@ public struct AnthropicProvider: ChatProvider {
 
     private func read(
         _ http: HTTPClientRequest, includeUsage: Bool, activity: Activity,
-        _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation
+        _ continuation: EventSink
     ) async throws {
         let response: HTTPClientResponse
         do {

@@ -44,7 +44,7 @@ import NIOHTTP1
 /// HTTP errors carry `{"message": …}` and the error's name in
 /// `x-amzn-ErrorType` (`ThrottlingException:http://internal.amazon.com/…`):
 /// see ``classify(status:type:message:retryAfter:)``.
-public struct BedrockProvider: ChatProvider {
+public struct BedrockProvider: SinkDrivenProvider {
     public let region: String
     /// Scheme, host, optional port (and path prefix), without a trailing `/`.
     public let endpoint: String
@@ -79,23 +79,6 @@ public struct BedrockProvider: ChatProvider {
         self.maximumErrorBodySize = maximumErrorBodySize
     }
 
-    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
-        let task = Task {
-            do {
-                try await self.run(request, continuation)
-                continuation.finish()
-            } catch let error as ProviderError {
-                continuation.finish(throwing: error)
-            } catch is CancellationError {
-                continuation.finish(throwing: CancellationError())
-            } catch {
-                continuation.finish(throwing: ProviderError(.connect, self.redact(String(describing: error))))
-            }
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
-    }
 
     // MARK: - Request
 
@@ -153,7 +136,7 @@ public struct BedrockProvider: ChatProvider {
 
     // MARK: - Streaming
 
-    private func run(_ request: ChatRequest, _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation)
+    func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
         let http: HTTPClientRequest
@@ -187,7 +170,7 @@ public struct BedrockProvider: ChatProvider {
 
     private func read(
         _ http: HTTPClientRequest, includeUsage: Bool, activity: Activity,
-        _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation
+        _ continuation: EventSink
     ) async throws {
         let response: HTTPClientResponse
         do {

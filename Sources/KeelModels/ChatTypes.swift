@@ -80,4 +80,16 @@ public enum ChatStreamEvent: Sendable, Equatable, Hashable {
 /// task (or dropping the stream) cancels the request.
 public protocol ChatProvider: Sendable {
     func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error>
+
+    /// The same events handed to `onEvent` in the caller's task, with no
+    /// stream in between; returns after the proper end, throws as the
+    /// stream would. The router reads providers this way.
+    func run(_ request: ChatRequest, onEvent: @escaping @Sendable (ChatStreamEvent) -> Void) async throws
+}
+
+extension ChatProvider {
+    /// Through ``stream(_:)``, for providers without a direct form.
+    public func run(_ request: ChatRequest, onEvent: @escaping @Sendable (ChatStreamEvent) -> Void) async throws {
+        for try await event in self.stream(request) { onEvent(event) }
+    }
 }

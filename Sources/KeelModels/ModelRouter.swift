@@ -278,10 +278,10 @@ public final class ModelRouter: Sendable {
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for try await event in provider.stream(request) {
+                    try await provider.run(request) { event in
                         switch event {
                         case .text(let piece):
-                            guard !piece.isEmpty else { continue }
+                            guard !piece.isEmpty else { return }
                             let first = progress.value.withLock { value in
                                 value.text += piece
                                 value.lastEventAt = .now
@@ -291,7 +291,7 @@ public final class ModelRouter: Sendable {
                             if first { metrics?.firstToken(model: name, after: .now - started) }
                             output.yield(.text(piece))
                         case .reasoning(let piece):
-                            guard !piece.isEmpty else { continue }
+                            guard !piece.isEmpty else { return }
                             let first = progress.value.withLock { value in
                                 value.lastEventAt = .now
                                 defer { if value.firstTokenAt == nil { value.firstTokenAt = value.lastEventAt } }

@@ -17,7 +17,7 @@ import Synchronization
 /// that ends, or a connection that breaks, before `[DONE]` throws
 /// ``ProviderError/Kind/truncated``; `data: {"error": …}` throws
 /// ``ProviderError/Kind/inBand(code:)``.
-public struct OpenAICompatibleProvider: ChatProvider {
+public struct OpenAICompatibleProvider: SinkDrivenProvider {
     public let baseURL: String
     private let apiKey: String?
     private let httpClient: HTTPClient
@@ -50,23 +50,6 @@ public struct OpenAICompatibleProvider: ChatProvider {
         self.maximumErrorBodySize = maximumErrorBodySize
     }
 
-    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
-        let task = Task {
-            do {
-                try await self.run(request, continuation)
-                continuation.finish()
-            } catch let error as ProviderError {
-                continuation.finish(throwing: error)
-            } catch is CancellationError {
-                continuation.finish(throwing: CancellationError())
-            } catch {
-                continuation.finish(throwing: ProviderError(.connect, self.redact(String(describing: error))))
-            }
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
-    }
 
     // MARK: - Request
 
@@ -93,7 +76,7 @@ public struct OpenAICompatibleProvider: ChatProvider {
 
     // MARK: - Streaming
 
-    private func run(_ request: ChatRequest, _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation)
+    func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
         let http: HTTPClientRequest
@@ -124,7 +107,7 @@ public struct OpenAICompatibleProvider: ChatProvider {
 
     private func read(
         _ http: HTTPClientRequest, activity: Activity,
-        _ continuation: AsyncThrowingStream<ChatStreamEvent, any Error>.Continuation
+        _ continuation: EventSink
     ) async throws {
         let response: HTTPClientResponse
         do {

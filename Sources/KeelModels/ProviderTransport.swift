@@ -46,3 +46,57 @@ enum ProviderTransport {
         return result
     }
 }
+
+/// Where a provider client puts the events it reads: a stream's
+/// continuation (``ChatProvider/stream(_:)``), or the caller's closure
+/// (``ChatProvider/run(_:onEvent:)``, the router's path: one hop fewer per
+/// event).
+struct EventSink: Sendable {
+    let yield: @Sendable (ChatStreamEvent) -> Void
+    /// The answer is complete (a stream ends here, before its connection closes).
+    let finish: @Sendable () -> Void
+}
+
+/// A provider client written once as `drive(_:_:)`, which reads the
+/// upstream's answer into a sink; the stream and the closure forms, with
+/// their error mapping, come from here.
+protocol SinkDrivenProvider: ChatProvider {
+    func drive(_ request: ChatRequest, _ sink: EventSink) async throws
+    /// The text with the client's secrets replaced.
+    func redact(_ text: String) -> String
+}
+
+extension SinkDrivenProvider {
+    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<ChatStreamEvent, any Error>.makeStream()
+        let task = Task {
+            do {
+                try await self.run(request) { continuation.yield($0) } finish: { continuation.finish() }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    public func run(_ request: ChatRequest, onEvent: @escaping @Sendable (ChatStreamEvent) -> Void) async throws {
+        try await self.run(request, onEvent) {}
+    }
+
+    /// Every failure as a ``ProviderError`` (or the cancellation it was).
+    private func run(
+        _ request: ChatRequest, _ onEvent: @escaping @Sendable (ChatStreamEvent) -> Void, finish: @escaping @Sendable () -> Void
+    ) async throws {
+        do {
+            try await self.drive(request, EventSink(yield: onEvent, finish: finish))
+        } catch let error as ProviderError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw ProviderError(.connect, self.redact(String(describing: error)))
+        }
+    }
+}
