@@ -521,7 +521,7 @@ class Handler(BaseHTTPRequestHandler):
                 if kind == "cut":
                     # Let the client read what was sent: AsyncHTTPClient drops
                     # body parts still buffered when the connection fails.
-                    time.sleep(0.3)
+                    time.sleep(1.5)
                     self.cut()
                 elif kind == "stall":
                     time.sleep(30)

@@ -318,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
             if i == cut_after:
                 # Let the client read what was sent: AsyncHTTPClient drops
                 # body parts still buffered when the connection fails.
-                time.sleep(0.3)
+                time.sleep(1.5)
                 self.cut()
                 return
             if i == inband_after:

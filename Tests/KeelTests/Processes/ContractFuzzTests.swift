@@ -29,7 +29,15 @@ struct ContractFuzzTests {
     @Test("schemathesis finds no server error and no answer that departs from the OpenAPI document", .enabled(if: schemathesis != nil))
     func fuzz() async throws {
         let fixture = try await StoreFixture.make(.sqlite)
-        let server = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "2", "--log-level", "error"])
+        // With a model (the fake upstream), as a deployment that chats and
+        // analyses runs: a request naming a chain is then answered, not 503.
+        let fake = try await FakeOpenAIUpstream.start()
+        defer { fake.stop() }
+        let models = fixture.directory.appendingPathComponent("models.json")
+        try #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {"ok": {"provider": "fake", "model": "ok"}}}"#
+            .write(to: models, atomically: true, encoding: .utf8)
+        let server = try await KeelProcess.serve(
+            store: fixture.location, arguments: ["--workers", "2", "--log-level", "error", "--models", models.path])
         defer { server.signal(SIGKILL) }
         let token = try await MultiProcessJobTests.session(on: server)
         let hooks = ThirdPartyClientTests.clientsDirectory.appendingPathComponent("contract")
