@@ -37,7 +37,9 @@
 # failover); the same chain with the defaults over the Retry-After location
 # (the first request falls back and cools the first model; later ones skip
 # it: cooling). Knobs: FAILOVER=1 (0 skips it; nginx only),
-# FAILOVER_CONCURRENCY="1" (one run each), REQUESTS, WARMUP, TOKENS.
+# one client (its checks of each fallback assume requests one at a time), RETRY_AFTER=30 (seconds; a request
+# meeting the 429 again after the cooldown ended is allowed and counted),
+# REQUESTS, WARMUP, TOKENS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -53,8 +55,7 @@ RELAY=${RELAY:-1}
 CPU_ROUNDS=${CPU_ROUNDS:-2}
 OVERHEAD=${OVERHEAD:-1}
 FAILOVER=${FAILOVER:-1}
-FAILOVER_CONCURRENCY=${FAILOVER_CONCURRENCY:-1}
-RETRY_AFTER=30
+RETRY_AFTER=${RETRY_AFTER:-30}
 
 if [ -z "${KEEL_BENCH_BIN:-}" ]; then
   bench_log "building keel-bench (release)…"
@@ -160,14 +161,12 @@ if [ "$FAILOVER" = 1 ]; then
   if [ "$UPSTREAM" != nginx ]; then
     bench_log "the failover cost needs UPSTREAM=nginx (its 429 locations); skipped"
   else
-    for concurrency in $FAILOVER_CONCURRENCY; do
-      echo "# (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
-      ticks=$(bench_cpu_ticks)
-      "$KEEL_BENCH_BIN" router --failover --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" --tokens "$TOKENS" \
-        --rate-limited "http://127.0.0.1:$port/rate-limited/v1" --rate-limited-retry-after "http://127.0.0.1:$port/rate-limited-retry-after/v1" \
-        --requests "$REQUESTS" --warmup "$WARMUP" --concurrency "$concurrency" || bench_die "keel-bench router --failover failed (concurrency $concurrency)"
-      echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    done
+    echo "# (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
+    ticks=$(bench_cpu_ticks)
+    "$KEEL_BENCH_BIN" router --failover --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" --tokens "$TOKENS" \
+      --rate-limited "http://127.0.0.1:$port/rate-limited/v1" --rate-limited-retry-after "http://127.0.0.1:$port/rate-limited-retry-after/v1" \
+      --requests "$REQUESTS" --warmup "$WARMUP" --concurrency 1 || bench_die "keel-bench router --failover failed"
+    echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
   fi
 fi
 

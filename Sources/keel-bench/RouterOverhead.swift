@@ -91,6 +91,13 @@ struct RouterOverhead: AsyncParsableCommand {
         }
         if self.failover {
             if self.withRelay { throw ValidationError("--with-relay is for the overhead run, not --failover") }
+            // Concurrent requests race the health store in ways the checks
+            // cannot tell from a fault: a zero cooldown still sets
+            // cooldown_until to the current millisecond (rounded), so a
+            // request in the same half millisecond skips the model as
+            // cooling_down; a cooldown may end between a request's start and
+            // the router's look at it.
+            if self.concurrency != 1 { throw ValidationError("--failover checks every answer's fallback: one client only (--concurrency 1)") }
             if let only = self.only, ![.direct, .failover, .cooling].contains(only) {
                 throw ValidationError("with --failover, --only is direct, failover or cooling")
             }
@@ -355,7 +362,8 @@ struct RouterOverhead: AsyncParsableCommand {
         switch fallback.reason {
         case "rate_limited":
             if let known, known > startedAt {
-                throw Incomplete(description: "cooling: met the 429 at \(startedAt), while the model cooled until \(known)")
+                throw Incomplete(
+                    description: "cooling: met the 429 \(String(format: "%.1f", known.timeIntervalSince(startedAt) * 1000)) ms before the cooldown known at its start ended (\(known))")
             }
             // The router recorded the Retry-After as the model's cooldown.
             guard let until = await router.health()[Names.rateLimitedRetryAfter]?.cooldownUntil, until > startedAt else {
