@@ -209,6 +209,29 @@ struct RouterOverhead: AsyncParsableCommand {
                 reads.append((ContinuousClock.now - sent).milliseconds)
             }
             print("# one read of the shared health (SQLite, the cache's refresh, once per healthCacheAge): \(Summary(values: reads))")
+            if self.failover {
+                // The two parts of a failover, apart: the 429's round trip
+                // through a provider, and the failure's write to the store
+                // (on a model of no chain).
+                let limited = OpenAICompatibleProvider(baseURL: self.rateLimited, apiKey: nil, httpClient: client)
+                var trips: [Double] = []
+                var writes: [Double] = []
+                for _ in 0..<200 {
+                    var sent = ContinuousClock.now
+                    do {
+                        for try await _ in limited.stream(direct) {}
+                        throw Incomplete(description: "\(self.rateLimited) answered")
+                    } catch let error as ProviderError {
+                        guard case .rateLimited(nil) = error.kind else { throw error }
+                    }
+                    trips.append((ContinuousClock.now - sent).milliseconds)
+                    sent = ContinuousClock.now
+                    _ = try await store.modelHealth.recordFailure(model: "bench-scratch", reason: "rate_limited", cooldown: .zero, now: Date())
+                    writes.append((ContinuousClock.now - sent).milliseconds)
+                }
+                print("# one 429 through the provider, to its ProviderError (no retry header): \(Summary(values: trips))")
+                print("# one failure written to the shared health (SQLite, the failover's write): \(Summary(values: writes))")
+            }
             let cooling = CoolingWatch()
             let warmup = self.warmup
             let concurrency = self.concurrency
