@@ -23,7 +23,23 @@
 # router's structure without its work), CPU_ROUNDS=2 (rounds of the CPU-time
 # phase: each side alone, `keel-bench router --only SIDE`, under
 # /usr/bin/time; CPU time per request is less disturbed by other load on the
-# machine than wall time; 0 skips it), KEEL_BENCH_BIN.
+# machine than wall time; 0 skips it), OVERHEAD=1 (0: skip the overhead runs
+# and the CPU phase), KEEL_BENCH_BIN.
+#
+# Failover cost (issue 17): "a 429 on the first model, then the second
+# answers: time to first token minus the second model's own". nginx has two
+# more locations answering every chat completion with 429 and OpenAI's
+# rate-limit error body (application/json): /rate-limited/v1 without any
+# retry header, /rate-limited-retry-after/v1 with `Retry-After: 30`.
+# `keel-bench router --failover` runs, in turn: the second model's provider
+# alone (direct); a chain first → second with the cooldown off (every request
+# meets the 429, records it in the SQLite health store and falls back:
+# failover); the same chain with the defaults over the Retry-After location
+# (the first request falls back and cools the first model; later ones skip
+# it: cooling). Knobs: FAILOVER=1 (0 skips it; nginx only),
+# one client (its checks of each fallback assume requests one at a time), RETRY_AFTER=30 (seconds; a request
+# meeting the 429 again after the cooldown ended is allowed and counted),
+# REQUESTS, WARMUP, TOKENS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,6 +53,9 @@ TOKENS=${TOKENS:-500}
 UPSTREAM=${UPSTREAM:-nginx}
 RELAY=${RELAY:-1}
 CPU_ROUNDS=${CPU_ROUNDS:-2}
+OVERHEAD=${OVERHEAD:-1}
+FAILOVER=${FAILOVER:-1}
+RETRY_AFTER=${RETRY_AFTER:-30}
 
 if [ -z "${KEEL_BENCH_BIN:-}" ]; then
   bench_log "building keel-bench (release)…"
@@ -62,6 +81,8 @@ case $UPSTREAM in
       printf 'data: {"id":"%s","object":"chat.completion.chunk","created":1796325533,"model":"tokens-%d","service_tier":"default","system_fingerprint":"fp_fake0001","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}\n\n' "$id" "$TOKENS" "$TOKENS" $((TOKENS + 8))
       printf 'data: [DONE]\n\n'
     } >"$dir/html/v1/chat/completions"
+    # OpenAI's 429 for a request-rate limit (its body, without the headers).
+    rate_limit_body='{"error":{"message":"Rate limit reached for tokens-'$TOKENS' in organization org-bench on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in '$RETRY_AFTER's. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}'
     port=$(bench_free_port)
     # A POST to a static file is a 405 in nginx; error_page turns it into
     # the file (an internal GET), with status 200.
@@ -79,6 +100,10 @@ http {
   server {
     listen 127.0.0.1:$port;
     location / { root $dir/html; default_type text/event-stream; error_page 405 =200 \$uri; }
+    location = /rate-limited/v1/chat/completions { default_type application/json; return 429 '$rate_limit_body'; }
+    location = /rate-limited-retry-after/v1/chat/completions {
+      default_type application/json; add_header Retry-After $RETRY_AFTER always; return 429 '$rate_limit_body';
+    }
   }
 }
 CONF
@@ -109,8 +134,22 @@ code=$(curl -s -o "$BENCH_TMP/check.sse" -w '%{http_code}' -XPOST -H 'Content-Ty
   "http://127.0.0.1:$port/v1/chat/completions")
 [ "$code" = 200 ] && tail -n 2 "$BENCH_TMP/check.sse" | grep -q '^data: \[DONE\]$' || bench_die "the fake answered $code without [DONE]"
 
-echo "# model router overhead, $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) cores, upstream: $UPSTREAM, $TOKENS tokens; $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$UPSTREAM" = nginx ] && [ "$FAILOVER" = 1 ]; then
+  # The 429 locations: status, body, and the retry header only where meant.
+  for location in rate-limited rate-limited-retry-after; do
+    curl -s -D "$BENCH_TMP/429.head" -o "$BENCH_TMP/429.body" -XPOST -H 'Content-Type: application/json' -d '{"model":"x"}' \
+      "http://127.0.0.1:$port/$location/v1/chat/completions"
+    head -n 1 "$BENCH_TMP/429.head" | grep -q ' 429' && grep -qi '^content-type: application/json' "$BENCH_TMP/429.head" \
+      && grep -q '"code":"rate_limit_exceeded"' "$BENCH_TMP/429.body" || bench_die "/$location did not answer OpenAI's 429"
+    retry=$(grep -ci '^retry-after' "$BENCH_TMP/429.head" || true)
+    [ "$retry" = "$([ $location = rate-limited ] && echo 0 || echo 1)" ] || bench_die "/$location: $retry retry headers"
+  done
+fi
+
+echo "# model router, $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) cores, upstream: $UPSTREAM, $TOKENS tokens; $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 for concurrency in $CONCURRENCY; do
+  [ "$OVERHEAD" = 1 ] || break
+  echo "# (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
   ticks=$(bench_cpu_ticks)
   "$KEEL_BENCH_BIN" router --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" --tokens "$TOKENS" \
     --requests "$REQUESTS" --warmup "$WARMUP" --concurrency "$concurrency" \
@@ -118,7 +157,20 @@ for concurrency in $CONCURRENCY; do
   echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 done
 
-if [ "$CPU_ROUNDS" -gt 0 ]; then
+if [ "$FAILOVER" = 1 ]; then
+  if [ "$UPSTREAM" != nginx ]; then
+    bench_log "the failover cost needs UPSTREAM=nginx (its 429 locations); skipped"
+  else
+    echo "# (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
+    ticks=$(bench_cpu_ticks)
+    "$KEEL_BENCH_BIN" router --failover --upstream "http://127.0.0.1:$port/v1" --model "tokens-$TOKENS" --tokens "$TOKENS" \
+      --rate-limited "http://127.0.0.1:$port/rate-limited/v1" --rate-limited-retry-after "http://127.0.0.1:$port/rate-limited-retry-after/v1" \
+      --requests "$REQUESTS" --warmup "$WARMUP" --concurrency 1 || bench_die "keel-bench router --failover failed"
+    echo "# (steal over the run: $(bench_steal_percent "$ticks" "$(bench_cpu_ticks)") %; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  fi
+fi
+
+if [ "$OVERHEAD" = 1 ] && [ "$CPU_ROUNDS" -gt 0 ]; then
   command -v /usr/bin/time >/dev/null || bench_apt_install /usr/bin/time time
   echo "# CPU time of the whole keel-bench process per request (user + system), each side alone, $REQUESTS requests after $WARMUP, sides in turn"
   sides="direct routed"
