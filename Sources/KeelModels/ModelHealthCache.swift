@@ -18,6 +18,9 @@ final class ModelHealthCache: Sendable {
         var health: [String: ModelHealth] = [:]
         var fetchedAt: ContinuousClock.Instant?
         var inflight: Task<[String: ModelHealth], Never>?
+        /// When this process last wrote each model's health: a read that
+        /// started before it must not replace what was written.
+        var updatedAt: [String: ContinuousClock.Instant] = [:]
     }
 
     init(store: any ModelHealthStore, models: [String], maximumAge: Duration, logger: Logger) {
@@ -46,8 +49,13 @@ final class ModelHealthCache: Sendable {
     private func fetch() async -> [String: ModelHealth] {
         let started = ContinuousClock.now
         do {
-            let health = try await self.store.health(models: self.models)
+            let read = try await self.store.health(models: self.models)
             return self.state.withLock { state in
+                var health = read
+                for (model, written) in state.updatedAt where written >= started {
+                    health[model] = state.health[model]
+                }
+                state.updatedAt = state.updatedAt.filter { $0.value >= started }
                 state.health = health
                 state.fetchedAt = started
                 state.inflight = nil
@@ -66,7 +74,11 @@ final class ModelHealthCache: Sendable {
 
     /// Records what this process just wrote (or learned) about a model.
     func update(_ health: ModelHealth) {
-        self.state.withLock { $0.health[health.model] = health }
+        let now = ContinuousClock.now
+        self.state.withLock { state in
+            state.health[health.model] = health
+            state.updatedAt[health.model] = now
+        }
     }
 
     /// The next read goes to the store.

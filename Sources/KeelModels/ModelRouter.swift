@@ -219,13 +219,22 @@ public final class ModelRouter: Sendable {
     /// upstream's own wait when it named one, the configured cooldown for a
     /// rate limit or overload, and after enough failures in a row.
     func cooldown(for error: ProviderError, failuresBefore: Int) -> Duration? {
-        if error.coolsLong { return self.limits.authCooldown }
-        if let wait = error.retryAfter, wait > .zero { return wait }
-        switch error.kind {
-        case .rateLimited, .overloaded: return self.limits.cooldown
-        case .badRequest: return nil
-        default: return failuresBefore + 1 >= self.limits.failuresBeforeCooldown ? self.limits.cooldown : nil
+        let cooldown: Duration?
+        if error.coolsLong {
+            cooldown = self.limits.authCooldown
+        } else if let wait = error.retryAfter, wait > .zero {
+            cooldown = wait
+        } else {
+            switch error.kind {
+            case .rateLimited, .overloaded: cooldown = self.limits.cooldown
+            case .badRequest: cooldown = nil
+            default: cooldown = failuresBefore + 1 >= self.limits.failuresBeforeCooldown ? self.limits.cooldown : nil
+            }
         }
+        // A zero cooldown (the knob set to 0s) is none: stored as "until now",
+        // it would read as cooling for the millisecond the store rounds to.
+        guard let cooldown, cooldown > .zero else { return nil }
+        return cooldown
     }
 
     // MARK: - One attempt on one model

@@ -87,6 +87,25 @@ struct ModelRouterTests {
         }
     }
 
+    @Test("a cooldown knob of zero cools nothing: the next request tries the model again")
+    func zeroCooldown() async throws {
+        let a = ScriptedProvider(always: [.fail(ProviderError(.rateLimited(retryAfter: nil), "HTTP 429", status: 429))])
+        let b = ScriptedProvider(always: ScriptedProvider.tokens(1))
+        let limits = Self.limits {
+            $0.cooldown = .zero
+            $0.healthCacheAge = .zero
+        }
+        try await Self.withRouter(["a": a, "b": b], limits: limits) { router, store in
+            for _ in 0..<3 {
+                let run = await Self.run(router)
+                #expect(run.fallbacks.map(\.reason) == ["rate_limited"])
+            }
+            #expect(a.calls == 3)
+            let health = try await store.modelHealth.health(models: ["a"])
+            #expect(health["a"]?.cooldownUntil == nil && health["a"]?.consecutiveFailures == 3)
+        }
+    }
+
     @Test("a 400 fails the request at once: the next model would refuse it too")
     func badRequestFails() async throws {
         let a = ScriptedProvider(always: [.fail(ProviderError(.badRequest(status: 400), "HTTP 400: messages: too long", status: 400))])
