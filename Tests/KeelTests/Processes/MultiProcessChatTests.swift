@@ -12,12 +12,13 @@ import Glibc
 /// repeated, and the message is stored once, by the attempt that owns it.
 @Suite("Chat across processes", .serialized)
 struct MultiProcessChatTests {
-    /// 20 tokens, 150 ms apart: about 3 s of answer.
-    static let answer = (0..<20).map { "tok\($0) " }.joined()
+    /// 40 tokens, 250 ms apart: about 10 s of answer, so a loaded machine
+    /// still kills the instance mid-answer.
+    static let answer = (0..<40).map { "tok\($0) " }.joined()
 
     static func modelsFile(_ fake: FakeOpenAIUpstream) throws -> String {
         let path = try TestEnvironment.directory("chat-models").appendingPathComponent("models.json")
-        try #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {"slow": {"provider": "fake", "model": "slow-20-150"}}}"#
+        try #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {"slow": {"provider": "fake", "model": "slow-40-250"}}}"#
             .write(to: path, atomically: true, encoding: .utf8)
         return path.path
     }
