@@ -6,6 +6,7 @@ import KeelCore
 /// that made it; to any other session it does not exist (404).
 struct DocumentsController: Sendable {
     let documents: any DocumentStore
+    let analyses: any AnalysisStore
     let jobs: any JobQueue
     let sessions: SessionAccess
     let ingestion: DocumentIngestion
@@ -133,9 +134,16 @@ struct DocumentsController: Sendable {
             throw KeelError(.notFound, "No document '\(document.id)' for this session.")
         }
         // A running ingest finds the document gone and stops writing.
+        let timing = JobTiming(now: self.clock.now(), resultTTL: self.resultTTL)
         if document.status == .processing, let jobID = document.jobID {
-            _ = try? await self.jobs.cancel(id: jobID, timing: JobTiming(now: self.clock.now(), resultTTL: self.resultTTL))
+            _ = try? await self.jobs.cancel(id: jobID, timing: timing)
         }
+        // Its analyses go with it; a running one is cancelled.
+        let analyses = (try? await self.analyses.analyses(documentID: document.id, sessionID: session.id)) ?? []
+        for analysis in analyses where analysis.status == .running {
+            _ = try? await self.jobs.cancel(id: analysis.jobID, timing: timing)
+        }
+        try await self.analyses.deleteAnalyses(documentID: document.id)
         return Response(status: .noContent, headers: [.cacheControl: "no-store"])
     }
 

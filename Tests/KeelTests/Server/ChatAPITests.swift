@@ -209,6 +209,9 @@ struct ChatAPITests {
                 #expect(try await client.send(.delete, "/api/chats/\(chat)", token: other).status == .notFound)
                 #expect(try await client.send(.delete, "/api/chats/\(chat)", token: token).status == .noContent)
                 #expect(try await client.send(.get, "/api/chats/\(chat)", token: token).status == .notFound)
+                // A deleted document takes its analyses with it.
+                #expect(try await client.send(.delete, "/api/documents/\(document)", token: token).status == .noContent)
+                #expect(try await client.send(.get, "/api/analyses/\(id)", token: token).status == .notFound)
             }
         }
     }
