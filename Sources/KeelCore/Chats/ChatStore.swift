@@ -101,6 +101,11 @@ public protocol ChatStore: Sendable {
     /// the session has no such chat.
     @discardableResult
     func renameChat(id: String, sessionID: String, title: String, now: Date) async throws -> Bool
+
+    /// Deletes at most `limit` chats whose session no longer exists (it
+    /// expired or was deleted), with their messages; returns how many. Safe
+    /// to run on every instance at once.
+    func removeOrphaned(limit: Int) async throws -> Int
 }
 
 /// One section's result of a document analysis.
@@ -196,4 +201,8 @@ public protocol AnalysisStore: Sendable {
 
     /// Deletes a document's analyses (the document is being deleted).
     func deleteAnalyses(documentID: String) async throws
+
+    /// Deletes at most `limit` analyses whose session no longer exists, with
+    /// their results; returns how many. Safe to run on every instance at once.
+    func removeOrphaned(limit: Int) async throws -> Int
 }

@@ -13,7 +13,7 @@ public struct ChatModule: KeelModule {
         ChatsController(
             chats: app.store.chats, documents: app.store.documents, queue: app.store.jobs, jobs: app.jobs, streams: app.jobStreams,
             sessions: app.sessions, router: app.models, settings: configuration.chat, maxAttempts: configuration.jobs.maxAttempts,
-            maxActiveJobs: configuration.quotas.activeJobsPerSession, maxBodyBytes: configuration.maxBodyBytes, clock: app.clock
+            maxActiveJobs: configuration.quotas.activeJobsPerSession, maxBodyBytes: configuration.maxBodyBytes, resultTTL: configuration.jobs.resultTTL, clock: app.clock
         ).register(in: &app)
         AnalysesController(
             analyses: app.store.analyses, documents: app.store.documents, queue: app.store.jobs, jobs: app.jobs, sessions: app.sessions,
@@ -25,5 +25,12 @@ public struct ChatModule: KeelModule {
                 chats: app.store.chats, documents: app.store.documents, router: app.models, settings: configuration.chat, clock: app.clock,
                 logger: app.logger))
         app.jobType(DocumentAnalyzeJob(analyses: app.store.analyses, documents: app.store.documents, router: app.models, clock: app.clock, logger: app.logger))
+        // Chats and analyses go when their session ends (a running reply or
+        // analysis then finds its chat or analysis gone and writes nothing).
+        let chats = app.store.chats
+        let analyses = app.store.analyses
+        let interval = configuration.jobs.janitorInterval
+        app.service(OrphanSweeper(what: "chats", remove: { try await chats.removeOrphaned(limit: $0) }, interval: interval, logger: app.logger))
+        app.service(OrphanSweeper(what: "analyses", remove: { try await analyses.removeOrphaned(limit: $0) }, interval: interval, logger: app.logger))
     }
 }

@@ -18,6 +18,7 @@ struct ChatsController: Sendable {
     let maxAttempts: Int
     let maxActiveJobs: Int
     let maxBodyBytes: Int
+    let resultTTL: Duration
     let clock: any KeelClock
 
     static let defaultPageSize = 20
@@ -109,9 +110,19 @@ struct ChatsController: Sendable {
     @Sendable func delete(_ request: Request, context: KeelRequestContext) async throws -> Response {
         let session = try await self.sessions.session(for: request)
         let chat = try await self.owned(context, session: session)
+        // Replies still being written: each question names its reply's job,
+        // and a finished reply is stored under that job.
+        let messages = try await self.chats.messages(chatID: chat.id, sessionID: session.id)
+        let answered = Set(messages.compactMap(\.jobID))
+        let unanswered = messages.compactMap { $0.metadata["reply_job_id"]?.stringValue }.filter { !answered.contains($0) }
         guard try await self.chats.deleteChat(id: chat.id, sessionID: session.id) else {
             throw KeelError(.notFound, "No chat '\(chat.id)' for this session.")
         }
+        // They are cancelled (a queued one at once, a running one at its
+        // worker's next heartbeat); one still running meanwhile writes
+        // nothing, its chat being gone.
+        let timing = JobTiming(now: self.clock.now(), resultTTL: self.resultTTL)
+        for jobID in unanswered { _ = try? await self.queue.cancel(id: jobID, timing: timing) }
         return Response(status: .noContent)
     }
 
@@ -138,7 +149,10 @@ struct ChatsController: Sendable {
                 hint: "Wait for a reply to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
         }
         let now = self.clock.now()
-        var metadata: [String: JSONValue] = [:]
+        // The question names its reply's job (a page reloaded mid-answer
+        // finds the stream to resume; deleting the chat cancels it).
+        let jobID = Identifiers.random(byteCount: 16)
+        var metadata: [String: JSONValue] = ["reply_job_id": .string(jobID)]
         if !input.documents.isEmpty { metadata["documents"] = .array(input.documents.map(JSONValue.string)) }
         let message = ChatMessageRecord(
             id: input.messageID, chatID: chat.id, role: "user", content: input.question, metadata: metadata, createdAt: now)
@@ -148,7 +162,7 @@ struct ChatsController: Sendable {
             try await self.chats.renameChat(id: chat.id, sessionID: session.id, title: String(words.prefix(60)), now: now)
         }
         let job = try await self.jobs.submit(
-            NewJob(sessionID: session.id, type: ChatReplyJob.type, inputJSON: input.json.serialized(), maxAttempts: self.maxAttempts))
+            NewJob(id: jobID, sessionID: session.id, type: ChatReplyJob.type, inputJSON: input.json.serialized(), maxAttempts: self.maxAttempts))
         let accept = request.headers[.accept]?.lowercased() ?? ""
         if accept.contains("text/event-stream") {
             var response = self.streams.response(jobID: job.id, context: context)

@@ -45,7 +45,9 @@ public struct DocumentsModule: KeelModule {
                 logger.notice("upload asked for a document but cannot be one", metadata: ["keel.upload": "\(upload.id)", "keel.error": "\(error.code.rawValue)"])
             }
         }
-        app.service(DocumentSweeper(store: app.store.documents, interval: app.configuration.jobs.janitorInterval, logger: app.logger))
+        let documents = app.store.documents
+        app.service(
+            OrphanSweeper(what: "documents", remove: { try await documents.removeOrphaned(limit: $0) }, interval: app.configuration.jobs.janitorInterval, logger: app.logger))
     }
 
     /// `Upload-Metadata: document 1` (or `document` with no value, or `true`).
@@ -162,37 +164,5 @@ struct DocumentIngestion: Sendable {
                 idempotencyKey: "document.ingest:\(jobID)"
             )
         )
-    }
-}
-
-/// Deletes documents whose session has ended, on every instance (the
-/// deletes are idempotent and skip rows another instance holds).
-struct DocumentSweeper: Service {
-    let store: any DocumentStore
-    let interval: Duration
-    let logger: Logger
-
-    func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            do {
-                var removed = 0
-                repeat {
-                    removed = try await self.store.removeOrphaned(limit: 10)
-                    if removed > 0 { self.logger.info("removed documents of ended sessions", metadata: ["keel.documents": "\(removed)"]) }
-                } while removed == 10 && !Task.isCancelled
-            } catch {
-                self.logger.warning("document sweep failed; retrying later", metadata: ["keel.error": "\(error)"])
-            }
-            try? await gracefulShutdownOrCancellation(sleep: max(self.interval, .seconds(60)))
-        }
-    }
-}
-
-extension DocumentSweeper {
-    /// Sleeps, returning early when the process shuts down.
-    private func gracefulShutdownOrCancellation(sleep duration: Duration) async throws {
-        try await cancelWhenGracefulShutdown {
-            try await Task.sleep(for: duration)
-        }
     }
 }

@@ -97,6 +97,29 @@ struct AnalysisStoreConformanceTests {
         }
     }
 
+    @Test("analyses whose session ended are removed with their results, in batches; a live session's are kept", arguments: Driver.available)
+    func orphans(driver: Driver) async throws {
+        try await StoreFixture.make(driver).withStore { store in
+            let analyses = store.analyses
+            let live = Session(id: "s1", dataJSON: "{}", version: 1, createdAt: Self.t0, lastSeenAt: Self.t0, expiresAt: Self.t0.addingTimeInterval(3600))
+            try await store.sessions.createSession(live)
+            try await analyses.createAnalysis(Self.analysis("kept"))
+            try await analyses.recordSection(analysisID: "kept", Self.result(1, "One"))
+            for index in 0..<3 {
+                try await analyses.createAnalysis(Self.analysis("gone\(index)", session: "ended"))
+                try await analyses.recordSection(analysisID: "gone\(index)", Self.result(1, "One"))
+            }
+            #expect(try await analyses.removeOrphaned(limit: 2) == 2)
+            #expect(try await analyses.removeOrphaned(limit: 2) == 1)
+            #expect(try await analyses.removeOrphaned(limit: 2) == 0)
+            #expect(try await analyses.analysis(id: "gone0") == nil)
+            #expect(try await analyses.analysis(id: "kept", sessionID: "s1")?.results == [Self.result(1, "One")])
+            // Nothing was left behind: an analysis created again with a swept id starts without results.
+            try await analyses.createAnalysis(Self.analysis("gone2"))
+            #expect(try await analyses.analysis(id: "gone2")?.results.isEmpty == true)
+        }
+    }
+
     @Test("a document's analyses list newest first for their session, and go with the document", arguments: Driver.available)
     func listing(driver: Driver) async throws {
         try await StoreFixture.make(driver).withStore { store in

@@ -199,6 +199,31 @@ struct ChatStoreConformanceTests {
         }
     }
 
+    @Test("chats whose session ended are removed with their messages, in batches; a live session's are kept", arguments: Driver.available)
+    func orphans(driver: Driver) async throws {
+        try await StoreFixture.make(driver).withStore { store in
+            let chats = store.chats
+            let live = Session(id: "s1", dataJSON: "{}", version: 1, createdAt: Self.t0, lastSeenAt: Self.t0, expiresAt: Self.t0.addingTimeInterval(3600))
+            try await store.sessions.createSession(live)
+            try await chats.createChat(Self.chat("kept"))
+            try await chats.appendMessage(Self.question("m1", chat: "kept", at: 1), sessionID: "s1")
+            for index in 0..<3 {
+                try await chats.createChat(Self.chat("gone\(index)", session: "ended"))
+                try await chats.appendMessage(Self.question("q\(index)", chat: "gone\(index)", at: 1), sessionID: "ended")
+                try await chats.recordReply(Self.reply("r\(index)", chat: "gone\(index)", job: "j\(index)", attempt: 1, "Answer", at: 2))
+            }
+            #expect(try await chats.removeOrphaned(limit: 2) == 2)
+            #expect(try await chats.removeOrphaned(limit: 2) == 1)
+            #expect(try await chats.removeOrphaned(limit: 2) == 0)
+            #expect(try await chats.chats(sessionID: "ended", limit: 10, before: nil).isEmpty)
+            #expect(try await chats.messages(chatID: "gone0", sessionID: "ended").isEmpty)
+            #expect(try await chats.messages(chatID: "kept", sessionID: "s1").map(\.id) == ["m1"])
+            // Nothing was left behind: a chat created again with a swept id starts empty.
+            try await chats.createChat(Self.chat("gone1"))
+            #expect(try await chats.messages(chatID: "gone1", sessionID: "s1").isEmpty)
+        }
+    }
+
     @Test("a chat deleted while two instances write replies to it leaves no message behind", arguments: Driver.available)
     func deletionRace(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)

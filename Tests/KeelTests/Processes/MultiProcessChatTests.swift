@@ -116,4 +116,105 @@ struct MultiProcessChatTests {
     func stalledWorkerIsFenced() async throws {
         try await self.run(driver: .sqlite, stop: .pause)
     }
+
+    /// What the fake was asked, oldest first: each request's last user message.
+    static func prompts(_ fake: FakeOpenAIUpstream) async throws -> [String] {
+        let requests = try JSONValue.parse(Array(try await HTTP.send(.GET, fake.rootURL + "/_fake/requests").body.utf8)).arrayValue ?? []
+        return requests.map { request in
+            let messages = request.objectValue?["body"]?.objectValue?["messages"]?.arrayValue ?? []
+            return messages.last?.objectValue?["content"]?.stringValue ?? ""
+        }
+    }
+
+    @Test("an instance SIGKILLed mid-analysis: the retry resumes at the first unfinished section, and no stored section is redone", arguments: Driver.available)
+    func killedMidAnalysis(driver: Driver) async throws {
+        let fake: FakeOpenAIUpstream
+        do {
+            fake = try await FakeOpenAIUpstream.start()
+        } catch {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
+            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
+        }
+        defer { fake.stop() }
+        let fixture = try await StoreFixture.make(driver)
+        // Each section's answer takes about 2 s (8 tokens, 250 ms apart).
+        let models = try TestEnvironment.directory("analysis-models").appendingPathComponent("models.json")
+        try #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {"slow": {"provider": "fake", "model": "slow-8-250"}}}"#
+            .write(to: models, atomically: true, encoding: .utf8)
+        let common = ["--models", models.path, "--janitor-interval", "300ms", "--job-retry-backoff", "100ms", "--job-lease-duration", "3s", "--workers", "1"]
+        let victim = try await KeelProcess.serve(store: fixture.location, arguments: common)
+        defer { victim.signal(SIGKILL) }
+        let token = try #require(try await HTTP.send(.POST, victim.baseURL + "/api/session").json["token"]?.stringValue)
+        let upload = try await HTTP.tusUpload(victim.baseURL, token: token, bytes: try DocumentFixtures.bytes("report.md"), filename: "report.md")
+        let document = try #require(
+            try await HTTP.send(.POST, victim.baseURL + "/api/documents", token: token, body: #"{"upload_id":"\#(upload)"}"#).json["id"]?.stringValue)
+        try await waitFor("the document to be ready", timeout: .seconds(60)) {
+            try await HTTP.send(.GET, victim.baseURL + "/api/documents/\(document)", token: token).json["status"]?.stringValue == "ready"
+        }
+        let sections = [1, 2, 3, 4, 5]
+        let started = try await HTTP.send(.POST, victim.baseURL + "/api/documents/\(document)/analyses", token: token, body: #"{"sections": [1, 2, 3, 4, 5]}"#)
+        #expect(started.status == 202, "\(started.body)")
+        let id = try #require(started.json["analysis"]?.objectValue?["id"]?.stringValue)
+        let job = try #require(started.json["job"]?.objectValue?["id"]?.stringValue)
+        try await waitFor("two sections analysed", timeout: .seconds(60)) {
+            (try await HTTP.send(.GET, victim.baseURL + "/api/analyses/\(id)", token: token).json["results"]?.arrayValue?.count ?? 0) >= 2
+        }
+        victim.signal(SIGKILL)
+        #expect(await victim.waitForExit() != 0)
+        // What the victim stored and asked, read after its death.
+        let before = try #require(try await fixture.withStore { try await $0.analyses.analysis(id: id) })
+        let askedBefore = try await Self.prompts(fake).count
+        let stored = before.results.map(\.index)
+        #expect(stored.count >= 2 && stored.count < sections.count && stored == Array(sections.prefix(stored.count)), "\(stored)")
+
+        let survivor = try await KeelProcess.serve(store: fixture.location, arguments: common)
+        defer { survivor.signal(SIGKILL) }
+        var analysis: [String: JSONValue] = [:]
+        try await waitFor("the retry to finish the analysis", timeout: .seconds(90)) {
+            analysis = try await HTTP.send(.GET, survivor.baseURL + "/api/analyses/\(id)", token: token).json
+            return analysis["status"]?.stringValue != "running"
+        }
+        #expect(analysis["status"]?.stringValue == "complete", "\(analysis)\n\(survivor.logTail())")
+        let results = (analysis["results"]?.arrayValue ?? []).compactMap(\.objectValue)
+        #expect(results.map { $0["index"] } == sections.map { .int(Int64($0)) }, "\(results)")
+        // The sections stored before the kill are kept as they were.
+        for (result, old) in zip(results, before.results) {
+            #expect(result["content"]?.stringValue == old.content && result["title"]?.stringValue == old.title)
+        }
+        // The retry asked only for the sections not stored, starting with the first of them.
+        let asked = Array(try await Self.prompts(fake).dropFirst(askedBefore))
+        let unfinished = results.dropFirst(stored.count).compactMap { $0["title"]?.stringValue }
+        #expect(asked.count == unfinished.count, "\(asked)")
+        for (prompt, title) in zip(asked, unfinished) { #expect(prompt.contains(title), "\(title): \(prompt)") }
+        let finished = try await HTTP.send(.GET, survivor.baseURL + "/api/jobs/\(job)", token: token).json
+        #expect(finished["status"]?.stringValue == "succeeded" && finished["attempts"] == .int(2), "\(finished)")
+        #expect(await survivor.stop() == 0)
+    }
+
+    @Test("the janitor removes the chats and analyses of sessions that have ended, and keeps a live session's", arguments: Driver.available)
+    func endedSessionsAreSwept(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        let t0 = Date()
+        try await fixture.withStore { store in
+            try await store.chats.createChat(Chat(id: "chat_orphan", sessionID: "ended-session", title: "Old", createdAt: t0))
+            try await store.chats.appendMessage(
+                ChatMessageRecord(id: "msg_orphan", chatID: "chat_orphan", role: "user", content: "Hello?", createdAt: t0), sessionID: "ended-session")
+            try await store.analyses.createAnalysis(
+                Analysis(id: "analysis_orphan", sessionID: "ended-session", documentID: "doc", jobID: "job", instructions: "", sections: [0], createdAt: t0))
+        }
+        let server = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
+        defer { server.signal(SIGKILL) }
+        let token = try #require(try await HTTP.send(.POST, server.baseURL + "/api/session").json["token"]?.stringValue)
+        let kept = try #require(try await HTTP.send(.POST, server.baseURL + "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+        try await waitFor("the sweep") {
+            try await fixture.withStore { store in
+                let chat = try await store.chats.chat(id: "chat_orphan", sessionID: "ended-session")
+                let analysis = try await store.analyses.analysis(id: "analysis_orphan")
+                return chat == nil && analysis == nil
+            }
+        }
+        #expect(try await fixture.withStore { try await $0.chats.messages(chatID: "chat_orphan", sessionID: "ended-session") }.isEmpty)
+        #expect(try await HTTP.send(.GET, server.baseURL + "/api/chats/\(kept)", token: token).status == 200)
+        #expect(await server.stop() == 0)
+    }
 }

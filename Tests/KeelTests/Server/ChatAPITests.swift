@@ -168,6 +168,35 @@ struct ChatAPITests {
         }
     }
 
+    @Test("a question names its reply's job; deleting the chat mid-answer cancels the reply, which stores nothing")
+    func deleteCancelsReply() async throws {
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["stall-after-3"])
+            try await withTestApp(configure: { $0.models.file = file }, runJobs: true, modules: Self.modules) { _, client in
+                let token = try await client.createSession()
+                let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+                let sent = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: #"{"content": "Go on"}"#)
+                let job = try #require(sent.json["job"]?.objectValue?["id"]?.stringValue)
+                #expect(sent.json["message"]?.objectValue?["reply_job_id"]?.stringValue == job, "\(sent.text)")
+                let stored = try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue?.first?.objectValue
+                #expect(stored?["reply_job_id"]?.stringValue == job)
+                try await waitFor("the answer under way") {
+                    let page = try await client.send(.get, "/api/jobs/\(job)/events?format=json", token: token)
+                    return (page.json["events"]?.arrayValue ?? []).contains { $0.objectValue?["type"]?.stringValue == "token" }
+                }
+                #expect(try await client.send(.delete, "/api/chats/\(chat)", token: token).status == .noContent)
+                var status = ""
+                try await waitFor("the reply to be cancelled") {
+                    status = try await client.send(.get, "/api/jobs/\(job)", token: token).json["status"]?.stringValue ?? ""
+                    return status != "running" && status != "queued"
+                }
+                #expect(status == "cancelled")
+                #expect(try await client.send(.get, "/api/chats/\(chat)", token: token).status == .notFound)
+                #expect(try await client.send(.get, "/api/chats", token: token).json["chats"]?.arrayValue?.isEmpty == true)
+            }
+        }
+    }
+
     @Test("an analysis stores each section's result; bad input is refused and another session sees nothing")
     func analysisAndInput() async throws {
         try await Self.withFake { fake in
