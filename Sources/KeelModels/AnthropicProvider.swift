@@ -129,24 +129,9 @@ public struct AnthropicProvider: SinkDrivenProvider {
         } catch {
             throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
         }
-        let activity = Activity()
-        let idleTimeout = self.idleTimeout
         let includeUsage = request.includeUsage
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.read(http, includeUsage: includeUsage, activity: activity, continuation) }
-            group.addTask {
-                // The watchdog: throws when no bytes came for idleTimeout;
-                // returns when cancelled, i.e. when the reader is done.
-                while true {
-                    let deadline = activity.last + idleTimeout
-                    if ContinuousClock.now >= deadline {
-                        throw ProviderError(.timeout, "no bytes from the upstream for \(idleTimeout)")
-                    }
-                    do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
-                }
-            }
-            try await group.next()
-            group.cancelAll()
+        try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
+            try await self.read(http, includeUsage: includeUsage, activity: activity, continuation)
         }
     }
 

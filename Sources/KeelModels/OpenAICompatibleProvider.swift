@@ -2,7 +2,6 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
-import Synchronization
 
 /// A streaming client for OpenAI's chat completions API and the servers that
 /// speak it (vLLM, Ollama's `/v1`, llama.cpp, LiteLLM).
@@ -85,23 +84,8 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         } catch {
             throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
         }
-        let activity = Activity()
-        let idleTimeout = self.idleTimeout
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.read(http, activity: activity, continuation) }
-            group.addTask {
-                // The watchdog: throws when no bytes came for idleTimeout;
-                // returns when cancelled, i.e. when the reader is done.
-                while true {
-                    let deadline = activity.last + idleTimeout
-                    if ContinuousClock.now >= deadline {
-                        throw ProviderError(.timeout, "no bytes from the upstream for \(idleTimeout)")
-                    }
-                    do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
-                }
-            }
-            try await group.next()
-            group.cancelAll()
+        try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
+            try await self.read(http, activity: activity, continuation)
         }
     }
 
@@ -227,15 +211,6 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
     func redact(_ text: String) -> String {
         ProviderTransport.redact(text, apiKey: self.apiKey, headers: self.headers)
     }
-}
-
-/// When the last bytes arrived, shared by a provider's reader and its watchdog.
-final class Activity: Sendable {
-    private let instant = Mutex(ContinuousClock.now)
-
-    var last: ContinuousClock.Instant { self.instant.withLock { $0 } }
-
-    func touch() { self.instant.withLock { $0 = .now } }
 }
 
 // MARK: - Wire format

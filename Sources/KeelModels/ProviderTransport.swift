@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Synchronization
 
 /// What every provider client shares around the HTTP exchange: turning a
 /// transport failure into a ``ProviderError`` and keeping secrets out of
@@ -98,5 +99,41 @@ extension SinkDrivenProvider {
         } catch {
             throw ProviderError(.connect, self.redact(String(describing: error)))
         }
+    }
+}
+
+/// When the last bytes arrived, shared by a provider's reader and its watchdog.
+final class Activity: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+
+    var last: ContinuousClock.Instant { self.instant.withLock { $0 } }
+
+    func touch() { self.instant.withLock { $0 = .now } }
+}
+
+/// Runs `read` (a provider's reading of one response, which touches the
+/// ``Activity`` it is given whenever bytes arrive) beside a watchdog that
+/// throws ``ProviderError/Kind/timeout`` once no bytes came for
+/// `idleTimeout`: `read` is then cancelled, and with it its HTTP request.
+/// Returns when `read` does (the watchdog is cancelled then).
+func withIdleWatchdog(
+    idleTimeout: Duration, _ read: @escaping @Sendable (Activity) async throws -> Void
+) async throws {
+    let activity = Activity()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await read(activity) }
+        group.addTask {
+            // The watchdog: throws when no bytes came for idleTimeout;
+            // returns when cancelled, i.e. when the reader is done.
+            while true {
+                let deadline = activity.last + idleTimeout
+                if ContinuousClock.now >= deadline {
+                    throw ProviderError(.timeout, "no bytes from the upstream for \(idleTimeout)")
+                }
+                do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
+            }
+        }
+        try await group.next()
+        group.cancelAll()
     }
 }
