@@ -67,9 +67,7 @@ public struct AnthropicProvider: SinkDrivenProvider {
         anthropicVersion: String = AnthropicProvider.defaultVersion, httpClient: HTTPClient,
         headers: [(String, String)] = [], idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024
     ) {
-        var base = baseURL
-        while base.hasSuffix("/") { base.removeLast() }
-        self.baseURL = base
+        self.baseURL = ProviderTransport.trimmingTrailingSlashes(baseURL)
         self.apiKey = apiKey
         self.authentication = authentication
         self.anthropicVersion = anthropicVersion
@@ -83,18 +81,13 @@ public struct AnthropicProvider: SinkDrivenProvider {
     // MARK: - Request
 
     func makeHTTPRequest(_ request: ChatRequest) throws -> HTTPClientRequest {
-        var http = HTTPClientRequest(url: self.baseURL + "/v1/messages")
-        http.method = .POST
-        http.headers.add(name: "Content-Type", value: "application/json")
-        http.headers.add(name: "Accept", value: "text/event-stream")
-        http.headers.add(name: "anthropic-version", value: self.anthropicVersion)
+        var headers = [("anthropic-version", self.anthropicVersion)]
         if let apiKey {
             switch self.authentication {
-            case .apiKeyHeader: http.headers.add(name: "x-api-key", value: apiKey)
-            case .bearer: http.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
+            case .apiKeyHeader: headers.append(("x-api-key", apiKey))
+            case .bearer: headers.append(("Authorization", "Bearer \(apiKey)"))
             }
         }
-        for (name, value) in self.headers { http.headers.add(name: name, value: value) }
         let system = request.messages.filter { $0.role == .system }.map(\.content)
         var maxTokens = request.maxTokens ?? Self.defaultMaxTokens
         if request.maxTokens == nil, let budget = request.thinkingBudget {
@@ -112,10 +105,8 @@ public struct AnthropicProvider: SinkDrivenProvider {
             temperature: request.temperature,
             stop_sequences: request.stop.isEmpty ? nil : request.stop,
             thinking: request.thinkingBudget.map { WireRequest.Thinking(type: "enabled", budget_tokens: $0) })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        http.body = .bytes(ByteBuffer(bytes: try encoder.encode(body)))
-        return http
+        return try ProviderTransport.eventStreamPOST(
+            url: self.baseURL + "/v1/messages", headers: headers + self.headers, body: body)
     }
 
     // MARK: - Streaming

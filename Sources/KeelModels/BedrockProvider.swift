@@ -69,10 +69,9 @@ public struct BedrockProvider: SinkDrivenProvider {
         region: String, endpoint: String? = nil, credentials: BedrockCredentials, httpClient: HTTPClient,
         idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024
     ) {
-        var base = endpoint ?? "https://bedrock-runtime.\(region).amazonaws.com"
-        while base.hasSuffix("/") { base.removeLast() }
         self.region = region
-        self.endpoint = base
+        self.endpoint = ProviderTransport.trimmingTrailingSlashes(
+            endpoint ?? "https://bedrock-runtime.\(region).amazonaws.com")
         self.credentials = credentials
         self.httpClient = httpClient
         self.idleTimeout = idleTimeout
@@ -98,9 +97,7 @@ public struct BedrockProvider: SinkDrivenProvider {
             additionalModelRequestFields: request.thinkingBudget.map {
                 WireRequest.Additional(thinking: WireRequest.Thinking(type: "enabled", budget_tokens: $0))
             })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(body))
+        return try ProviderTransport.json(body)
     }
 
     /// The HTTP request for `request`, signed (or bearer-authorized) as sent

@@ -39,9 +39,7 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         baseURL: String, apiKey: String?, httpClient: HTTPClient, headers: [(String, String)] = [],
         idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024
     ) {
-        var base = baseURL
-        while base.hasSuffix("/") { base.removeLast() }
-        self.baseURL = base
+        self.baseURL = ProviderTransport.trimmingTrailingSlashes(baseURL)
         self.apiKey = apiKey
         self.httpClient = httpClient
         self.headers = headers
@@ -53,12 +51,6 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
     // MARK: - Request
 
     func makeHTTPRequest(_ request: ChatRequest) throws -> HTTPClientRequest {
-        var http = HTTPClientRequest(url: self.baseURL + "/chat/completions")
-        http.method = .POST
-        http.headers.add(name: "Content-Type", value: "application/json")
-        http.headers.add(name: "Accept", value: "text/event-stream")
-        if let apiKey { http.headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
-        for (name, value) in self.headers { http.headers.add(name: name, value: value) }
         let body = WireRequest(
             model: request.model,
             messages: request.messages.map { WireRequest.Message(role: $0.role.rawValue, content: $0.content) },
@@ -67,10 +59,9 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
             max_tokens: request.maxTokens,
             temperature: request.temperature,
             stop: request.stop.isEmpty ? nil : request.stop)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        http.body = .bytes(ByteBuffer(bytes: try encoder.encode(body)))
-        return http
+        let authorization = self.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []
+        return try ProviderTransport.eventStreamPOST(
+            url: self.baseURL + "/chat/completions", headers: authorization + self.headers, body: body)
     }
 
     // MARK: - Streaming

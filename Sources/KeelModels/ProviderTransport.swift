@@ -1,4 +1,6 @@
 import AsyncHTTPClient
+import Foundation
+import NIOCore
 import Synchronization
 
 /// What every provider client shares around the HTTP exchange: turning a
@@ -20,6 +22,35 @@ enum ProviderTransport {
         let description = redact(String(describing: error))
         if afterHead { return ProviderError(.truncated, "the connection broke before \(terminator): \(description)") }
         return ProviderError(.connect, "could not reach \(baseURL): \(description)")
+    }
+
+    /// `url` without its trailing slashes (a base URL as configured).
+    static func trimmingTrailingSlashes(_ url: String) -> String {
+        var url = url
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    /// `body` as a provider sends it: JSON with sorted keys and unescaped slashes.
+    static func json(_ body: some Encodable) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(body))
+    }
+
+    /// A `POST` of `body` (see ``json(_:)``) to `url` that asks for a
+    /// server-sent event stream: `Content-Type` and `Accept`, then `headers`
+    /// in order.
+    static func eventStreamPOST(url: String, headers: [(String, String)], body: some Encodable) throws
+        -> HTTPClientRequest
+    {
+        var http = HTTPClientRequest(url: url)
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "Accept", value: "text/event-stream")
+        for (name, value) in headers { http.headers.add(name: name, value: value) }
+        http.body = .bytes(ByteBuffer(bytes: try self.json(body)))
+        return http
     }
 
     static func excerpt(_ text: String) -> String {
