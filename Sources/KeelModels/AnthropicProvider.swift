@@ -130,32 +130,17 @@ public struct AnthropicProvider: SinkDrivenProvider {
         _ http: HTTPClientRequest, includeUsage: Bool, activity: Activity,
         _ continuation: EventSink
     ) async throws {
-        let response: HTTPClientResponse
-        do {
-            response = try await self.httpClient.execute(http, deadline: .distantFuture)
-        } catch {
-            throw self.transportError(error, afterHead: false)
-        }
-        activity.touch()
-        guard (200..<300).contains(Int(response.status.code)) else {
-            throw await self.statusError(response, activity: activity)
-        }
+        var body = try await ProviderTransport.open(
+            http, client: self.httpClient, activity: activity, maximumErrorBodySize: self.maximumErrorBodySize,
+            transportError: self.transportError(_:afterHead:), statusError: self.statusError)
         var decoder = SSEDecoder()
         let jsonDecoder = JSONDecoder()
-        var iterator = response.body.makeAsyncIterator()
         var inputTokens = 0
         var outputTokens = 0
         while true {
-            let buffer: ByteBuffer?
-            do {
-                buffer = try await iterator.next()
-            } catch {
-                throw self.transportError(error, afterHead: true)
-            }
-            guard let buffer else {
+            guard let buffer = try await body.next() else {
                 throw ProviderError(.truncated, "the stream ended without message_stop")
             }
-            activity.touch()
             let events: [SSEEvent]
             do {
                 events = try decoder.feed(buffer.readableBytesView)
@@ -209,8 +194,7 @@ public struct AnthropicProvider: SinkDrivenProvider {
                         continuation.yield(.usage(ChatUsage(inputTokens: inputTokens, outputTokens: outputTokens)))
                     }
                     continuation.finish()
-                    // Read the rest so that the connection can be reused.
-                    do { while try await iterator.next() != nil { activity.touch() } } catch {}
+                    await body.drain()
                     return
                 case "error":
                     throw self.inBandError(wire.error)
@@ -238,36 +222,25 @@ public struct AnthropicProvider: SinkDrivenProvider {
             || lower.contains("api usage limits")
     }
 
-    private func statusError(_ response: HTTPClientResponse, activity: Activity) async -> ProviderError {
-        let status = Int(response.status.code)
-        var body = ByteBuffer()
-        do {
-            for try await chunk in response.body {
-                activity.touch()
-                var chunk = chunk
-                let room = self.maximumErrorBodySize - body.readableBytes
-                if room <= 0 { break }
-                body.writeImmutableBuffer(chunk.readSlice(length: min(room, chunk.readableBytes)) ?? chunk)
-            }
-        } catch {
-            // The status says enough; a broken error body only loses its message.
-        }
-        let retryAfter = RetryAfter.parse(response.headers.map { (name: $0.name, value: $0.value) })
-        let bytes = Data(body.readableBytesView)
+    private func statusError(_ response: ProviderTransport.ErrorResponse) -> ProviderError {
         var type: String?
         var message: String
-        if let envelope = try? JSONDecoder().decode(WireErrorEnvelope.self, from: bytes), let error = envelope.error {
+        if let envelope = try? JSONDecoder().decode(WireErrorEnvelope.self, from: response.body),
+            let error = envelope.error
+        {
             type = error.type
-            message = error.message ?? self.excerpt(String(decoding: bytes, as: UTF8.self))
+            message = error.message ?? response.bodyExcerpt
         } else {
-            message = bytes.isEmpty ? response.status.reasonPhrase : self.excerpt(String(decoding: bytes, as: UTF8.self))
+            message = response.bodyExcerptOrReason
         }
         if let type { message += " (\(type))" }
         message = self.redact(message)
         if Self.isSpendLimit(type: type, message: message) {
-            return ProviderError(.spendLimit, "HTTP \(status): \(message)", status: status, retryAfter: retryAfter)
+            return ProviderError(
+                .spendLimit, "HTTP \(response.status): \(message)", status: response.status, retryAfter: response.retryAfter)
         }
-        return ProviderError.fromStatus(status, type: type, code: nil, message: message, retryAfter: retryAfter)
+        return ProviderError.fromStatus(
+            response.status, type: type, code: nil, message: message, retryAfter: response.retryAfter)
     }
 
     private func transportError(_ error: any Error, afterHead: Bool) -> any Error {

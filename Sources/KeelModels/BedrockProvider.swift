@@ -154,36 +154,22 @@ public struct BedrockProvider: SinkDrivenProvider {
         _ http: HTTPClientRequest, includeUsage: Bool, activity: Activity,
         _ continuation: EventSink
     ) async throws {
-        let response: HTTPClientResponse
-        do {
-            response = try await self.httpClient.execute(http, deadline: .distantFuture)
-        } catch {
-            throw self.transportError(error, afterHead: false)
-        }
-        activity.touch()
-        guard (200..<300).contains(Int(response.status.code)) else {
-            throw await self.statusError(response, activity: activity)
-        }
+        var body = try await ProviderTransport.open(
+            http, client: self.httpClient, activity: activity, maximumErrorBodySize: self.maximumErrorBodySize,
+            transportError: self.transportError(_:afterHead:), statusError: self.statusError)
         var decoder = EventStreamDecoder()
         let jsonDecoder = JSONDecoder()
-        var iterator = response.body.makeAsyncIterator()
         var stopped = false
 
         /// Ends the stream normally and reads the rest of the body, so that
         /// the connection can be reused.
         func finish() async {
             continuation.finish()
-            do { while try await iterator.next() != nil { activity.touch() } } catch {}
+            await body.drain()
         }
 
         while true {
-            let buffer: ByteBuffer?
-            do {
-                buffer = try await iterator.next()
-            } catch {
-                throw self.transportError(error, afterHead: true)
-            }
-            guard let buffer else {
+            guard let buffer = try await body.next() else {
                 do {
                     try decoder.finish()
                 } catch {
@@ -192,7 +178,6 @@ public struct BedrockProvider: SinkDrivenProvider {
                 if stopped { return }
                 throw ProviderError(.truncated, "the stream ended without messageStop")
             }
-            activity.touch()
             let messages: [EventStreamMessage]
             do {
                 messages = try decoder.feed(buffer.readableBytesView)
@@ -324,33 +309,18 @@ public struct BedrockProvider: SinkDrivenProvider {
         return name?.isEmpty == false ? name : nil
     }
 
-    private func statusError(_ response: HTTPClientResponse, activity: Activity) async -> ProviderError {
-        let status = Int(response.status.code)
-        var body = ByteBuffer()
-        do {
-            for try await chunk in response.body {
-                activity.touch()
-                var chunk = chunk
-                let room = self.maximumErrorBodySize - body.readableBytes
-                if room <= 0 { break }
-                body.writeImmutableBuffer(chunk.readSlice(length: min(room, chunk.readableBytes)) ?? chunk)
-            }
-        } catch {
-            // The status says enough; a broken error body only loses its message.
-        }
-        let retryAfter = RetryAfter.parse(response.headers.map { (name: $0.name, value: $0.value) })
-        let bytes = Data(body.readableBytesView)
-        let wire = try? JSONDecoder().decode(WireException.self, from: bytes)
+    private func statusError(_ response: ProviderTransport.ErrorResponse) -> ProviderError {
+        let wire = try? JSONDecoder().decode(WireException.self, from: response.body)
         let type = response.headers.first(name: "x-amzn-ErrorType").flatMap(Self.errorName)
             ?? (wire?.__type ?? wire?.code ?? wire?.Code).flatMap(Self.errorName)
         var message: String
         if let text = wire?.message ?? wire?.Message {
             message = text
         } else {
-            message = bytes.isEmpty ? response.status.reasonPhrase : self.excerpt(String(decoding: bytes, as: UTF8.self))
+            message = response.bodyExcerptOrReason
         }
         message = self.redact(message)
-        return Self.classify(status: status, type: type, message: message, retryAfter: retryAfter)
+        return Self.classify(status: response.status, type: type, message: message, retryAfter: response.retryAfter)
     }
 
     private func transportError(_ error: any Error, afterHead: Bool) -> any Error {

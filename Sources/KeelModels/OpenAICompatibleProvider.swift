@@ -84,30 +84,15 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         _ http: HTTPClientRequest, activity: Activity,
         _ continuation: EventSink
     ) async throws {
-        let response: HTTPClientResponse
-        do {
-            response = try await self.httpClient.execute(http, deadline: .distantFuture)
-        } catch {
-            throw self.transportError(error, afterHead: false)
-        }
-        activity.touch()
-        guard (200..<300).contains(Int(response.status.code)) else {
-            throw await self.statusError(response, activity: activity)
-        }
+        var body = try await ProviderTransport.open(
+            http, client: self.httpClient, activity: activity, maximumErrorBodySize: self.maximumErrorBodySize,
+            transportError: self.transportError(_:afterHead:), statusError: self.statusError)
         var decoder = SSEDecoder()
         let jsonDecoder = JSONDecoder()
-        var iterator = response.body.makeAsyncIterator()
         while true {
-            let buffer: ByteBuffer?
-            do {
-                buffer = try await iterator.next()
-            } catch {
-                throw self.transportError(error, afterHead: true)
-            }
-            guard let buffer else {
+            guard let buffer = try await body.next() else {
                 throw ProviderError(.truncated, "the stream ended without [DONE]")
             }
-            activity.touch()
             let events: [SSEEvent]
             do {
                 events = try decoder.feed(buffer.readableBytesView)
@@ -118,9 +103,8 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
                 let data = event.data
                 if data == "[DONE]" {
                     continuation.finish()
-                    // Read the rest (normally only the end of the chunked
-                    // body) so that the connection can be reused.
-                    do { while try await iterator.next() != nil { activity.touch() } } catch {}
+                    // The rest is normally only the end of the chunked body.
+                    await body.drain()
                     return
                 }
                 let chunk: WireChunk
@@ -161,34 +145,22 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
 
     // MARK: - Errors
 
-    private func statusError(_ response: HTTPClientResponse, activity: Activity) async -> ProviderError {
-        let status = Int(response.status.code)
-        var body = ByteBuffer()
-        do {
-            for try await chunk in response.body {
-                activity.touch()
-                var chunk = chunk
-                let room = self.maximumErrorBodySize - body.readableBytes
-                if room <= 0 { break }
-                body.writeImmutableBuffer(chunk.readSlice(length: min(room, chunk.readableBytes)) ?? chunk)
-            }
-        } catch {
-            // The status says enough; a broken error body only loses its message.
-        }
-        let retryAfter = RetryAfter.parse(response.headers.map { (name: $0.name, value: $0.value) })
-        let bytes = Data(body.readableBytesView)
+    private func statusError(_ response: ProviderTransport.ErrorResponse) -> ProviderError {
         var type: String?
         var code: String?
         var message: String
-        if let envelope = try? JSONDecoder().decode(WireErrorEnvelope.self, from: bytes), let error = envelope.error {
+        if let envelope = try? JSONDecoder().decode(WireErrorEnvelope.self, from: response.body),
+            let error = envelope.error
+        {
             type = error.type
             code = error.code?.text
-            message = error.message ?? self.excerpt(String(decoding: bytes, as: UTF8.self))
+            message = error.message ?? response.bodyExcerpt
         } else {
-            message = bytes.isEmpty ? response.status.reasonPhrase : self.excerpt(String(decoding: bytes, as: UTF8.self))
+            message = response.bodyExcerptOrReason
         }
         if let code { message += " (\(code))" } else if let type { message += " (\(type))" }
-        return ProviderError.fromStatus(status, type: type, code: code, message: self.redact(message), retryAfter: retryAfter)
+        return ProviderError.fromStatus(
+            response.status, type: type, code: code, message: self.redact(message), retryAfter: response.retryAfter)
     }
 
     private func transportError(_ error: any Error, afterHead: Bool) -> any Error {

@@ -1,11 +1,14 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
-/// What every provider client shares around the HTTP exchange: turning a
-/// transport failure into a ``ProviderError`` and keeping secrets out of
-/// every message.
+/// What every provider client shares around the HTTP exchange: building
+/// the request, opening the response (a non-2xx one read into an
+/// ``ErrorResponse`` for the provider's own classification) and reading its
+/// body, turning a transport failure into a ``ProviderError``, and keeping
+/// secrets out of every message.
 enum ProviderTransport {
     /// A transport failure as the router sees it: cancelled, timed out, a
     /// broken stream (after the response head), or an unreachable upstream.
@@ -76,6 +79,92 @@ enum ProviderTransport {
             result = result.replacingOccurrences(of: secret, with: "[redacted]")
         }
         return result
+    }
+}
+
+extension ProviderTransport {
+    /// A non-2xx response, its body read up to the client's limit.
+    struct ErrorResponse {
+        let status: Int
+        let reasonPhrase: String
+        let headers: HTTPHeaders
+        let body: Data
+        /// From `retry-after-ms` or `Retry-After` (see ``RetryAfter``).
+        let retryAfter: Duration?
+
+        /// The start of the body as text (see ``ProviderTransport/excerpt(_:)``).
+        var bodyExcerpt: String { ProviderTransport.excerpt(String(decoding: self.body, as: UTF8.self)) }
+        /// ``bodyExcerpt``, or the status's reason phrase when the body is empty.
+        var bodyExcerptOrReason: String { self.body.isEmpty ? self.reasonPhrase : self.bodyExcerpt }
+    }
+
+    /// Sends `http` and returns its body once the status is 2xx, `activity`
+    /// touched by the head. A request that fails throws
+    /// `transportError(error, false)`; a non-2xx status throws
+    /// `statusError` of the response, its body read up to
+    /// `maximumErrorBodySize` bytes (each chunk touches `activity`; a body
+    /// that breaks only loses its message).
+    static func open(
+        _ http: HTTPClientRequest, client: HTTPClient, activity: Activity, maximumErrorBodySize: Int,
+        transportError: @escaping (any Error, _ afterHead: Bool) -> any Error,
+        statusError: (ErrorResponse) -> ProviderError
+    ) async throws -> ResponseBody {
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(http, deadline: .distantFuture)
+        } catch {
+            throw transportError(error, false)
+        }
+        activity.touch()
+        guard (200..<300).contains(Int(response.status.code)) else {
+            var body = ByteBuffer()
+            do {
+                for try await chunk in response.body {
+                    activity.touch()
+                    var chunk = chunk
+                    let room = maximumErrorBodySize - body.readableBytes
+                    if room <= 0 { break }
+                    body.writeImmutableBuffer(chunk.readSlice(length: min(room, chunk.readableBytes)) ?? chunk)
+                }
+            } catch {
+                // The status says enough; a broken error body only loses its message.
+            }
+            throw statusError(
+                ErrorResponse(
+                    status: Int(response.status.code), reasonPhrase: response.status.reasonPhrase,
+                    headers: response.headers, body: Data(body.readableBytesView),
+                    retryAfter: RetryAfter.parse(response.headers.map { (name: $0.name, value: $0.value) })))
+        }
+        return ResponseBody(
+            iterator: response.body.makeAsyncIterator(), activity: activity,
+            transportError: { transportError($0, true) })
+    }
+
+    /// A 2xx response's body, read chunk by chunk: each chunk touches the
+    /// activity, and a connection that breaks throws what the provider's
+    /// transport error makes of it.
+    struct ResponseBody {
+        fileprivate var iterator: HTTPClientResponse.Body.AsyncIterator
+        fileprivate let activity: Activity
+        fileprivate let transportError: (any Error) -> any Error
+
+        /// The next chunk, or `nil` at the end of the body.
+        mutating func next() async throws -> ByteBuffer? {
+            let buffer: ByteBuffer?
+            do {
+                buffer = try await self.iterator.next()
+            } catch {
+                throw self.transportError(error)
+            }
+            if buffer != nil { self.activity.touch() }
+            return buffer
+        }
+
+        /// Reads the rest (once the answer is complete) so that the
+        /// connection can be reused; a failure here is ignored.
+        mutating func drain() async {
+            do { while try await self.iterator.next() != nil { self.activity.touch() } } catch {}
+        }
     }
 }
 
