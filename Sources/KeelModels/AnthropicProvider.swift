@@ -114,12 +114,7 @@ public struct AnthropicProvider: SinkDrivenProvider {
     func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
-        let http: HTTPClientRequest
-        do {
-            http = try self.makeHTTPRequest(request)
-        } catch {
-            throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
-        }
+        let http = try ProviderTransport.request { try self.makeHTTPRequest(request) }
         let includeUsage = request.includeUsage
         try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
             try await self.read(http, includeUsage: includeUsage, activity: activity, continuation)

@@ -136,14 +136,7 @@ public struct BedrockProvider: SinkDrivenProvider {
     func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
-        let http: HTTPClientRequest
-        do {
-            http = try self.makeHTTPRequest(request)
-        } catch let error as ProviderError {
-            throw error
-        } catch {
-            throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
-        }
+        let http = try ProviderTransport.request { try self.makeHTTPRequest(request) }
         let includeUsage = request.includeUsage
         try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
             try await self.read(http, includeUsage: includeUsage, activity: activity, continuation)

@@ -69,12 +69,7 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
     func drive(_ request: ChatRequest, _ continuation: EventSink)
         async throws
     {
-        let http: HTTPClientRequest
-        do {
-            http = try self.makeHTTPRequest(request)
-        } catch {
-            throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
-        }
+        let http = try ProviderTransport.request { try self.makeHTTPRequest(request) }
         try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
             try await self.read(http, activity: activity, continuation)
         }

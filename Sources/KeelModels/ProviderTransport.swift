@@ -56,6 +56,19 @@ enum ProviderTransport {
         return http
     }
 
+    /// The request `make` builds; a failure to build it that is not already
+    /// a ``ProviderError`` (an encoding error) is a
+    /// ``ProviderError/Kind/badRequest(status:)`` with status 0.
+    static func request(_ make: () throws -> HTTPClientRequest) throws -> HTTPClientRequest {
+        do {
+            return try make()
+        } catch let error as ProviderError {
+            throw error
+        } catch {
+            throw ProviderError(.badRequest(status: 0), "could not encode the request: \(error)")
+        }
+    }
+
     static func excerpt(_ text: String) -> String {
         text.count > 500 ? String(text.prefix(500)) + "…" : text
     }
