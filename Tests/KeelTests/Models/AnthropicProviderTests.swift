@@ -9,47 +9,11 @@ struct AnthropicProviderTests {
     static let key = "sk-ant-test-4f1e9a7c2b8d6053e1a9"
     static let tokens = (0..<6).map { "tok\($0) " }
 
-    typealias Outcome = OpenAICompatibleProviderTests.Outcome
-
     /// Runs `body` with a fresh fake and an HTTP client, and shuts both down.
     func withFake(
         apiKey: String? = nil, _ body: (FakeOpenAIUpstream, HTTPClient) async throws -> Void
     ) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start(apiKey: apiKey, script: "fake_anthropic.py")
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" {
-                Issue.record("CI must run the fake upstream: \(error)")
-            }
-            try Test.cancel("skipped: \(FakeOpenAIUpstream.python) cannot run fake_anthropic.py: \(error)")
-        }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
-            try await body(fake, client)
-        } catch {
-            try await client.shutdown()
-            fake.stop()
-            throw error
-        }
-        try await client.shutdown()
-        fake.stop()
-    }
-
-    func collect(
-        _ provider: AnthropicProvider, model: String, maxTokens: Int? = nil, temperature: Double? = nil,
-        stop: [String] = [], thinkingBudget: Int? = nil
-    ) async -> Outcome {
-        let request = ChatRequest(
-            model: model, messages: [.system("be brief"), .user("say some tokens")], maxTokens: maxTokens,
-            temperature: temperature, stop: stop, thinkingBudget: thinkingBudget)
-        var outcome = Outcome()
-        do {
-            for try await event in provider.stream(request) { outcome.events.append(event) }
-        } catch {
-            outcome.error = error
-        }
-        return outcome
+        try await withFakeUpstream("fake_anthropic.py", apiKey: apiKey, body)
     }
 
     func provider(

@@ -18,8 +18,6 @@ struct BedrockProviderTests {
     static let tokens = (0..<6).map { "tok\($0) " }
     static let awsCredentials = BedrockCredentials.aws(AWSCredentials(accessKeyID: accessKey, secretAccessKey: secretKey))
 
-    typealias Outcome = OpenAICompatibleProviderTests.Outcome
-
     /// A model id whose first dot-separated part is the fake's mode, ending
     /// in a real Bedrock id with a `:`.
     static func model(_ mode: String) -> String { "\(mode).\(modelTail)" }
@@ -29,28 +27,11 @@ struct BedrockProviderTests {
     func withFake(
         sessionToken: String? = nil, _ body: (FakeOpenAIUpstream, HTTPClient) async throws -> Void
     ) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start(
-                apiKey: Self.apiKey, script: "fake_bedrock.py",
-                arguments: ["--access-key", Self.accessKey, "--secret-key", Self.secretKey]
-                    + (sessionToken.map { ["--session-token", $0] } ?? []))
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" {
-                Issue.record("CI must run the fake upstream: \(error)")
-            }
-            try Test.cancel("skipped: \(FakeOpenAIUpstream.python) cannot run fake_bedrock.py: \(error)")
-        }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
-            try await body(fake, client)
-        } catch {
-            try await client.shutdown()
-            fake.stop()
-            throw error
-        }
-        try await client.shutdown()
-        fake.stop()
+        try await withFakeUpstream(
+            "fake_bedrock.py", apiKey: Self.apiKey,
+            arguments: ["--access-key", Self.accessKey, "--secret-key", Self.secretKey]
+                + (sessionToken.map { ["--session-token", $0] } ?? []),
+            body)
     }
 
     func provider(
@@ -60,22 +41,6 @@ struct BedrockProviderTests {
         BedrockProvider(
             region: Self.region, endpoint: fake.rootURL + "/", credentials: credentials, httpClient: client,
             idleTimeout: idle)
-    }
-
-    func collect(
-        _ provider: BedrockProvider, model: String, maxTokens: Int? = nil, temperature: Double? = nil,
-        stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil
-    ) async -> Outcome {
-        let request = ChatRequest(
-            model: model, messages: [.system("be brief"), .user("say some tokens")], maxTokens: maxTokens,
-            temperature: temperature, stop: stop, includeUsage: includeUsage, thinkingBudget: thinkingBudget)
-        var outcome = Outcome()
-        do {
-            for try await event in provider.stream(request) { outcome.events.append(event) }
-        } catch {
-            outcome.error = error
-        }
-        return outcome
     }
 
     static func isFinished(_ event: ChatStreamEvent) -> Bool {

@@ -9,58 +9,11 @@ struct OpenAICompatibleProviderTests {
     static let key = "sk-test-4f1e9a7c2b8d6053e1a9"
     static let tokens = (0..<6).map { "tok\($0) " }
 
-    struct Outcome {
-        var events: [ChatStreamEvent] = []
-        var error: (any Error)?
-
-        var text: String {
-            self.events.map { if case .text(let text) = $0 { text } else { "" } }.joined()
-        }
-        var reasoning: String {
-            self.events.map { if case .reasoning(let text) = $0 { text } else { "" } }.joined()
-        }
-        var providerError: ProviderError? { self.error as? ProviderError }
-    }
-
     /// Runs `body` with a fresh fake and an HTTP client, and shuts both down.
     func withFake(
         apiKey: String? = nil, _ body: (FakeOpenAIUpstream, HTTPClient) async throws -> Void
     ) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start(apiKey: apiKey)
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" {
-                Issue.record("CI must run the fake upstream: \(error)")
-            }
-            try Test.cancel("skipped: \(FakeOpenAIUpstream.python) cannot run fake_openai.py: \(error)")
-        }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
-            try await body(fake, client)
-        } catch {
-            try await client.shutdown()
-            fake.stop()
-            throw error
-        }
-        try await client.shutdown()
-        fake.stop()
-    }
-
-    func collect(
-        _ provider: OpenAICompatibleProvider, model: String, maxTokens: Int? = nil, temperature: Double? = nil,
-        stop: [String] = []
-    ) async -> Outcome {
-        let request = ChatRequest(
-            model: model, messages: [.system("be brief"), .user("say some tokens")], maxTokens: maxTokens,
-            temperature: temperature, stop: stop)
-        var outcome = Outcome()
-        do {
-            for try await event in provider.stream(request) { outcome.events.append(event) }
-        } catch {
-            outcome.error = error
-        }
-        return outcome
+        try await withFakeUpstream("fake_openai.py", apiKey: apiKey, body)
     }
 
     func provider(_ fake: FakeOpenAIUpstream, _ client: HTTPClient, key: String? = key, idle: Duration = .seconds(20))
