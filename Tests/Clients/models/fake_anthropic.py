@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import signal
 import sys
-import threading
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # fake_common, from any working directory
+from fake_common import FakeHandler, RequestLog, count_message_tokens, json_object, serve  # noqa: E402
 
 DEFAULT_TOKENS = 6
 THINKING_TOKENS = 4
@@ -77,94 +77,40 @@ def count_input_tokens(body: dict) -> int:
         for part in system:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 total += len(part["text"].split()) + 3
-    for m in body.get("messages") or []:
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            total += len(content.split()) + 4
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    total += len(part["text"].split())
-            total += 4
-    return total + 3
+    return total + count_message_tokens(body.get("messages")) + 3
 
 
 def error_body(type_: str, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": type_, "message": message}}).encode()
 
 
-class State:
+class State(RequestLog):
     def __init__(self, api_key: str | None):
+        super().__init__()
         self.api_key = api_key
-        self.lock = threading.Lock()
-        self.requests: list[dict] = []
-
-    def record(self, entry: dict) -> None:
-        with self.lock:
-            self.requests.append(entry)
-
-    def snapshot(self) -> list[dict]:
-        with self.lock:
-            return list(self.requests)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-anthropic/1"
-    sys_version = ""
-    state: State  # set on the class by main()
+    log_name = "fake_anthropic"
+    state: State  # set on the class by serve()
 
-    def log_message(self, format, *args):  # keep stdout for the port line
-        sys.stderr.write("fake_anthropic: " + (format % args) + "\n")
-
-    # -- plumbing ---------------------------------------------------------
-
-    def request_id(self) -> str:
-        return "req_" + uuid.uuid4().hex[:24]
-
-    def send_json(self, status: int, body: bytes, extra_headers=()) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("request-id", self.request_id())
-        for name, value in extra_headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+    def request_id(self) -> tuple[str, str]:
+        return "request-id", "req_" + uuid.uuid4().hex[:24]
 
     def event(self, name: str, payload) -> None:
-        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-        self.write_chunk(f"event: {name}\ndata: {text}\n\n".encode())
-
-    def end_chunks(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def cut(self) -> None:
-        """Closes the connection in the middle of the chunked body."""
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(2)
-        except OSError:
-            pass
+        self.sse(payload, event=name)
 
     # -- routes -----------------------------------------------------------
 
     def do_GET(self):
         if self.path == "/_fake/requests":
-            self.send_json(200, json.dumps(self.state.snapshot()).encode())
+            self.send_requests()
         else:
             self.send_json(404, error_body("not_found_error", f"Not found: {self.path}"))
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         if self.path != "/v1/messages":
             self.send_json(404, error_body("not_found_error", f"Not found: {self.path}"))
             return
@@ -177,14 +123,11 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"path": self.path, "x_api_key_sent": x_api_key is not None, "bearer_sent": bearer is not None,
                  "authorization_ok": auth_ok, "anthropic_version": self.headers.get("anthropic-version"),
                  "accept": self.headers.get("Accept")}
-        try:
-            body = json.loads(raw or b"null")
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            self.state.record(entry | {"body": None})
+        body = json_object(raw)
+        self.state.record(entry | {"body": body})
+        if body is None:
             self.send_json(400, error_body("invalid_request_error", "There was an issue with the JSON body."))
             return
-        self.state.record(entry | {"body": body})
         if expected is not None and not auth_ok:
             self.send_json(401, error_body("authentication_error", f"invalid x-api-key: {sent or ''}"))
             return
@@ -285,12 +228,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, json.dumps(message).encode())
             return
 
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("request-id", self.request_id())
-        self.end_headers()
+        self.start_chunked("text/event-stream; charset=utf-8", [("Cache-Control", "no-cache"), self.request_id()])
 
         self.event("message_start", {"type": "message_start", "message": {
             "id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -313,18 +251,14 @@ class Handler(BaseHTTPRequestHandler):
                                            "content_block": {"type": "text", "text": ""}})
         for i in range(n):
             if i == cut_after:
-                # Let the client read what was sent: AsyncHTTPClient drops
-                # body parts still buffered when the connection fails.
-                time.sleep(1.5)
-                self.cut()
+                self.cut_when_read()
                 return
             if i == inband_after:
                 self.event("error", {"type": "error", "error": {"type": inband_type, "message": inband_message}})
                 self.end_chunks()
                 return
             if i == stall_after:
-                time.sleep(30)
-                self.cut()
+                self.stall()
                 return
             if i == malformed_after:
                 self.write_chunk(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"del\n\n')
@@ -347,18 +281,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="the key a request must send (x-api-key or Bearer)")
     args = parser.parse_args()
-    # A parent may start this with signals blocked (Foundation's Process on
-    # Linux passes its mask on): unblock them, or SIGTERM would not stop it.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Handler.state = State(args.api_key)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(Handler, State(args.api_key), args.port)
 
 
 if __name__ == "__main__":

@@ -76,16 +76,17 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
 import re
-import signal
 import struct
 import sys
-import threading
 import time
 import urllib.parse
 import uuid
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # fake_common, from any working directory
+from fake_common import FakeHandler, RequestLog, json_object, serve  # noqa: E402
 
 DEFAULT_TOKENS = 6
 REASONING_TOKENS = 4
@@ -283,26 +284,17 @@ def verify_sigv4(handler, raw_body: bytes, access_key: str, secret_key: str, ses
 
 # -- server -----------------------------------------------------------------
 
-class State:
+class State(RequestLog):
     def __init__(self, args):
+        super().__init__()
         self.access_key = args.access_key
         self.secret_key = args.secret_key
         self.session_token = args.session_token
         self.api_key = args.api_key
-        self.lock = threading.Lock()
-        self.requests: list[dict] = []
 
     @property
     def open(self) -> bool:
         return self.secret_key is None and self.api_key is None
-
-    def record(self, entry: dict) -> None:
-        with self.lock:
-            self.requests.append(entry)
-
-    def snapshot(self) -> list[dict]:
-        with self.lock:
-            return list(self.requests)
 
 
 def count_input_tokens(body: dict) -> int:
@@ -318,62 +310,29 @@ def count_input_tokens(body: dict) -> int:
     return total + 3
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-bedrock/1"
-    sys_version = ""
-    state: State  # set on the class by main()
+    log_name = "fake_bedrock"
+    state: State  # set on the class by serve()
 
-    def log_message(self, format, *args):  # keep stdout for the port line
-        sys.stderr.write("fake_bedrock: " + (format % args) + "\n")
-
-    # -- plumbing ---------------------------------------------------------
-
-    def send_json(self, status: int, body: dict | list, extra_headers=()) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        for name, value in extra_headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+    def request_id(self) -> tuple[str, str]:
+        return "x-amzn-RequestId", str(uuid.uuid4())
 
     def send_error_json(self, status: int, error_type: str, message: str, extra_headers=()) -> None:
         """An AWS rest-json error: the name in x-amzn-ErrorType, the text in the body."""
-        self.send_json(status, {"message": message},
+        self.send_json(status, json.dumps({"message": message}).encode(),
                        [("x-amzn-ErrorType", f"{error_type}:{INTERNAL}")] + list(extra_headers))
-
-    def write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def end_chunks(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def cut(self) -> None:
-        """Closes the connection in the middle of the chunked body."""
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(2)
-        except OSError:
-            pass
 
     # -- routes -----------------------------------------------------------
 
     def do_GET(self):
         if self.path == "/_fake/requests":
-            self.send_json(200, self.state.snapshot())
+            self.send_requests()
         else:
             self.send_error_json(404, "UnknownOperationException", f"Not found: {self.path}")
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         raw_path = self.path.partition("?")[0]
         m = re.fullmatch(r"/model/([^/]+)/converse-stream", raw_path)
         if not m:
@@ -383,11 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = self.authorize(raw)
         entry |= {"raw_path": raw_path, "model_id": model_id, "content_type": self.headers.get("Content-Type"),
                   "accept": self.headers.get("Accept")}
-        try:
-            body = json.loads(raw or b"null")
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            body = None
+        body = json_object(raw)
         self.state.record(entry | {"body": body})
         if entry.get("error"):
             status, error_type, message = entry.pop("error")
@@ -492,11 +447,7 @@ class Handler(BaseHTTPRequestHandler):
         input_tokens = count_input_tokens(body)
         started = time.monotonic()
 
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
+        self.start_chunked("application/vnd.amazon.eventstream", [self.request_id()])
 
         # Frames are queued and written in chunks that do not follow frame
         # boundaries: the first chunk holds two frames, and one text frame is
@@ -519,13 +470,9 @@ class Handler(BaseHTTPRequestHandler):
                     self.write_chunk(bytes(pending))
                     pending.clear()
                 if kind == "cut":
-                    # Let the client read what was sent: AsyncHTTPClient drops
-                    # body parts still buffered when the connection fails.
-                    time.sleep(1.5)
-                    self.cut()
+                    self.cut_when_read()
                 elif kind == "stall":
-                    time.sleep(30)
-                    self.cut()
+                    self.stall()
                 elif kind == "partial-frame":
                     whole = event_frame("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": token(i)}})
                     self.write_chunk(whole[: len(whole) // 2])
@@ -578,18 +525,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.access_key is None) != (args.secret_key is None):
         parser.error("--access-key and --secret-key go together")
-    # A parent may start this with signals blocked (Foundation's Process on
-    # Linux passes its mask on): unblock them, or SIGTERM would not stop it.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Handler.state = State(args)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(Handler, State(args), args.port)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import signal
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # fake_common, from any working directory
+from fake_common import FakeHandler, RequestLog, count_message_tokens, json_object, serve  # noqa: E402
 
 DEFAULT_TOKENS = 6
 REASONING_TOKENS = 4
@@ -83,86 +84,32 @@ def reasoning_token(i: int) -> str:
 
 
 def count_prompt_tokens(messages) -> int:
-    total = 0
-    for m in messages or []:
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            total += len(content.split()) + 4
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    total += len(part["text"].split())
-            total += 4
-    return total + 3
+    return count_message_tokens(messages) + 3
 
 
 def error_body(message: str, type_: str, code, param=None) -> bytes:
     return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
 
-class State:
+class State(RequestLog):
     def __init__(self, api_key: str | None):
+        super().__init__()
         self.api_key = api_key
-        self.lock = threading.Lock()
-        self.requests: list[dict] = []
-
-    def record(self, entry: dict) -> None:
-        with self.lock:
-            self.requests.append(entry)
-
-    def snapshot(self) -> list[dict]:
-        with self.lock:
-            return list(self.requests)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-openai/1"
-    sys_version = ""
-    state: State  # set on the class by main()
+    log_name = "fake_openai"
+    state: State  # set on the class by serve()
 
-    def log_message(self, format, *args):  # keep stdout for the port line
-        sys.stderr.write("fake_openai: " + (format % args) + "\n")
-
-    # -- plumbing ---------------------------------------------------------
-
-    def send_json(self, status: int, body: bytes, extra_headers=()) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
-        for name, value in extra_headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def sse(self, payload) -> None:
-        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-        self.write_chunk(f"data: {text}\n\n".encode())
-
-    def end_chunks(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def cut(self) -> None:
-        """Closes the connection in the middle of the chunked body."""
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(2)
-        except OSError:
-            pass
+    def request_id(self) -> tuple[str, str]:
+        return "x-request-id", "req_" + uuid.uuid4().hex
 
     # -- routes -----------------------------------------------------------
 
     def do_GET(self):
         if self.path == "/_fake/requests":
-            self.send_json(200, json.dumps(self.state.snapshot()).encode())
+            self.send_requests()
         elif self.path == "/v1/models":
             names = ["ok", "reasoning", "rate-limit", "server-error", "overloaded"]
             body = {"object": "list", "data": [
@@ -173,8 +120,7 @@ class Handler(BaseHTTPRequestHandler):
                                            "unknown_url"))
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         if self.path != "/v1/chat/completions":
             self.send_json(404, error_body(f"Unknown request URL: POST {self.path}.", "invalid_request_error",
                                            "unknown_url"))
@@ -182,17 +128,13 @@ class Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization")
         expected = self.state.api_key
         auth_ok = authorization is not None and (expected is None or authorization == f"Bearer {expected}")
-        try:
-            body = json.loads(raw or b"null")
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            self.state.record({"path": self.path, "body": None, "authorization_sent": authorization is not None,
-                               "authorization_ok": auth_ok})
+        body = json_object(raw)
+        self.state.record({"path": self.path, "body": body, "authorization_sent": authorization is not None,
+                           "authorization_ok": auth_ok})
+        if body is None:
             self.send_json(400, error_body("We could not parse the JSON body of your request.",
                                            "invalid_request_error", None))
             return
-        self.state.record({"path": self.path, "body": body, "authorization_sent": authorization is not None,
-                           "authorization_ok": auth_ok})
         if expected is not None and not auth_ok:
             sent = (authorization or "").removeprefix("Bearer ")
             self.send_json(401, error_body(f"Incorrect API key provided: {sent}.", "invalid_request_error",
@@ -294,12 +236,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, json.dumps(completion).encode())
             return
 
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
-        self.end_headers()
+        self.start_chunked("text/event-stream; charset=utf-8", [("Cache-Control", "no-cache"), self.request_id()])
 
         def chunk(delta: dict, finish_reason=None) -> dict:
             c = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -316,10 +253,7 @@ class Handler(BaseHTTPRequestHandler):
             if pause:
                 time.sleep(pause)
             if i == cut_after:
-                # Let the client read what was sent: AsyncHTTPClient drops
-                # body parts still buffered when the connection fails.
-                time.sleep(1.5)
-                self.cut()
+                self.cut_when_read()
                 return
             if i == inband_after:
                 self.sse({"error": {"message": "The model produced invalid content.", "type": "server_error",
@@ -327,8 +261,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.end_chunks()
                 return
             if i == stall_after:
-                time.sleep(30)
-                self.cut()
+                self.stall()
                 return
             if i == malformed_after:
                 self.sse('{"id": "' + ident + '", "choices": [{"delta": {"content": "brok')
@@ -349,18 +282,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="the key a request must send as Bearer")
     args = parser.parse_args()
-    # A parent may start this with signals blocked (Foundation's Process on
-    # Linux passes its mask on): unblock them, or SIGTERM would not stop it.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Handler.state = State(args.api_key)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(Handler, State(args.api_key), args.port)
 
 
 if __name__ == "__main__":
