@@ -328,6 +328,39 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 10,
+            name: "api keys",
+            statements: [
+                // Keys of the OpenAI-compatible API: only the SHA-256 of a key is kept.
+                """
+                CREATE TABLE keel_api_keys (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    hash TEXT NOT NULL UNIQUE,
+                    prefix TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    revoked_at BIGINT,
+                    requests_per_minute BIGINT
+                )
+                """,
+                // A name names one key not revoked; a revoked key's name may be reused.
+                "CREATE UNIQUE INDEX keel_api_keys_live_name ON keel_api_keys (name) WHERE revoked_at IS NULL",
+                // One row per key and model, added to by one upsert per request.
+                """
+                CREATE TABLE keel_api_key_usage (
+                    key_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    requests BIGINT NOT NULL,
+                    input_tokens BIGINT NOT NULL,
+                    output_tokens BIGINT NOT NULL,
+                    last_used_at BIGINT NOT NULL,
+                    PRIMARY KEY (key_id, model)
+                )
+                """,
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

@@ -22,6 +22,7 @@ public final class PostgresStore: KeelStore {
     public let modelHealth: any ModelHealthStore
     public let chats: any ChatStore
     public let analyses: any AnalysisStore
+    public let apiKeys: any APIKeyStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -55,6 +56,7 @@ public final class PostgresStore: KeelStore {
         self.modelHealth = PostgresModelHealthStore(client: self.client, logger: logger, started: self.started)
         self.chats = PostgresChatStore(client: self.client, logger: logger, started: self.started)
         self.analyses = PostgresAnalysisStore(client: self.client, logger: logger, started: self.started)
+        self.apiKeys = PostgresAPIKeyStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

@@ -310,6 +310,39 @@ enum SQLiteSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 10,
+            name: "api keys",
+            statements: [
+                // Keys of the OpenAI-compatible API: only the SHA-256 of a key is kept.
+                """
+                CREATE TABLE keel_api_keys (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    hash TEXT NOT NULL UNIQUE,
+                    prefix TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    revoked_at INTEGER,
+                    requests_per_minute INTEGER
+                )
+                """,
+                // A name names one key not revoked; a revoked key's name may be reused.
+                "CREATE UNIQUE INDEX keel_api_keys_live_name ON keel_api_keys (name) WHERE revoked_at IS NULL",
+                // One row per key and model, added to by one upsert per request.
+                """
+                CREATE TABLE keel_api_key_usage (
+                    key_id TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    requests INTEGER NOT NULL,
+                    input_tokens INTEGER NOT NULL,
+                    output_tokens INTEGER NOT NULL,
+                    last_used_at INTEGER NOT NULL,
+                    PRIMARY KEY (key_id, model)
+                ) WITHOUT ROWID
+                """,
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

@@ -24,6 +24,7 @@ public final class SQLiteStore: KeelStore {
     public let modelHealth: any ModelHealthStore
     public let chats: any ChatStore
     public let analyses: any AnalysisStore
+    public let apiKeys: any APIKeyStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -62,6 +63,7 @@ public final class SQLiteStore: KeelStore {
         self.modelHealth = SQLiteModelHealthStore(pool: self.pool)
         self.chats = SQLiteChatStore(pool: self.pool)
         self.analyses = SQLiteAnalysisStore(pool: self.pool)
+        self.apiKeys = SQLiteAPIKeyStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

@@ -49,6 +49,7 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case documentTooLarge = "document_too_large"
         case documentNotReady = "document_not_ready"
         case noModelsConfigured = "no_models_configured"
+        case keyNameTaken = "key_name_taken"
     }
 
     public var code: Code

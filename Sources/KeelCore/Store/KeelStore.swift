@@ -23,6 +23,8 @@ public protocol KeelStore: Sendable {
     var chats: any ChatStore { get }
     /// Document analyses and their section results.
     var analyses: any AnalysisStore { get }
+    /// API keys of the OpenAI-compatible API (only their hashes) and their usage.
+    var apiKeys: any APIKeyStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.

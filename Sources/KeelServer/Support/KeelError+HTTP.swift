@@ -20,6 +20,7 @@ extension KeelError.Code {
         case .payloadTooLarge, .sessionDataTooLarge, .documentTooLarge: .contentTooLarge
         case .unsupportedMediaType, .unsupportedDocumentType: .unsupportedMediaType
         case .documentNotReady: .conflict
+        case .keyNameTaken: .conflict
         case .corsOriginNotAllowed: .forbidden
         case .draining, .storeUnavailable, .schemaTooNew, .noModelsConfigured: .serviceUnavailable
         case .invalidConfiguration, .internalError: .internalServerError

@@ -195,7 +195,7 @@ struct OperationsTests {
             let store = try #require(system.json["store"]?.objectValue)
             #expect(store["driver"] == .string("sqlite"))
             #expect(store["ok"] == .bool(true))
-            #expect(store["schema_version"] == .int(9))
+            #expect(store["schema_version"] == .int(10))
 
             _ = try await client.send(.get, "/api/session")
             let metrics = try await client.send(.get, "/metrics")
