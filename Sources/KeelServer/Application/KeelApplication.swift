@@ -55,7 +55,8 @@ public struct KeelApplication: Sendable {
         let streams = JobStreams(streamer: JobEventStream(events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics))
         let modules = try KeelModuleBuilder.registering(
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: submitter,
-            sessions: SessionAccess(authenticator: authenticator), uploads: UploadContents(store: store.uploads, blobs: blobs),
+            sessions: SessionAccess(authenticator: authenticator), apiKeys: APIKeyAccess(store: store, clock: clock, metrics: metrics, logger: logger),
+            uploads: UploadContents(store: store.uploads, blobs: blobs),
             models: models.router, jobStreams: streams, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         let uploads = UploadRuntime(
@@ -241,6 +242,7 @@ public struct KeelWorkerProcess: Sendable {
             modules, configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics,
             jobs: JobSubmitter(queue: store.jobs, hub: hub, clock: clock, metrics: jobMetrics),
             sessions: SessionAccess(authenticator: SessionAuthenticator(store: store.sessions, signer: signer, policy: configuration.session, clock: clock)),
+            apiKeys: APIKeyAccess(store: store, clock: clock, metrics: metrics, logger: logger),
             uploads: UploadContents(store: store.uploads, blobs: blobs), models: models.router,
             jobStreams: JobStreams(streamer: JobEventStream(events: store.events, hub: hub, settings: configuration.streams, metrics: jobMetrics)),
             jobTypes: jobTypes, uploadHooks: uploadHooks

@@ -41,6 +41,10 @@ public struct KeelModuleBuilder: Sendable {
     public let jobs: JobSubmitter
     /// The caller's session, for routes (401 without one).
     public let sessions: SessionAccess
+    /// The OpenAI-compatible API's keys: a request's key (read from the
+    /// store every time, its per-minute limit shared by every instance) and
+    /// its usage.
+    public let apiKeys: APIKeyAccess
     /// Finished uploads' records and bytes, wherever they are kept.
     public let uploads: UploadContents
     /// The models of `--models` behind one router (chains, fallback, shared
@@ -98,12 +102,12 @@ extension KeelModuleBuilder {
     /// Runs every module's registration on a builder for this application.
     static func registering(
         _ modules: [any KeelModule], configuration: KeelConfiguration, store: any KeelStore, clock: any KeelClock, logger: Logger,
-        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, uploads: UploadContents, models: ModelRouter?, jobStreams: JobStreams, jobTypes: JobRegistry,
+        metrics: KeelMetrics, jobs: JobSubmitter, sessions: SessionAccess, apiKeys: APIKeyAccess, uploads: UploadContents, models: ModelRouter?, jobStreams: JobStreams, jobTypes: JobRegistry,
         uploadHooks: UploadHooks
     ) throws -> KeelModuleBuilder {
         var builder = KeelModuleBuilder(
             configuration: configuration, store: store, clock: clock, logger: logger, metrics: metrics, jobs: jobs, sessions: sessions,
-            uploads: uploads, models: models, jobStreams: jobStreams, jobTypes: jobTypes, uploadHooks: uploadHooks
+            apiKeys: apiKeys, uploads: uploads, models: models, jobStreams: jobStreams, jobTypes: jobTypes, uploadHooks: uploadHooks
         )
         for module in modules { try module.register(in: &builder) }
         return builder
