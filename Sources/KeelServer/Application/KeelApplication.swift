@@ -29,7 +29,7 @@ public struct KeelApplication: Sendable {
 
     /// The features `keel serve` and `keel worker` run: documents (and,
     /// as they land, the rest of the AI layer).
-    public static let standardModules: [any KeelModule] = [DocumentsModule(), ChatModule()]
+    public static let standardModules: [any KeelModule] = [DocumentsModule(), ChatModule(), OpenAIModule()]
 
     /// Builds the application on a migrated, running store.
     public static func build(

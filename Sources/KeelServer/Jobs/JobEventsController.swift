@@ -153,7 +153,10 @@ struct JobEventStream: Sendable {
     /// client that goes away (FIN or RST) wakes it at once, and everything it
     /// held (its place in the hub, its buffers, the task) is freed then, not
     /// at the next heartbeat or event.
-    func response(_ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool) -> Response {
+    func response(
+        _ channel: any Channel, jobID: String, after: Int64, heartbeats: Bool,
+        encode: @escaping @Sendable (JobEvent, inout ByteBuffer) -> Void = JobEventsController.write
+    ) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -196,7 +199,7 @@ struct JobEventStream: Sendable {
                             retry = nil
                         }
                         for event in batch {
-                            JobEventsController.write(event, to: &pending)
+                            encode(event, &pending)
                             cursor = event.sequence
                             if event.type == JobEventType.done { finished = true }
                         }
@@ -243,5 +246,37 @@ public struct JobStreams: Sendable {
     /// `GET /api/jobs/{id}/events` and `Last-Event-ID`.
     public func response(jobID: String, context: KeelRequestContext) -> Response {
         self.streamer.response(context.channel, jobID: jobID, after: 0, heartbeats: true)
+    }
+
+    /// The job's events after `after`, each written by `encode` (which may
+    /// write nothing for an event): another protocol's stream over the same
+    /// durable log. The stream ends after the job's `done` event.
+    public func response(
+        jobID: String, after: Int64, context: KeelRequestContext, encode: @escaping @Sendable (JobEvent, inout ByteBuffer) -> Void
+    ) -> Response {
+        self.streamer.response(context.channel, jobID: jobID, after: after, heartbeats: true, encode: encode)
+    }
+
+    /// Waits until the job's log holds its `done` event (woken by the change
+    /// hub, like a stream), or `timeout` passes; returns whether it is done.
+    public func waitUntilDone(jobID: String, timeout: Duration) async throws -> Bool {
+        let streamer = self.streamer
+        let signal = WakeSignal()
+        streamer.hub.follow(jobID: jobID, signal)
+        defer { streamer.hub.unfollow(jobID: jobID, signal) }
+        let deadline = ContinuousClock.now + timeout
+        var cursor: Int64 = 0
+        while !streamer.hub.streamsClosed {
+            let batch = try await streamer.hub.events(jobID: jobID, after: cursor, limit: streamer.settings.batchSize, log: streamer.events)
+            if batch.contains(where: { $0.type == JobEventType.done }) { return true }
+            if let last = batch.last {
+                cursor = last.sequence
+                if batch.count == streamer.settings.batchSize { continue }
+            }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return false }
+            _ = await signal.wait(timeout: min(left, streamer.settings.heartbeatInterval))
+        }
+        return false
     }
 }
