@@ -220,6 +220,28 @@ bench_finish() {
   fi
 }
 
+# --- a fake model: nginx sending a static stream ------------------------------
+
+# bench_fake_openai_stream TOKENS FILE: write an OpenAI chat-completions
+# stream of TOKENS content chunks (`tok0 `, `tok1 `, …) to FILE, in the
+# chunk format of Tests/Clients/models/fake_openai.py: a role chunk, the
+# content chunks, a finish chunk, a usage chunk, then `data: [DONE]`.
+# Served by nginx as a static file it is a zero-cost upstream: no per-chunk
+# writes, no GIL, no timers (bench/models-router.sh, bench/chats.sh).
+bench_fake_openai_stream() {
+  local tokens=$1 file=$2 id=chatcmpl-bench0000000000000000000 head i
+  head='{"id":"'$id'","object":"chat.completion.chunk","created":1796325533,"model":"tokens-'$tokens'","service_tier":"default","system_fingerprint":"fp_fake0001","choices":[{"index":0,"delta":'
+  {
+    printf 'data: %s{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}\n\n' "$head"
+    for ((i = 0; i < tokens; i++)); do
+      printf 'data: %s{"content":"tok%d "},"logprobs":null,"finish_reason":null}],"usage":null}\n\n' "$head" "$i"
+    done
+    printf 'data: %s{},"logprobs":null,"finish_reason":"stop"}],"usage":null}\n\n' "$head"
+    printf 'data: {"id":"%s","object":"chat.completion.chunk","created":1796325533,"model":"tokens-%d","service_tier":"default","system_fingerprint":"fp_fake0001","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}\n\n' "$id" "$tokens" "$tokens" $((tokens + 8))
+    printf 'data: [DONE]\n\n'
+  } >"$file"
+}
+
 # --- release builds of keel and keel-bench -----------------------------------
 
 # bench_ensure_release_tools: set KEEL_BIN and KEEL_BENCH_BIN (absolute),

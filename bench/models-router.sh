@@ -70,17 +70,7 @@ case $UPSTREAM in
     command -v nginx >/dev/null || bench_apt_install nginx nginx-light
     dir="$BENCH_TMP/nginx"
     mkdir -p "$dir/html/v1/chat"
-    id=chatcmpl-bench0000000000000000000
-    head='{"id":"'$id'","object":"chat.completion.chunk","created":1796325533,"model":"tokens-'$TOKENS'","service_tier":"default","system_fingerprint":"fp_fake0001","choices":[{"index":0,"delta":'
-    {
-      printf 'data: %s{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}\n\n' "$head"
-      for ((i = 0; i < TOKENS; i++)); do
-        printf 'data: %s{"content":"tok%d "},"logprobs":null,"finish_reason":null}],"usage":null}\n\n' "$head" "$i"
-      done
-      printf 'data: %s{},"logprobs":null,"finish_reason":"stop"}],"usage":null}\n\n' "$head"
-      printf 'data: {"id":"%s","object":"chat.completion.chunk","created":1796325533,"model":"tokens-%d","service_tier":"default","system_fingerprint":"fp_fake0001","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}\n\n' "$id" "$TOKENS" "$TOKENS" $((TOKENS + 8))
-      printf 'data: [DONE]\n\n'
-    } >"$dir/html/v1/chat/completions"
+    bench_fake_openai_stream "$TOKENS" "$dir/html/v1/chat/completions"
     # OpenAI's 429 for a request-rate limit (its body, without the headers).
     rate_limit_body='{"error":{"message":"Rate limit reached for tokens-'$TOKENS' in organization org-bench on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in '$RETRY_AFTER's. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}'
     port=$(bench_free_port)
