@@ -15,7 +15,7 @@ struct KeelBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keel-bench",
         abstract: "Load generators for Keel's benchmarks (see bench/).",
-        subcommands: [JobThroughput.self, Pickup.self, Streams.self, IdleStreams.self, Cluster.self, FloorServer.self, RouterOverhead.self]
+        subcommands: [JobThroughput.self, Pickup.self, Streams.self, IdleStreams.self, Cluster.self, FloorServer.self, RouterOverhead.self, ChatBurst.self]
     )
 }
 
