@@ -192,7 +192,7 @@ burst() {
 case_keel() {
   local label=$1 store_url=$2
   bench_start_keel "$store_url" "$label" "${keel_flags[@]}"
-  local cpu=(--cpu "keel=$KEEL_PID" --cpu "fake=$upstream_pid")
+  local cpu=(--cpu "keel=$KEEL_PID" --cpu "fake=+$upstream_pid")
   PERF_PIDS=$KEEL_PID
   [ -n "$pg_pid" ] && [[ $store_url == postgres* ]] && cpu+=(--cpu "postgres=+$pg_pid")
   burst "$label" "$KEEL_URL" "${cpu[@]}"
@@ -222,7 +222,7 @@ case_keel3() {
   bench_log "nginx round robin (deploy/nginx/keel.conf.template, $(nproc) workers) on 127.0.0.1:$lb_port → ${ports[*]}"
   PERF_PIDS=$(IFS=,; echo "${pids[*]}")
   burst "$label" "http://127.0.0.1:$lb_port" --cpu "keel=$(IFS=,; echo "${pids[*]}")" --cpu "postgres=+$pg_pid" --cpu "balancer=+$lb_pid" \
-    --cpu "fake=$upstream_pid"
+    --cpu "fake=+$upstream_pid"
   grep -v '^$' "$lb/logs/error.log" | head -n 20 | sed "s/^/    [$label nginx] /" >&2 || true
   for i in 0 1 2; do
     grep -v '^$' "$BENCH_TMP/keel-$label-$i.log" | head -n 10 | sed "s/^/    [$label-$i log] /" >&2 || true
@@ -241,7 +241,7 @@ case_peer() {
   bench_on_exit "bench_stop_pid $peer_pid"
   bench_wait_for_url "http://127.0.0.1:$port/docs" "$peer_pid" "$log"
   PERF_PIDS=$(pgrep -d, -P "$peer_pid" || true)
-  burst peer "http://127.0.0.1:$port" --peer --cpu "peer=+$peer_pid" --cpu "fake=$upstream_pid"
+  burst peer "http://127.0.0.1:$port" --peer --cpu "peer=+$peer_pid" --cpu "fake=+$upstream_pid"
   grep -v '^$' "$log" | head -n 20 | sed 's/^/    [peer log] /' >&2 || true
   bench_stop_pid "$peer_pid"
 }
