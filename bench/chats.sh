@@ -148,7 +148,8 @@ PERF_PIDS=
 
 # perf_report LABEL DATA: the flat profiles of a recording, to PERF_DIR.
 perf_report() {
-  local label=$1 data=$2 out="$PERF_DIR/$1-$(date -u +%H%M%S)"
+  local label=$1 data=$2 out
+  out="$PERF_DIR/$1-$(date -u +%H%M%S)"
   local demangle=(cat)
   command -v swift >/dev/null && demangle=(swift demangle --simplified)
   perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 25 >"$out-dso.txt" || true
