@@ -127,30 +127,33 @@ struct ChatReplyJob: JobHandler {
         do {
             let request = RoutedRequest(
                 route: input.chain, messages: ChatPrompts.reply(question: input.question, history: history, sources: sources), continuing: delivered)
-            for try await event in router.stream(request) {
-                switch event {
-                case .model(let name, let provider):
-                    try await job.emit("model", .object(["name": .string(name), "provider": .string(provider)]))
-                case .fallback(let fallback):
-                    let json = Self.json(fallback)
-                    fallbacks.append(json)
-                    try await job.emit("fallback", json)
-                case .text(let piece):
-                    reply.content += piece
-                    try await job.token(piece)
-                case .reasoning(let piece):
-                    try await job.emit("reasoning", .object(["text": .string(piece)]))
-                case .usage(let model, let tokens):
-                    let json = JSONValue.object([
-                        "model": .string(model), "input_tokens": .int(Int64(tokens.inputTokens)), "output_tokens": .int(Int64(tokens.outputTokens)),
-                    ])
-                    usage[model] = json
-                    try await job.emit("usage", json)
-                case .finished(let summary):
-                    for name in summary.models where models.last != name { models.append(name) }
-                    if models.last != summary.answeredBy { models.append(summary.answeredBy) }
-                    reply.metadata["finish_reason"] = .string(summary.finishReason)
-                    finished = true
+            // One log write per batch: under load an answer's tokens share writes.
+            try await forEachBatch(of: router.stream(request)) { batch in
+                for event in batch {
+                    switch event {
+                    case .model(let name, let provider):
+                        try await job.emit("model", .object(["name": .string(name), "provider": .string(provider)]))
+                    case .fallback(let fallback):
+                        let json = Self.json(fallback)
+                        fallbacks.append(json)
+                        try await job.emit("fallback", json)
+                    case .text(let piece):
+                        reply.content += piece
+                        try await job.token(piece)
+                    case .reasoning(let piece):
+                        try await job.emit("reasoning", .object(["text": .string(piece)]))
+                    case .usage(let model, let tokens):
+                        let json = JSONValue.object([
+                            "model": .string(model), "input_tokens": .int(Int64(tokens.inputTokens)), "output_tokens": .int(Int64(tokens.outputTokens)),
+                        ])
+                        usage[model] = json
+                        try await job.emit("usage", json)
+                    case .finished(let summary):
+                        for name in summary.models where models.last != name { models.append(name) }
+                        if models.last != summary.answeredBy { models.append(summary.answeredBy) }
+                        reply.metadata["finish_reason"] = .string(summary.finishReason)
+                        finished = true
+                    }
                 }
             }
             // A cancelled task ends the stream early without an error.

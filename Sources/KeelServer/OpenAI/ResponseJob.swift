@@ -59,18 +59,21 @@ struct ResponseJob: JobHandler {
         do {
             let request = RoutedRequest(
                 route: shape.model, messages: messages, maxTokens: shape.maxOutputTokens, temperature: shape.temperature, continuing: delivered)
-            for try await event in router.stream(request) {
-                switch event {
-                case .text(let piece):
-                    text += piece
-                    try await job.emit(
-                        ResponseEvents.textDelta,
-                        .object([
-                            "type": .string(ResponseEvents.textDelta), "item_id": .string(itemID), "output_index": .int(0), "content_index": .int(0),
-                            "delta": .string(piece), "logprobs": .array([]),
-                        ]))
-                case .finished(let done): summary = done
-                case .model, .fallback, .reasoning, .usage: break
+            // One log write per batch: under load an answer's pieces share writes.
+            try await forEachBatch(of: router.stream(request)) { batch in
+                for event in batch {
+                    switch event {
+                    case .text(let piece):
+                        text += piece
+                        try await job.emit(
+                            ResponseEvents.textDelta,
+                            .object([
+                                "type": .string(ResponseEvents.textDelta), "item_id": .string(itemID), "output_index": .int(0), "content_index": .int(0),
+                                "delta": .string(piece), "logprobs": .array([]),
+                            ]))
+                    case .finished(let done): summary = done
+                    case .model, .fallback, .reasoning, .usage: break
+                    }
                 }
             }
             try Task.checkCancellation()
