@@ -43,6 +43,12 @@ public final class SQLiteStore: KeelStore {
         }
         do {
             self.pool = try DatabasePool(path: url.path, configuration: configuration)
+            // GRDB's WAL set-up sets the writer's synchronous to NORMAL after
+            // prepareDatabase ran: set the chosen mode again on the writer,
+            // the connection whose commits it governs.
+            try self.pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            }
         } catch {
             throw KeelError.invalidConfiguration(
                 "Cannot open the SQLite store at \(url.path): \(error)",
@@ -65,6 +71,13 @@ public final class SQLiteStore: KeelStore {
         self.analyses = SQLiteAnalysisStore(pool: self.pool)
         self.apiKeys = SQLiteAPIKeyStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (1 NORMAL, 2 FULL).
+    public func synchronousMode() async throws -> Int {
+        try await withStoreErrors {
+            try await self.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        }
     }
 
     public func run() async throws {

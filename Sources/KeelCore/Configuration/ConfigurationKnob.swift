@@ -82,8 +82,8 @@ extension ConfigurationKnob {
     )
     public static let sqliteSynchronous = Self(
         name: "sqlite-synchronous",
-        defaultDescription: "full",
-        summary: "SQLite durability: full survives power loss, normal only process crashes."
+        defaultDescription: "normal",
+        summary: "SQLite durability: normal survives a process crash or SIGKILL (a power loss may lose the last commits); full also survives power loss, with an fsync per commit."
     )
     public static let sqlitePollInterval = Self(
         name: "sqlite-poll-interval",
