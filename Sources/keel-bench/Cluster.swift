@@ -14,14 +14,15 @@ import Synchronization
 /// the exit status is 1 when anything was lost.
 struct Cluster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Cluster scenarios through a load balancer: sessions, jobs and uploads under fire, idle streams, rolling restarts.",
-        subcommands: [ClusterSessions.self, ClusterFire.self, ClusterIdle.self, ClusterRolling.self]
+        abstract: "Cluster scenarios through a load balancer: sessions, jobs and uploads under fire, chats under fire, idle streams, rolling restarts.",
+        subcommands: [ClusterSessions.self, ClusterFire.self, ClusterChat.self, ClusterIdle.self, ClusterRolling.self]
     )
 }
 
 /// Counts shared by a phase's tasks.
 final class Tally: Sendable {
     private let state = Mutex<(requests: Int, retries: Int, failures: [String], instances: [String: Int])>((0, 0, [], [:]))
+    private let counters = Mutex<[String: Int]>([:])
 
     func request(_ instance: String?) {
         self.state.withLock { state in
@@ -32,6 +33,9 @@ final class Tally: Sendable {
 
     func retry() { self.state.withLock { $0.retries += 1 } }
 
+    /// Adds to a phase's own count (`counts` reads them back).
+    func count(_ name: String, _ amount: Int = 1) { self.counters.withLock { $0[name, default: 0] += amount } }
+
     func fail(_ what: String) {
         self.state.withLock { $0.failures.append(what) }
         print("FAILURE: \(what)")
@@ -41,6 +45,7 @@ final class Tally: Sendable {
     var retries: Int { self.state.withLock { $0.retries } }
     var failures: [String] { self.state.withLock { $0.failures } }
     var instances: [String: Int] { self.state.withLock { $0.instances } }
+    var counts: [String: Int] { self.counters.withLock { $0 } }
 }
 
 /// HTTP through the balancer, retrying what a client is expected to retry:
