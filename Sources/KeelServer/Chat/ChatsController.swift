@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import KeelCore
@@ -138,36 +139,73 @@ struct ChatsController: Sendable {
     /// Stores the user's message and starts the `chat.reply` job: 202 with
     /// both, or, when the request accepts `text/event-stream`, the job's
     /// event stream at once (`Keel-Job-Id` names the job, to resume it).
+    ///
+    /// With an `Idempotency-Key` the question's id is derived from the key
+    /// (per session and chat), so a repeat of the request, a client's retry
+    /// or a balancer resending it after the instance died mid-request, finds
+    /// the question the first one stored and answers with its reply (and
+    /// submits that reply if the first request died before it could),
+    /// rather than asking the question twice. The same key with another
+    /// question is 409 `idempotency_key_reused`.
     @Sendable func send(_ request: Request, context: KeelRequestContext) async throws -> Response {
         var request = request
         let session = try await self.sessions.session(for: request)
         let chat = try await self.owned(context, session: session)
-        let input = try await self.messageInput(&request, chat: chat, sessionID: session.id)
-        if self.maxActiveJobs > 0, try await self.queue.activeJobCount(sessionID: session.id) >= self.maxActiveJobs {
-            throw KeelError(
-                .tooManyJobs, "This session has \(self.maxActiveJobs) jobs queued or running, the most allowed at once.",
-                hint: "Wait for a reply to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
-        }
-        let now = self.clock.now()
+        let key = try JobsController.idempotencyKey(request)
+        var input = try await self.messageInput(&request, chat: chat, sessionID: session.id)
         // The question names its reply's job (a page reloaded mid-answer
         // finds the stream to resume; deleting the chat cancels it).
-        let jobID = Identifiers.random(byteCount: 16)
-        var metadata: [String: JSONValue] = ["reply_job_id": .string(jobID)]
-        if !input.documents.isEmpty { metadata["documents"] = .array(input.documents.map(JSONValue.string)) }
-        let message = ChatMessageRecord(
-            id: input.messageID, chatID: chat.id, role: "user", content: input.question, metadata: metadata, createdAt: now)
-        try await self.chats.appendMessage(message, sessionID: session.id)
-        if chat.title.isEmpty {
-            let words = input.question.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-            try await self.chats.renameChat(id: chat.id, sessionID: session.id, title: String(words.prefix(60)), now: now)
+        var jobID = Identifiers.random(byteCount: 16)
+        var stored: ChatMessageRecord?
+        if let key {
+            input.messageID = Self.messageID(sessionID: session.id, chatID: chat.id, idempotencyKey: key)
+            stored = try await self.chats.messages(chatID: chat.id, sessionID: session.id).first { $0.id == input.messageID }
+            if let stored {
+                let documents = stored.metadata["documents"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                guard stored.content == input.question, documents == input.documents, let named = stored.metadata["reply_job_id"]?.stringValue else {
+                    throw KeelError(
+                        .idempotencyKeyReused, "This Idempotency-Key was already used for another message of this chat (\(stored.id)).",
+                        hint: "Use a fresh key for each message; reuse a key only to retry the very same request.")
+                }
+                jobID = named
+            }
         }
-        let job = try await self.jobs.submit(
-            NewJob(id: jobID, sessionID: session.id, type: ChatReplyJob.type, inputJSON: input.json.serialized(), maxAttempts: self.maxAttempts))
+        let message: ChatMessageRecord
+        if let stored {
+            message = stored
+        } else {
+            if self.maxActiveJobs > 0, try await self.queue.activeJobCount(sessionID: session.id) >= self.maxActiveJobs {
+                throw KeelError(
+                    .tooManyJobs, "This session has \(self.maxActiveJobs) jobs queued or running, the most allowed at once.",
+                    hint: "Wait for a reply to finish; the limit is --session-max-active-jobs.", retryAfterSeconds: 1)
+            }
+            let now = self.clock.now()
+            var metadata: [String: JSONValue] = ["reply_job_id": .string(jobID)]
+            if !input.documents.isEmpty { metadata["documents"] = .array(input.documents.map(JSONValue.string)) }
+            message = ChatMessageRecord(
+                id: input.messageID, chatID: chat.id, role: "user", content: input.question, metadata: metadata, createdAt: now)
+            try await self.chats.appendMessage(message, sessionID: session.id)
+            if chat.title.isEmpty {
+                let words = input.question.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+                try await self.chats.renameChat(id: chat.id, sessionID: session.id, title: String(words.prefix(60)), now: now)
+            }
+        }
+        // Keyed by the question: a repeat finds the reply the first request submitted.
+        let (job, created) = try await self.jobs.enqueue(
+            NewJob(
+                id: jobID, sessionID: session.id, type: ChatReplyJob.type, inputJSON: input.json.serialized(), maxAttempts: self.maxAttempts,
+                idempotencyKey: key == nil ? nil : "\(ChatReplyJob.type) \(message.id)"))
+        guard created || job.id == jobID else {
+            throw KeelError(
+                .idempotencyKeyReused, "The reply to this message is job \(job.id), not \(jobID).",
+                hint: "Use a fresh key for each message; reuse a key only to retry the very same request.")
+        }
         let accept = request.headers[.accept]?.lowercased() ?? ""
         if accept.contains("text/event-stream") {
             var response = self.streams.response(jobID: job.id, context: context)
             response.headers[.keelJobID] = job.id
             response.headers[.keelMessageID] = message.id
+            if stored != nil { response.headers[.idempotentReplayed] = "true" }
             return response
         }
         var json = JSONWriter()
@@ -175,7 +213,16 @@ struct ChatsController: Sendable {
             json.field("message", rawJSON: Self.json(message).serialized())
             json.field("job", rawJSON: job.jsonRepresentation())
         }
-        return .json(json.text, status: .accepted, headers: [.location: "/api/jobs/\(job.id)", .cacheControl: "no-store"])
+        var headers: HTTPFields = [.location: "/api/jobs/\(job.id)", .cacheControl: "no-store"]
+        if stored != nil { headers[.idempotentReplayed] = "true" }
+        return .json(json.text, status: .accepted, headers: headers)
+    }
+
+    /// The id of the question an `Idempotency-Key` names: the same for the
+    /// same session, chat and key.
+    static func messageID(sessionID: String, chatID: String, idempotencyKey: String) -> String {
+        let digest = SHA256.hash(data: Array("\(sessionID)\n\(chatID)\n\(idempotencyKey)".utf8))
+        return "msg_" + Identifiers.base64URL(Array(digest).prefix(12))
     }
 
     private func messageInput(_ request: inout Request, chat: Chat, sessionID: String) async throws -> ChatReplyJob.Input {

@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import KeelCore
-import KeelServer
+@testable import KeelServer
 import NIOCore
 import Testing
 
@@ -139,6 +139,63 @@ struct ChatAPITests {
                 // The last request continued a cut answer; the one before it asked the question.
                 let history = again.dropLast().last?.objectValue?["body"]?.objectValue?["messages"]?.arrayValue?.compactMap { $0.objectValue?["content"]?.stringValue } ?? []
                 #expect(history.contains("Summarise the findings") && history.contains(text) && history.last == "And the costs?", "\(history)")
+            }
+        }
+    }
+
+    /// The cluster harness caught this: an instance SIGKILLed after storing
+    /// a question but before answering, and nginx (`proxy_next_upstream
+    /// error non_idempotent`) sent the POST to another instance, which
+    /// stored it again: the chat held the question twice, the first never
+    /// answered.
+    @Test("with an Idempotency-Key a repeated message is a replay: one question, one reply; a question whose request died before submitting its reply gets it from the repeat")
+    func idempotentMessages() async throws {
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["ok"])
+            try await withTestApp(configure: { $0.models.file = file }, runJobs: true, modules: Self.modules) { app, client in
+                let token = try await client.createSession()
+                let session = try #require(try await client.send(.get, "/api/session", token: token).json["id"]?.stringValue)
+                let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+                let path = "/api/chats/\(chat)/messages"
+                let first = try await client.send(.post, path, token: token, headers: [.idempotencyKey: "k1"], body: #"{"content": "Count"}"#)
+                #expect(first.status == .accepted && first.headers[.idempotentReplayed] == nil, "\(first.text)")
+                let message = try #require(first.json["message"]?.objectValue?["id"]?.stringValue)
+                let job = try #require(first.json["job"]?.objectValue?["id"]?.stringValue)
+                let events = try await Self.events(client, job: job, token: token)
+
+                // The same request again: the same question and reply, nothing stored.
+                let again = try await client.send(.post, path, token: token, headers: [.idempotencyKey: "k1"], body: #"{"content": "Count"}"#)
+                #expect(again.status == .accepted && again.headers[.idempotentReplayed] == "true", "\(again.text)")
+                #expect(again.json["message"]?.objectValue?["id"]?.stringValue == message && again.json["job"]?.objectValue?["id"]?.stringValue == job)
+                let streamed = try await client.send(
+                    .post, path, token: token, headers: [.idempotencyKey: "k1", .accept: "text/event-stream"], body: #"{"content": "Count"}"#)
+                #expect(streamed.status == .ok && streamed.headers[.idempotentReplayed] == "true")
+                #expect(streamed.headers[.keelJobID] == job && streamed.headers[.keelMessageID] == message)
+                var parser = SSEParser()
+                #expect(Self.text(parser.feed(streamed.text)) == Self.text(events) && !Self.text(events).isEmpty)
+                // The key names that question only.
+                let other = try await client.send(.post, path, token: token, headers: [.idempotencyKey: "k1"], body: #"{"content": "Something else"}"#)
+                #expect(other.status == .conflict && other.errorCode == "idempotency_key_reused", "\(other.text)")
+                let malformed = try await client.send(.post, path, token: token, headers: [.idempotencyKey: "no spaces"], body: #"{"content": "Count"}"#)
+                #expect(malformed.status == .badRequest && malformed.errorCode == "bad_request")
+
+                // A request that stored its question and died before submitting the reply: its repeat submits it.
+                let orphanJob = Identifiers.random(byteCount: 16)
+                let orphan = ChatMessageRecord(
+                    id: ChatsController.messageID(sessionID: session, chatID: chat, idempotencyKey: "k2"), chatID: chat, role: "user", content: "Count again",
+                    metadata: ["reply_job_id": .string(orphanJob)], createdAt: Date())
+                try await app.store.chats.appendMessage(orphan, sessionID: session)
+                let healed = try await client.send(.post, path, token: token, headers: [.idempotencyKey: "k2"], body: #"{"content": "Count again"}"#)
+                #expect(healed.status == .accepted && healed.headers[.idempotentReplayed] == "true", "\(healed.text)")
+                #expect(healed.json["message"]?.objectValue?["id"]?.stringValue == orphan.id && healed.json["job"]?.objectValue?["id"]?.stringValue == orphanJob)
+                _ = try await Self.events(client, job: orphanJob, token: token)
+
+                // Each question once, each answered once, by its own reply.
+                let messages = try #require(try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue).compactMap(\.objectValue)
+                #expect(messages.map { $0["role"]?.stringValue ?? "" } == ["user", "assistant", "user", "assistant"], "\(messages)")
+                #expect(messages.map { $0["id"]?.stringValue ?? "" }[0] == message && messages.map { $0["id"]?.stringValue ?? "" }[2] == orphan.id)
+                #expect(messages[1]["job_id"]?.stringValue == job && messages[3]["job_id"]?.stringValue == orphanJob)
+                #expect(messages[3]["content"]?.stringValue?.isEmpty == false && messages[3]["status"]?.stringValue == "complete")
             }
         }
     }
