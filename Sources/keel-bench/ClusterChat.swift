@@ -10,7 +10,8 @@ import NIOHTTP1
 
 /// Chats through the balancer while the script SIGKILLs instances: each chat
 /// (a session of its own) sends its messages one after another with `Accept:
-/// text/event-stream` and reads the answer as a browser would, resuming a
+/// text/event-stream` and an `Idempotency-Key` (a balancer resends a POST
+/// whose instance died mid-request) and reads the answer as a browser would, resuming a
 /// broken stream with `Last-Event-ID` on whatever instance the balancer
 /// picks and honouring `reset`. The instances answer with a fake model whose
 /// answer is known (`tok0 tok1 … tokN-1`, paced so that kills land
@@ -38,16 +39,18 @@ struct ClusterChat: AsyncParsableCommand {
             }
             let counts = tally.counts
             let (answers, interrupted, resets, resumes) = (counts["answers"] ?? 0, counts["interrupted"] ?? 0, counts["resets"] ?? 0, counts["resumes"] ?? 0)
+            let replayed = counts["replayed"] ?? 0
             if answers != chats * turns { print("chat: \(answers) of \(chats * turns) answers checked out") }
             let seconds = (ContinuousClock.now - started).timeInterval
             print(
                 "chat: \(chats) chats of \(turns) messages, \(answers) answers complete and stored once as streamed; \(interrupted) continued by a later attempt, "
-                    + "\(resets) resets and \(resumes) stream resumes seen by clients, \(String(format: "%.1f", seconds)) s")
+                    + "\(resets) resets and \(resumes) stream resumes seen by clients, \(replayed) messages answered as a replay of their Idempotency-Key "
+                    + "(resent by the balancer or the client after an instance died mid-request), \(String(format: "%.1f", seconds)) s")
             // Kills that never cut an answer proved nothing about answers.
             if interrupted == 0 { tally.fail("no answer was interrupted by a kill: every chat.reply job succeeded on its first attempt") }
             try await finish(
                 phase: "chat", tally: tally,
-                extra: ["jobs": "\(chats * turns)", "answers": "\(answers)", "interrupted": "\(interrupted)", "resets": "\(resets)", "resumes": "\(resumes)"],
+                extra: ["jobs": "\(chats * turns)", "answers": "\(answers)", "interrupted": "\(interrupted)", "resets": "\(resets)", "resumes": "\(resumes)", "replayed": "\(replayed)"],
                 client: client)
         }
     }
@@ -65,7 +68,7 @@ struct ClusterChat: AsyncParsableCommand {
             var answers: [Answer] = []
             for turn in 1...turns {
                 let question = "chat \(index), question \(turn): count for me"
-                guard let answer = try await Self.ask(http, token: token, chat: chat, question: question, turn: turn, label: "chat \(index) (\(chat)) turn \(turn)")
+                guard let answer = try await Self.ask(http, token: token, chat: chat, question: question, label: "chat \(index) (\(chat)) turn \(turn)")
                 else { return }
                 if answer.text != expected {
                     tally.fail("\(answer.label): the stream's text is not the model's answer: \(Self.brief(answer.text))")
@@ -92,6 +95,7 @@ struct ClusterChat: AsyncParsableCommand {
                 }
                 check(question["id"]?.stringValue == answer.messageID, "the stored question is \(question["id"] ?? .null), the POST named \(answer.messageID)")
                 check(question["content"]?.stringValue == answer.question, "the stored question reads \(question["content"] ?? .null)")
+                check(question["reply_job_id"]?.stringValue == answer.job, "the stored question names reply \(question["reply_job_id"] ?? .null)")
                 check(reply["job_id"]?.stringValue == answer.job, "the stored answer is job \(reply["job_id"] ?? .null)'s, not \(answer.job)'s")
                 check(reply["status"]?.stringValue == "complete", "the stored answer is \(reply["status"] ?? .null), not complete")
                 let stored = reply["content"]?.stringValue ?? ""
@@ -117,19 +121,33 @@ struct ClusterChat: AsyncParsableCommand {
     /// Sends one message accepting the event stream and reads the answer to
     /// its end: the POST's own stream, then, after every break, `GET
     /// /api/jobs/{id}/events` with `Last-Event-ID` through the balancer.
-    /// `nil` after a failure (recorded).
-    static func ask(_ http: Balanced, token: String, chat: String, question: String, turn: Int, label: String) async throws -> Answer? {
+    /// The message carries an `Idempotency-Key`, as the balancer may resend
+    /// it to another instance when its instance dies mid-request, and as
+    /// this client resends it when no instance answered. `nil` after a
+    /// failure (recorded).
+    static func ask(_ http: Balanced, token: String, chat: String, question: String, label: String) async throws -> Answer? {
         let tally = http.tally
         var stream = AnswerStream(label: label, tally: tally)
+        let key = "cluster-chat-\(Identifiers.random(byteCount: 12))"
         var sent: (job: String, message: String)?
         var posts = 0
         while sent == nil {
             posts += 1
+            if posts > 1 {
+                // No instance answered: the same message again, under the same key.
+                guard posts <= 20 else {
+                    tally.fail("\(label): no instance took the message in \(posts - 1) POSTs")
+                    return nil
+                }
+                tally.retry()
+                try await Task.sleep(for: .milliseconds(300))
+            }
             var request = HTTPClientRequest(url: http.base + "/api/chats/\(chat)/messages")
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
             request.headers.add(name: "Accept", value: "text/event-stream")
             request.headers.add(name: "Content-Type", value: "application/json")
+            request.headers.add(name: "Idempotency-Key", value: key)
             request.body = .bytes(ByteBuffer(string: JSONValue.object(["content": .string(question)]).serialized()))
             do {
                 let response = try await http.client.execute(request, timeout: .seconds(600))
@@ -139,6 +157,7 @@ struct ClusterChat: AsyncParsableCommand {
                     let message = response.headers.first(name: "Keel-Message-Id")
                 {
                     sent = (job, message)
+                    if response.headers.first(name: "Idempotent-Replayed") == "true" { tally.count("replayed") }
                     do { try await stream.read(response.body) } catch {}  // broken: resumed below
                     break
                 }
@@ -148,21 +167,6 @@ struct ClusterChat: AsyncParsableCommand {
                     return nil
                 }
             } catch {}
-            // No answer from any instance: the message may or may not have been stored. Look before sending it again.
-            tally.retry()
-            try await Task.sleep(for: .milliseconds(300))
-            switch try await Self.lookUp(http, token: token, chat: chat, turn: turn) {
-            case .notStored:
-                if posts >= 20 {
-                    tally.fail("\(label): no instance took the message in \(posts) POSTs")
-                    return nil
-                }
-            case .sent(let job, let message):
-                sent = (job, message)
-            case .broken(let what):
-                tally.fail("\(label): after a POST without an answer, \(what)")
-                return nil
-            }
         }
         guard let sent else { return nil }
         let deadline = ContinuousClock.now + .seconds(300)
@@ -193,30 +197,6 @@ struct ClusterChat: AsyncParsableCommand {
         tally.count("resumes", stream.resumes)
         guard !stream.failed else { return nil }
         return Answer(label: "\(label) (job \(sent.job))", question: question, messageID: sent.message, job: sent.job, text: stream.text)
-    }
-
-    enum Lookup {
-        case notStored
-        case sent(job: String, message: String)
-        case broken(String)
-    }
-
-    /// Whether the `turn`th message of the chat was stored, and then the `chat.reply` job answering it.
-    static func lookUp(_ http: Balanced, token: String, chat: String, turn: Int) async throws -> Lookup {
-        let read = try await http.send(.GET, "/api/chats/\(chat)", token: token)
-        let questions = (read.json["messages"]?.arrayValue ?? []).compactMap(\.objectValue).filter { $0["role"]?.stringValue == "user" }
-        if questions.count < turn { return .notStored }
-        guard questions.count == turn, let message = questions.last?["id"]?.stringValue else {
-            return .broken("the chat holds \(questions.count) questions, expected \(turn)")
-        }
-        let listed = try await http.send(.GET, "/api/jobs?limit=100", token: token)
-        let jobs = (listed.json["jobs"]?.arrayValue ?? []).compactMap(\.objectValue).filter {
-            $0["type"]?.stringValue == "chat.reply" && $0["input"]?.objectValue?["message_id"]?.stringValue == message
-        }
-        guard jobs.count == 1, let job = jobs[0]["id"]?.stringValue else {
-            return .broken("question \(message) was stored with \(jobs.count) chat.reply jobs, expected one")
-        }
-        return .sent(job: job, message: message)
     }
 
     static func brief(_ text: String) -> String {
