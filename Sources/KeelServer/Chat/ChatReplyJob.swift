@@ -76,14 +76,7 @@ struct ChatReplyJob: JobHandler {
         // far as one `token`, then continues it: a client that honours
         // `reset` ends with the whole answer once.
         let logged = try await job.loggedEvents()
-        var segments: [[JobEvent]] = [[]]
-        for event in logged {
-            if event.type == JobEventType.reset { segments.append([]) } else { segments[segments.count - 1].append(event) }
-        }
-        var delivered = ""
-        for event in (segments.count >= 2 ? segments[segments.count - 2] : []) + segments[segments.count - 1] where event.type == JobEventType.token {
-            delivered += (try? JSONValue.parse(Array(event.dataJSON.utf8)))?.objectValue?["text"]?.stringValue ?? ""
-        }
+        let delivered = Self.answerSoFar(logged)
         var loggedSources: [ChatSource]?
         var modelsSoFar: [String] = []
         for event in logged {
@@ -185,6 +178,25 @@ struct ChatReplyJob: JobHandler {
         reply.metadata.merge(Self.metadata(models: models, fallbacks: fallbacks, usage: usage)) { $1 }
         try await self.chats.recordReply(reply)
         return ChatsController.json(reply)
+    }
+
+    /// The answer so far in a job's log: the text of the latest attempt
+    /// that streamed any. Each attempt's stream (the events after a
+    /// `reset`) starts with the answer so far as one `token` and goes on
+    /// from there, so that attempt's text is the whole answer so far. The
+    /// attempt just before may have streamed none (killed, or failed,
+    /// between its claim and its replay): the text is further back.
+    static func answerSoFar(_ logged: [JobEvent]) -> String {
+        var attempts: [String] = [""]
+        for event in logged {
+            switch event.type {
+            case JobEventType.reset: attempts.append("")
+            case JobEventType.token:
+                attempts[attempts.count - 1] += (try? JSONValue.parse(Array(event.dataJSON.utf8)))?.objectValue?["text"]?.stringValue ?? ""
+            default: break
+            }
+        }
+        return attempts.last { !$0.isEmpty } ?? ""
     }
 
     /// Without models: the passages themselves, streamed like an answer and

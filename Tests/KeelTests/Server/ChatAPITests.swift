@@ -200,6 +200,30 @@ struct ChatAPITests {
         }
     }
 
+    @Test("a retried reply continues from the latest attempt that streamed text, also when the attempt before it was killed before its replay")
+    func answerSoFar() {
+        var sequence: Int64 = 0
+        func log(_ events: [(String, String)]) -> [JobEvent] {
+            events.map { type, text in
+                sequence += 1
+                let data = type == "token" ? JSONValue.object(["text": .string(text)]).serialized() : "{}"
+                return JobEvent(jobID: "j", sequence: sequence, type: type, dataJSON: data, createdAt: Date())
+            }
+        }
+        let first = log([("progress", ""), ("sources", ""), ("token", "tok0 "), ("token", "tok1 ")])
+        let second = log([("reset", ""), ("sources", ""), ("token", "tok0 tok1 "), ("token", "tok2 ")])
+        #expect(ChatReplyJob.answerSoFar([]) == "")
+        #expect(ChatReplyJob.answerSoFar(first) == "tok0 tok1 ")
+        #expect(ChatReplyJob.answerSoFar(first + log([("reset", "")])) == "tok0 tok1 ")
+        #expect(ChatReplyJob.answerSoFar(first + second + log([("reset", "")])) == "tok0 tok1 tok2 ")
+        // The third attempt died after its claim's reset (and its sources), before replaying the answer: the fourth
+        // continues the second's text rather than starting over (it used to read only the attempt just before).
+        #expect(ChatReplyJob.answerSoFar(first + second + log([("reset", ""), ("sources", ""), ("reset", "")])) == "tok0 tok1 tok2 ")
+        #expect(ChatReplyJob.answerSoFar(first + second + log([("reset", ""), ("reset", ""), ("reset", "")])) == "tok0 tok1 tok2 ")
+        // Nothing streamed yet by any attempt.
+        #expect(ChatReplyJob.answerSoFar(log([("progress", ""), ("sources", ""), ("reset", ""), ("sources", ""), ("reset", "")])) == "")
+    }
+
     @Test("stopping a reply keeps the partial answer, marked stopped")
     func stop() async throws {
         try await Self.withFake { fake in
