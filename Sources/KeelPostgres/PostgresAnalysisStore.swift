@@ -106,24 +106,7 @@ struct PostgresAnalysisStore: AnalysisStore, PostgresRole {
     }
 
     func removeOrphaned(limit: Int) async throws -> Int {
-        try await self.transaction { connection in
-            var ids: [String] = []
-            for try await id in try await connection.query(
-                """
-                DELETE FROM keel_analyses WHERE id IN (
-                    SELECT id FROM keel_analyses a WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = a.session_id)
-                    LIMIT \(limit) FOR UPDATE SKIP LOCKED
-                ) RETURNING id
-                """,
-                logger: self.logger
-            ).decode(String.self) {
-                ids.append(id)
-            }
-            if !ids.isEmpty {
-                try await connection.query("DELETE FROM keel_analysis_sections WHERE analysis_id = ANY(\(ids))", logger: self.logger)
-            }
-            return ids.count
-        }
+        try await self.removeOrphans(table: "keel_analyses", children: "keel_analysis_sections", childColumn: "analysis_id", limit: limit)
     }
 
     /// The analyses `query` selects, each with its results (one more query

@@ -95,24 +95,7 @@ struct PostgresChatStore: ChatStore, PostgresRole {
     }
 
     func removeOrphaned(limit: Int) async throws -> Int {
-        try await self.transaction { connection in
-            var ids: [String] = []
-            for try await id in try await connection.query(
-                """
-                DELETE FROM keel_chats WHERE id IN (
-                    SELECT id FROM keel_chats c WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = c.session_id)
-                    LIMIT \(limit) FOR UPDATE SKIP LOCKED
-                ) RETURNING id
-                """,
-                logger: self.logger
-            ).decode(String.self) {
-                ids.append(id)
-            }
-            if !ids.isEmpty {
-                try await connection.query("DELETE FROM keel_chat_messages WHERE chat_id = ANY(\(ids))", logger: self.logger)
-            }
-            return ids.count
-        }
+        try await self.removeOrphans(table: "keel_chats", children: "keel_chat_messages", childColumn: "chat_id", limit: limit)
     }
 
     func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws {

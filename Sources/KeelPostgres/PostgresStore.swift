@@ -304,4 +304,32 @@ extension PostgresRole {
             }
         }
     }
+
+    /// Deletes at most `limit` rows of `table` whose session no longer
+    /// exists, skipping rows another instance holds, and their rows in
+    /// `children` (whose `childColumn` names the row); returns how many.
+    /// The names are this driver's own constants, never input.
+    func removeOrphans(table: StaticString, children: StaticString, childColumn: StaticString, limit: Int) async throws -> Int {
+        try await self.transaction { connection in
+            var ids: [String] = []
+            let select = """
+                DELETE FROM \(table) WHERE id IN (
+                    SELECT id FROM \(table) t WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = t.session_id)
+                    LIMIT $1 FOR UPDATE SKIP LOCKED
+                ) RETURNING id
+                """
+            var binds = PostgresBindings()
+            binds.append(limit)
+            for try await id in try await connection.query(PostgresQuery(unsafeSQL: select, binds: binds), logger: self.logger).decode(String.self) {
+                ids.append(id)
+            }
+            if !ids.isEmpty {
+                var childBinds = PostgresBindings()
+                childBinds.append(ids)
+                try await connection.query(
+                    PostgresQuery(unsafeSQL: "DELETE FROM \(children) WHERE \(childColumn) = ANY($1)", binds: childBinds), logger: self.logger)
+            }
+            return ids.count
+        }
+    }
 }

@@ -124,15 +124,7 @@ struct SQLiteAnalysisStore: AnalysisStore {
     func removeOrphaned(limit: Int) async throws -> Int {
         try await withStoreErrors {
             try await self.pool.write { db in
-                let ids = try String.fetchAll(
-                    cached: db,
-                    sql: "SELECT id FROM keel_analyses a WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = a.session_id) LIMIT ?",
-                    arguments: [limit])
-                for id in ids {
-                    try db.executeCached(sql: "DELETE FROM keel_analysis_sections WHERE analysis_id = ?", arguments: [id])
-                    try db.executeCached(sql: "DELETE FROM keel_analyses WHERE id = ?", arguments: [id])
-                }
-                return ids.count
+                try removeOrphans(db, table: "keel_analyses", children: "keel_analysis_sections", childColumn: "analysis_id", limit: limit)
             }
         }
     }

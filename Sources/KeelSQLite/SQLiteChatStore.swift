@@ -88,15 +88,7 @@ struct SQLiteChatStore: ChatStore {
     func removeOrphaned(limit: Int) async throws -> Int {
         try await withStoreErrors {
             try await self.pool.write { db in
-                let ids = try String.fetchAll(
-                    cached: db,
-                    sql: "SELECT id FROM keel_chats c WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = c.session_id) LIMIT ?",
-                    arguments: [limit])
-                for id in ids {
-                    try db.executeCached(sql: "DELETE FROM keel_chat_messages WHERE chat_id = ?", arguments: [id])
-                    try db.executeCached(sql: "DELETE FROM keel_chats WHERE id = ?", arguments: [id])
-                }
-                return ids.count
+                try removeOrphans(db, table: "keel_chats", children: "keel_chat_messages", childColumn: "chat_id", limit: limit)
             }
         }
     }

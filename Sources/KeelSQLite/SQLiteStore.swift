@@ -165,3 +165,17 @@ extension Date {
         self.init(timeIntervalSince1970: TimeInterval(milliseconds) / 1000)
     }
 }
+
+/// Deletes at most `limit` rows of `table` whose session no longer exists,
+/// and their rows in `children` (whose `childColumn` names the row); returns
+/// how many. The names are this driver's own constants, never input.
+func removeOrphans(_ db: Database, table: StaticString, children: StaticString, childColumn: StaticString, limit: Int) throws -> Int {
+    let ids = try String.fetchAll(
+        cached: db, sql: "SELECT id FROM \(table) t WHERE NOT EXISTS (SELECT 1 FROM keel_sessions s WHERE s.id = t.session_id) LIMIT ?",
+        arguments: [limit])
+    for id in ids {
+        try db.executeCached(sql: "DELETE FROM \(children) WHERE \(childColumn) = ?", arguments: [id])
+        try db.executeCached(sql: "DELETE FROM \(table) WHERE id = ?", arguments: [id])
+    }
+    return ids.count
+}

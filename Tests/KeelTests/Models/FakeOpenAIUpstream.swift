@@ -53,6 +53,20 @@ final class FakeOpenAIUpstream: Sendable {
         try await self.start(script: script, python: self.python, arguments: (apiKey.map { ["--api-key", $0] } ?? []) + arguments)
     }
 
+    /// Runs `body` with a fresh fake (`fake_openai.py`), stopped after it. A
+    /// fake that cannot run skips the test locally and is an issue on CI.
+    static func running(_ body: (FakeOpenAIUpstream) async throws -> Void) async throws {
+        let fake: FakeOpenAIUpstream
+        do {
+            fake = try await Self.start()
+        } catch {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
+            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
+        }
+        defer { fake.stop() }
+        try await body(fake)
+    }
+
     /// Starts `smollm2_server.py` with the real model (see ``model``), its
     /// stderr appended to `log` when given. Loading the model takes about a
     /// second, more on a loaded machine.

@@ -44,14 +44,10 @@ struct MultiProcessChatTests {
     enum Stop { case kill, pause }
 
     func run(driver: Driver, stop: Stop) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start()
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
-            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
-        }
-        defer { fake.stop() }
+        try await FakeOpenAIUpstream.running { fake in try await self.run(fake, driver: driver, stop: stop) }
+    }
+
+    func run(_ fake: FakeOpenAIUpstream, driver: Driver, stop: Stop) async throws {
         let fixture = try await StoreFixture.make(driver)
         let models = try Self.modelsFile(fake)
         let common = ["--models", models, "--janitor-interval", "300ms", "--job-retry-backoff", "100ms", "--job-lease-duration", "3s"]
@@ -128,14 +124,10 @@ struct MultiProcessChatTests {
 
     @Test("an instance SIGKILLed mid-analysis: the retry resumes at the first unfinished section, and no stored section is redone", arguments: Driver.available)
     func killedMidAnalysis(driver: Driver) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start()
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
-            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
-        }
-        defer { fake.stop() }
+        try await FakeOpenAIUpstream.running { fake in try await self.killedMidAnalysis(fake, driver: driver) }
+    }
+
+    func killedMidAnalysis(_ fake: FakeOpenAIUpstream, driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)
         // Each section's answer takes about 2 s (8 tokens, 250 ms apart).
         let models = try TestEnvironment.directory("analysis-models").appendingPathComponent("models.json")

@@ -33,15 +33,7 @@ struct OpenAIAPITests {
     }
 
     static func withFake(_ body: (FakeOpenAIUpstream) async throws -> Void) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start()
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
-            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
-        }
-        defer { fake.stop() }
-        try await body(fake)
+        try await FakeOpenAIUpstream.running(body)
     }
 
     /// A new key on `store`, from `keel keys create` (its last line).

@@ -24,15 +24,7 @@ struct ChatAPITests {
     }
 
     static func withFake(_ body: (FakeOpenAIUpstream) async throws -> Void) async throws {
-        let fake: FakeOpenAIUpstream
-        do {
-            fake = try await FakeOpenAIUpstream.start()
-        } catch {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("CI must run the fake upstream: \(error)") }
-            try Test.cancel("skipped: the fake upstream cannot run: \(error)")
-        }
-        defer { fake.stop() }
-        try await body(fake)
+        try await FakeOpenAIUpstream.running(body)
     }
 
     /// Uploads the fixture report and waits until it is a ready document.
