@@ -265,14 +265,14 @@ done
 # --- the table ---------------------------------------------------------------------
 
 echo
-echo "# ttft: from the POST written to the first token event (ms); cpu: ms per answer (server processes; store, balancer, fake beside)"
+echo "# ttft: from the POST written to the first token event (ms); tok_events: token events per answer (TOKENS when each token is its own event, fewer when pieces share a store write); cpu: ms per answer (server processes; store, balancer, fake beside)"
 awk '
   function field(name,   i, kv) { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }; return "-" }
-  BEGIN { printf "%-15s %9s %10s %10s %10s %10s %10s %10s %10s %10s %6s %6s\n", "case", "complete", "answers/s", "ttft_p50", "ttft_p99", "total_p99", "cpu_server", "cpu_store", "cpu_lb", "cpu_fake", "load", "steal%" }
+  BEGIN { printf "%-15s %9s %10s %10s %10s %10s %10s %10s %10s %10s %10s %6s %6s\n", "case", "complete", "answers/s", "ttft_p50", "ttft_p99", "total_p99", "tok_events", "cpu_server", "cpu_store", "cpu_lb", "cpu_fake", "load", "steal%" }
   {
     server = field("cpu_keel_ms"); if (server == "-") server = field("cpu_peer_ms")
-    printf "%-15s %9s %10s %10s %10s %10s %10s %10s %10s %10s %6s %6s\n", field("label"), field("complete") "/" field("chats"), field("answers_s"),
-      field("ttft_p50_ms"), field("ttft_p99_ms"), field("total_p99_ms"), server, field("cpu_postgres_ms"), field("cpu_balancer_ms"), field("cpu_fake_ms"), field("load"), field("steal")
+    printf "%-15s %9s %10s %10s %10s %10s %10s %10s %10s %10s %10s %6s %6s\n", field("label"), field("complete") "/" field("chats"), field("answers_s"),
+      field("ttft_p50_ms"), field("ttft_p99_ms"), field("total_p99_ms"), field("token_events"), server, field("cpu_postgres_ms"), field("cpu_balancer_ms"), field("cpu_fake_ms"), field("load"), field("steal")
   }' "$SUMMARY"
 
 # Ratios against the peer, per round (Keel's answers/s over the peer's; the peer's ttft p99 over Keel's: above 1, Keel is ahead).

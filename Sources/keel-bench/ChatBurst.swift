@@ -94,6 +94,10 @@ struct ChatBurst: AsyncParsableCommand {
         var complete: [Int] = []
         var problems: [String: Int] = errors
         var checked: [(index: Int, text: String)] = []
+        // Token events per complete answer: one per model token when every
+        // piece gets its own store write, fewer when a batch of pieces
+        // shares one (Keel's forEachBatch). Only the text is checked.
+        var tokenEvents: [Double] = []
         for (index, outcome) in outcomes.enumerated() {
             let verdict = Self.check(outcome, expected: expected)
             if let problem = verdict.problem {
@@ -101,6 +105,7 @@ struct ChatBurst: AsyncParsableCommand {
             } else {
                 complete.append(index)
                 checked.append((index, verdict.text))
+                tokenEvents.append(Double(verdict.tokenEvents))
             }
         }
         var stored = 0
@@ -133,6 +138,7 @@ struct ChatBurst: AsyncParsableCommand {
         let ttft = Summary(values: complete.map { outcomes[$0].firstToken ?? .nan })
         let total = Summary(values: complete.map { outcomes[$0].total })
         let connect = Summary(values: outcomes.compactMap(\.connected))
+        let eventsPerAnswer = tokenEvents.isEmpty ? Double.nan : tokenEvents.reduce(0, +) / Double(tokenEvents.count)
         print("# \(self.label): \(self.peer ? "peer POST \(self.peerPath)" : "Keel POST /api/chats/{id}/messages") at \(base), \(self.chats) chats at once, \(self.tokens) tokens each")
         print(
             String(
@@ -141,6 +147,10 @@ struct ChatBurst: AsyncParsableCommand {
         print("time to first token (from the POST written): \(ttft)")
         print("whole answer (from the POST written):        \(total)")
         print("connect (before the POST):                   \(connect)")
+        print(
+            String(
+                format: "token events per answer: mean %.1f, min %.0f, max %.0f (%d tokens each)", eventsPerAnswer, tokenEvents.min() ?? .nan,
+                tokenEvents.max() ?? .nan, self.tokens))
         var cpuFields: [String] = []
         for (index, group) in groups.enumerated() {
             let used = cpuAfter[index] - cpuBefore[index]
@@ -151,8 +161,9 @@ struct ChatBurst: AsyncParsableCommand {
         for (problem, count) in problems.sorted(by: { $0.value > $1.value }) { print("LOST \(count): \(problem)") }
         print(
             "RESULT label=\(self.label) chats=\(self.chats) complete=\(self.peer ? complete.count : stored) "
-                + String(format: "seconds=%.3f answers_s=%.2f ttft_p50_ms=%.2f ttft_p99_ms=%.2f total_p50_ms=%.2f total_p99_ms=%.2f ", seconds, rate,
-                    ttft.percentile(50), ttft.percentile(99), total.percentile(50), total.percentile(99))
+                + String(
+                    format: "seconds=%.3f answers_s=%.2f ttft_p50_ms=%.2f ttft_p99_ms=%.2f total_p50_ms=%.2f total_p99_ms=%.2f token_events=%.1f ", seconds, rate,
+                    ttft.percentile(50), ttft.percentile(99), total.percentile(50), total.percentile(99), eventsPerAnswer)
                 + cpuFields.joined(separator: " "))
         if answered < self.chats { throw ExitCode(1) }
     }
@@ -189,32 +200,34 @@ struct ChatBurst: AsyncParsableCommand {
         }
     }
 
-    /// The stream's verdict: its text, or what is wrong with it.
-    static func check(_ outcome: ChatClient.Outcome, expected: String) -> (text: String, problem: String?) {
+    /// The stream's verdict: its text, its number of `token` events (one
+    /// per model token, or fewer when pieces that arrived together shared
+    /// a store write), or what is wrong with it. Only the text is checked.
+    static func check(_ outcome: ChatClient.Outcome, expected: String) -> (text: String, tokenEvents: Int, problem: String?) {
         guard outcome.status == 200 else {
-            return ("", "status \(outcome.status): \(String(decoding: outcome.body.prefix(300), as: UTF8.self))")
+            return ("", 0, "status \(outcome.status): \(String(decoding: outcome.body.prefix(300), as: UTF8.self))")
         }
         var decoder = SSEDecoder()
-        guard let events = try? decoder.feed(outcome.body) else { return ("", "the stream is not valid SSE") }
-        if decoder.finish() { return ("", "the stream ended inside an event (\(events.count) events, last \(events.last?.type ?? "none"))") }
-        guard outcome.ended else { return ("", "the connection closed before the response ended (\(events.count) events)") }
+        guard let events = try? decoder.feed(outcome.body) else { return ("", 0, "the stream is not valid SSE") }
+        if decoder.finish() { return ("", 0, "the stream ended inside an event (\(events.count) events, last \(events.last?.type ?? "none"))") }
+        guard outcome.ended else { return ("", 0, "the connection closed before the response ended (\(events.count) events)") }
         var text = ""
         var tokens = 0
         for event in events where event.type == JobEventType.token {
             guard case .string(let piece)? = (try? JSONValue.parse(Array(event.data.utf8)))?.objectValue?["text"] else {
-                return ("", "a token event without text")
+                return ("", tokens, "a token event without text")
             }
             text += piece
             tokens += 1
         }
         guard let last = events.last, last.type == JobEventType.done, events.filter({ $0.type == JobEventType.done }).count == 1 else {
-            return (text, "no single done event at the end (\(events.count) events, \(tokens) tokens, last \(events.last?.type ?? "none"))")
+            return (text, tokens, "no single done event at the end (\(events.count) events, \(tokens) token events, last \(events.last?.type ?? "none"))")
         }
         let status = (try? JSONValue.parse(Array(last.data.utf8)))?.objectValue?["status"]?.stringValue
-        guard status == "succeeded" else { return (text, "done says \(status ?? "no status"): \(last.data.prefix(300))") }
-        if events.contains(where: { $0.type == JobEventType.reset }) { return (text, "a reset (a retried attempt)") }
-        guard text == expected else { return (text, "the text differs from the model's (\(tokens) tokens, \(text.utf8.count) bytes)") }
-        return (text, nil)
+        guard status == "succeeded" else { return (text, tokens, "done says \(status ?? "no status"): \(last.data.prefix(300))") }
+        if events.contains(where: { $0.type == JobEventType.reset }) { return (text, tokens, "a reset (a retried attempt)") }
+        guard text == expected else { return (text, tokens, "the text differs from the model's (\(tokens) token events, \(text.utf8.count) bytes)") }
+        return (text, tokens, nil)
     }
 
     /// Reads the chat back: one assistant message, complete, with the streamed text.
