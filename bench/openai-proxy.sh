@@ -225,6 +225,26 @@ SUMMARY="$BENCH_TMP/summary.tsv"
 : >"$SUMMARY"
 warmed=" "
 
+# tree_cpu_ms PID: the CPU time (user + system, with reaped children) of PID
+# and all its descendants now, in ms.
+tree_cpu_ms() {
+  local tree=("$1") i=0 child
+  while [ "$i" -lt "${#tree[@]}" ]; do
+    for child in $(pgrep -P "${tree[i]}" || true); do tree+=("$child"); done
+    i=$((i + 1))
+  done
+  for i in "${tree[@]}"; do cat "/proc/$i/stat" 2>/dev/null || true; done \
+    | awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { printf "%.0f", t * 1000 / hz }'
+}
+# The process tree whose CPU a case uses.
+pid_of() {
+  case $1 in
+    direct) echo "$upstream_pid" ;;
+    keel) echo "$KEEL_PID" ;;
+    litellm) echo "$litellm_pid" ;;
+  esac
+}
+
 # run CASE MODE CONCURRENCY ROUND: one checked wrk run; its figures to the summary.
 run() {
   local case_name=$1 mode=$2 c=$3 round=$4 url key label out check good bad load
@@ -253,7 +273,10 @@ run() {
     perf_pid=$!
     sleep 1 # perf attaches
   fi
+  local cpu_before cpu_after
+  cpu_before=$(tree_cpu_ms "$(pid_of "$case_name")")
   bench_wrk "$case_name" "$label" "$url" -s bench/openai-proxy.lua --timeout 30s
+  cpu_after=$(tree_cpu_ms "$(pid_of "$case_name")")
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
@@ -266,8 +289,10 @@ run() {
   if [ -z "$good" ] || [ "$good" -eq 0 ] || [ "$bad" != 0 ]; then
     bench_die "$case_name, $label: responses failed the check ($check); see wrk's output above"
   fi
+  # Requests wrk completed (checked) and the CPU the case's processes used for them.
   tail -n 1 "$BENCH_RESULTS" | awk -F'\t' -v c="$c" -v m="$mode" -v r="$round" -v good="$good" -v load="$load" \
-    'BEGIN { OFS = "\t" } { print $1, m, c, r, $3, $4, $5, $6, $7, $8, good, load }' >>"$SUMMARY"
+    -v cpu="$((cpu_after - cpu_before))" \
+    'BEGIN { OFS = "\t" } { print $1, m, c, r, $3, $4, $5, $6, $7, $8, good, load, sprintf("%.3f", cpu / good) }' >>"$SUMMARY"
 }
 
 # perf_report LABEL DATA: the flat profiles of a recording, and the top of
@@ -315,16 +340,16 @@ done
 
 bench_finish >&2
 echo
-echo "# requests/s; latency of the whole response (ms); added = the case's percentile minus direct's at the same concurrency, mode and round"
+echo "# requests/s; latency of the whole response (ms); added = the case's percentile minus direct's at the same concurrency, mode and round; cpu = ms of CPU per request of the case's processes (nginx for direct; keel; LiteLLM's master and workers)"
 awk -F'\t' '
   { key = $2 "\t" $3 "\t" $4; row[NR] = $0; if ($1 == "direct") { d50[key] = $6; d99[key] = $7 } }
   END {
-    printf "%-8s %-6s %5s %5s %11s %9s %9s %9s %9s %8s %8s %8s %6s %6s\n", "case", "mode", "conc", "round", "requests/s", "p50", "p99", "added50", "added99", "checked", "non-2xx", "sock_err", "load", "steal%"
+    printf "%-8s %-6s %5s %5s %11s %9s %9s %9s %9s %7s %8s %8s %8s %6s %6s\n", "case", "mode", "conc", "round", "requests/s", "p50", "p99", "added50", "added99", "cpu", "checked", "non-2xx", "sock_err", "load", "steal%"
     for (i = 1; i <= NR; i++) {
       split(row[i], f, "\t"); key = f[2] "\t" f[3] "\t" f[4]
       a50 = (key in d50) ? sprintf("%.3f", f[6] - d50[key]) : "-"
       a99 = (key in d99) ? sprintf("%.3f", f[7] - d99[key]) : "-"
-      printf "%-8s %-6s %5s %5s %11s %9s %9s %9s %9s %8s %8s %8s %6s %6s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], a50, a99, f[11], f[8], f[9], f[12], f[10]
+      printf "%-8s %-6s %5s %5s %11s %9s %9s %9s %9s %7s %8s %8s %8s %6s %6s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], a50, a99, f[13], f[11], f[8], f[9], f[12], f[10]
     }
   }' "$SUMMARY"
 
