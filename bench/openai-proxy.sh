@@ -41,7 +41,7 @@
 # token (bench/openai_first_token.py, Python's http.client on one
 # keep-alive connection), after 20 untimed.
 #
-# Knobs (environment): CONCURRENCY="1 16 64" DURATION=10s (each wrk run)
+# Knobs (environment): CONCURRENCY="1 16 64" DURATION=20s (each wrk run; lib.sh)
 # WARMUP_DURATION=3s (an untimed wrk run before each case's first run of a
 # mode) MODES="json stream" CASES="direct keel litellm" TOKENS=100
 # LITELLM_WORKERS=$(nproc) LITELLM_VENV=/tmp/keel-bench-litellm-venv
@@ -58,7 +58,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 CONCURRENCY=${CONCURRENCY:-1 16 64}
-DURATION=${DURATION:-10s}
+
 WARMUP_DURATION=${WARMUP_DURATION:-3s}
 MODES=${MODES:-json stream}
 CASES=${CASES:-direct keel litellm}
