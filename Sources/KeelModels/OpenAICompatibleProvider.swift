@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KeelCore
 import NIOCore
 import NIOHTTP1
 
@@ -83,7 +84,6 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
             http, client: self.httpClient, activity: activity, maximumErrorBodySize: self.maximumErrorBodySize,
             transportError: self.transportError(_:afterHead:), statusError: self.statusError)
         var decoder = SSEDecoder()
-        let jsonDecoder = JSONDecoder()
         while true {
             guard let buffer = try await body.next() else {
                 throw ProviderError(.truncated, "the stream ended without [DONE]")
@@ -102,10 +102,10 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
                     await body.drain()
                     return
                 }
-                let chunk: WireChunk
-                do {
-                    chunk = try jsonDecoder.decode(WireChunk.self, from: Data(data.utf8))
-                } catch {
+                // Keel's one-pass JSON parser, not Codable: decoding every
+                // chunk with JSONDecoder was 44 % of a non-streaming
+                // completion's CPU (bench/openai-proxy.sh, PERF=1).
+                guard let parsed = try? JSONValue.parse(data.utf8), let chunk = WireChunk(parsed) else {
                     throw ProviderError(.malformed, "a stream event is not a chat completion chunk: \(self.excerpt(data))")
                 }
                 if let error = chunk.error {
@@ -196,6 +196,10 @@ private struct WireRequest: Encodable {
 private struct WireCode: Decodable {
     var text: String
 
+    init(text: String) {
+        self.text = text
+    }
+
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let string = try? container.decode(String.self) {
@@ -210,6 +214,12 @@ private struct WireError: Decodable {
     var message: String?
     var type: String?
     var code: WireCode?
+
+    init(message: String?, type: String? = nil, code: WireCode? = nil) {
+        self.message = message
+        self.type = type
+        self.code = code
+    }
 
     enum CodingKeys: String, CodingKey { case message, type, code }
 
@@ -230,9 +240,9 @@ private struct WireErrorEnvelope: Decodable {
     var error: WireError?
 }
 
-private struct WireChunk: Decodable {
-    struct Choice: Decodable {
-        struct Delta: Decodable {
+private struct WireChunk {
+    struct Choice {
+        struct Delta {
             var content: String?
             var reasoning_content: String?
             var reasoning: String?
@@ -243,7 +253,7 @@ private struct WireChunk: Decodable {
         var finish_reason: String?
     }
 
-    struct Usage: Decodable {
+    struct Usage {
         var prompt_tokens: Int?
         var completion_tokens: Int?
     }
@@ -251,4 +261,66 @@ private struct WireChunk: Decodable {
     var choices: [Choice]?
     var usage: Usage?
     var error: WireError?
+
+    /// A chunk from its JSON; nil when it is not an object or its fields
+    /// have the wrong types (as Codable refused them).
+    init?(_ json: JSONValue) {
+        guard case .object(let o) = json else { return nil }
+        if let value = o["choices"], value != .null {
+            guard case .array(let items) = value else { return nil }
+            var choices: [Choice] = []
+            for item in items {
+                guard case .object(let c) = item else { return nil }
+                var choice = Choice()
+                guard let index = Self.int(c["index"]), let reason = Self.string(c["finish_reason"]) else { return nil }
+                choice.index = index
+                choice.finish_reason = reason
+                if let delta = c["delta"], delta != .null {
+                    guard case .object(let d) = delta, let content = Self.string(d["content"]),
+                        let reasoningContent = Self.string(d["reasoning_content"]), let reasoning = Self.string(d["reasoning"])
+                    else { return nil }
+                    choice.delta = Choice.Delta(content: content, reasoning_content: reasoningContent, reasoning: reasoning)
+                }
+                choices.append(choice)
+            }
+            self.choices = choices
+        }
+        if let value = o["usage"], value != .null {
+            guard case .object(let u) = value, let prompt = Self.int(u["prompt_tokens"]), let completion = Self.int(u["completion_tokens"]) else {
+                return nil
+            }
+            self.usage = Usage(prompt_tokens: prompt, completion_tokens: completion)
+        }
+        if let value = o["error"], value != .null {
+            switch value {
+            case .string(let text): self.error = WireError(message: text)
+            case .object(let e):
+                var code: WireCode?
+                switch e["code"] {
+                case .string(let text)?: code = WireCode(text: text)
+                case .int(let number)?: code = WireCode(text: String(number))
+                default: break
+                }
+                self.error = WireError(message: e["message"]?.stringValue, type: e["type"]?.stringValue, code: code)
+            default: self.error = WireError(message: value.serialized())
+            }
+        }
+    }
+
+    /// An optional string field: `.some(nil)` when absent or null, nil when of another type.
+    private static func string(_ value: JSONValue?) -> String?? {
+        switch value {
+        case nil, .null?: .some(nil)
+        case .string(let text)?: .some(text)
+        default: nil
+        }
+    }
+
+    private static func int(_ value: JSONValue?) -> Int?? {
+        switch value {
+        case nil, .null?: .some(nil)
+        case .int(let number)?: .some(Int(number))
+        default: nil
+        }
+    }
 }
