@@ -118,6 +118,20 @@ public protocol EventLog: Sendable {
     func events(jobID: String, after: Int64, limit: Int) async throws -> [JobEvent]
 }
 
+extension EventLog {
+    /// The job's whole log, oldest first, read a thousand events at a time.
+    public func allEvents(jobID: String) async throws -> [JobEvent] {
+        var all: [JobEvent] = []
+        var after: Int64 = 0
+        while true {
+            let page = try await self.events(jobID: jobID, after: after, limit: 1000)
+            all += page
+            guard page.count == 1000, let last = page.last else { return all }
+            after = last.sequence
+        }
+    }
+}
+
 /// Named, expiring leases for chores that one instance at a time should do.
 public protocol LeaderLease: Sendable {
     /// Takes or renews the lease `name` for `owner` until `now + duration`;

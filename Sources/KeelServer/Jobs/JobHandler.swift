@@ -99,14 +99,7 @@ extension JobContext {
     /// earlier attempts wrote (and every client has been sent). A handler
     /// continues from it rather than starting over.
     public func loggedEvents() async throws -> [JobEvent] {
-        var all: [JobEvent] = []
-        var after: Int64 = 0
-        while true {
-            let page = try await self.log.events(jobID: self.id, after: after, limit: 1000)
-            all += page
-            guard page.count == 1000, let last = page.last else { return all }
-            after = last.sequence
-        }
+        try await self.log.allEvents(jobID: self.id)
     }
 
     /// Whether a client asked to cancel the job (as opposed to the lease

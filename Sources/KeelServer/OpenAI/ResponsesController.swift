@@ -119,19 +119,8 @@ struct ResponsesController: Sendable {
         guard let job = try await self.queue.job(id: jobID) else {
             throw OpenAIError(.notFound, "No response found with id '\(ResponseShape.responseID(jobID: jobID))'.", code: "not_found")
         }
-        let log = job.status == .succeeded ? [] : try await self.log(jobID)
+        let log = job.status == .succeeded ? [] : try await self.events.allEvents(jobID: jobID)
         return .json(ResponseShape.current(job, log: log).serialized(), headers: [.cacheControl: "no-store"])
-    }
-
-    func log(_ jobID: String) async throws -> [JobEvent] {
-        var all: [JobEvent] = []
-        var after: Int64 = 0
-        while true {
-            let page = try await self.events.events(jobID: jobID, after: after, limit: 1000)
-            all += page
-            guard page.count == 1000, let last = page.last else { return all }
-            after = last.sequence
-        }
     }
 
     /// The response, or with `stream=true` its events after `starting_after`.
