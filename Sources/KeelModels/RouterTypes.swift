@@ -65,6 +65,13 @@ public struct RoutingSummary: Sendable, Equatable {
     /// From the request to the first answer or reasoning text.
     public var timeToFirstToken: Duration?
 
+    /// Usage by model, sorted by name, for accounting: a model that reported
+    /// none counts with zero tokens (the request still counts).
+    public var usageByModel: [(model: String, usage: ChatUsage)] {
+        if self.usage.isEmpty { return [(self.answeredBy, ChatUsage(inputTokens: 0, outputTokens: 0))] }
+        return self.usage.keys.sorted().map { ($0, self.usage[$0]!) }
+    }
+
     public var totalUsage: ChatUsage {
         self.usage.values.reduce(ChatUsage(inputTokens: 0, outputTokens: 0)) {
             ChatUsage(inputTokens: $0.inputTokens + $1.inputTokens, outputTokens: $0.outputTokens + $1.outputTokens)

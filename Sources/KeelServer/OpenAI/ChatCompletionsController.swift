@@ -188,10 +188,7 @@ struct ChatCompletionsController: Sendable {
 
     /// Counts the request and its tokens against the key, by model.
     static func record(_ summary: RoutingSummary, key: APIKey, keys: APIKeyAccess) async {
-        if summary.usage.isEmpty {
-            await keys.recordUsage(key, model: summary.answeredBy, usage: (0, 0))
-        }
-        for (model, usage) in summary.usage.sorted(by: { $0.key < $1.key }) {
+        for (model, usage) in summary.usageByModel {
             await keys.recordUsage(key, model: model, usage: (usage.inputTokens, usage.outputTokens))
         }
     }

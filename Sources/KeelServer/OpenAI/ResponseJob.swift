@@ -104,8 +104,7 @@ struct ResponseJob: JobHandler {
         }
         if let keyID = o["key_id"]?.stringValue {
             let now = self.clock.now()
-            let usage = summary.usage.isEmpty ? [summary.answeredBy: ChatUsage(inputTokens: 0, outputTokens: 0)] : summary.usage
-            for (model, tokens) in usage.sorted(by: { $0.key < $1.key }) {
+            for (model, tokens) in summary.usageByModel {
                 do {
                     try await self.keys.recordUsage(keyID: keyID, model: model, inputTokens: tokens.inputTokens, outputTokens: tokens.outputTokens, now: now)
                 } catch {
