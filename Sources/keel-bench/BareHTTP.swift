@@ -60,4 +60,25 @@ enum BareHTTP {
             }
             .connect(to: target.address)
     }
+
+    /// Connects with `makeHandler` (which completes `promise`) and fails the
+    /// promise, closing the channel, if it is not complete within `timeout`.
+    static func exchange<Handler: ChannelHandler, Outcome>(
+        _ target: Target, on eventLoop: any EventLoop, promise: EventLoopPromise<Outcome>, timeout: TimeAmount, whatTimedOut: String,
+        _ makeHandler: @escaping @Sendable () -> Handler
+    ) -> EventLoopFuture<Outcome> {
+        Self.connect(target, on: eventLoop, makeHandler).whenComplete { result in
+            switch result {
+            case .success(let channel):
+                let timer = eventLoop.scheduleTask(in: timeout) {
+                    promise.fail(Failure("\(whatTimedOut) after \(timeout)"))
+                    channel.close(promise: nil)
+                }
+                promise.futureResult.whenComplete { _ in timer.cancel() }
+            case .failure(let error):
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
 }

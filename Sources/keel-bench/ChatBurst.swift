@@ -323,20 +323,9 @@ enum ChatClient {
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Content-Length", value: "\(body.utf8.count)")
         let request = head
-        BareHTTP.connect(target, on: eventLoop) { ChatReader(request: request, body: body, user: index, started: started, promise: promise) }
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    let timer = eventLoop.scheduleTask(in: timeout) {
-                        promise.fail(BareHTTP.Failure("answer still streaming after \(timeout)"))
-                        channel.close(promise: nil)
-                    }
-                    promise.futureResult.whenComplete { _ in timer.cancel() }
-                case .failure(let error):
-                    promise.fail(error)
-                }
-            }
-        return promise.futureResult
+        return BareHTTP.exchange(target, on: eventLoop, promise: promise, timeout: timeout, whatTimedOut: "answer still streaming") {
+            ChatReader(request: request, body: body, user: index, started: started, promise: promise)
+        }
     }
 }
 

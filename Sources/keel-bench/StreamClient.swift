@@ -35,20 +35,9 @@ enum StreamClient {
         var head = BareHTTP.head(.GET, target, bearer: bearer)
         head.headers.add(name: "Accept", value: "text/event-stream")
         let request = head
-        BareHTTP.connect(target, on: eventLoop) { StreamReader(request: request, started: started, promise: promise) }
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    let timer = eventLoop.scheduleTask(in: timeout) {
-                        promise.fail(BareHTTP.Failure("stream still open after \(timeout)"))
-                        channel.close(promise: nil)
-                    }
-                    promise.futureResult.whenComplete { _ in timer.cancel() }
-                case .failure(let error):
-                    promise.fail(error)
-                }
-            }
-        return promise.futureResult
+        return BareHTTP.exchange(target, on: eventLoop, promise: promise, timeout: timeout, whatTimedOut: "stream still open") {
+            StreamReader(request: request, started: started, promise: promise)
+        }
     }
 }
 
