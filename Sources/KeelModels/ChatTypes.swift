@@ -36,10 +36,14 @@ public struct ChatRequest: Sendable, Equatable {
     /// Extended thinking: the most tokens the model may think for, or `nil`
     /// for none. Providers without a thinking knob ignore it.
     public var thinkingBudget: Int?
+    /// `false` asks for the whole answer in one response instead of a
+    /// stream, where the provider can (``ChatProvider/answersWhole``); the
+    /// others stream as always. The events are the same either way.
+    public var stream: Bool
 
     public init(
         model: String, messages: [ChatMessage], maxTokens: Int? = nil, temperature: Double? = nil,
-        stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil
+        stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil, stream: Bool = true
     ) {
         self.model = model
         self.messages = messages
@@ -48,6 +52,7 @@ public struct ChatRequest: Sendable, Equatable {
         self.stop = stop
         self.includeUsage = includeUsage
         self.thinkingBudget = thinkingBudget
+        self.stream = stream
     }
 }
 
@@ -85,9 +90,18 @@ public protocol ChatProvider: Sendable {
     /// stream in between; returns after the proper end, throws as the
     /// stream would. The router reads providers this way.
     func run(_ request: ChatRequest, onEvent: @escaping @Sendable (ChatStreamEvent) -> Void) async throws
+
+    /// Whether a request with `stream: false` gets its answer in one
+    /// response (all its events at once, when the answer is complete): the
+    /// router then holds such an attempt to its total time limit only, not
+    /// to the first-token and idle limits of a stream.
+    var answersWhole: Bool { get }
 }
 
 extension ChatProvider {
+    /// Streams always, unless the provider says otherwise.
+    public var answersWhole: Bool { false }
+
     /// Through ``stream(_:)``, for providers without a direct form.
     public func run(_ request: ChatRequest, onEvent: @escaping @Sendable (ChatStreamEvent) -> Void) async throws {
         for try await event in self.stream(request) { onEvent(event) }

@@ -20,7 +20,9 @@ import Synchronization
 ///   ``RouterEvent/finished(_:)`` (which models answered, every fallback,
 ///   usage) or throws a ``RouterError``.
 /// - A total time limit, a first-token limit per attempt and an idle limit
-///   between events (``RouterLimits``).
+///   between events (``RouterLimits``); an attempt that asked for its answer
+///   whole (``RoutedRequest/stream`` false, a provider that
+///   ``ChatProvider/answersWhole``) has only the total limit.
 public final class ModelRouter: Sendable {
     public let catalog: ModelCatalog
     public let limits: RouterLimits
@@ -134,7 +136,7 @@ public final class ModelRouter: Sendable {
                 let chatRequest = ChatRequest(
                     model: model.model, messages: ContinuationPrompt.messages(request.messages, continuing: delivered),
                     maxTokens: request.maxTokens ?? model.maxTokens, temperature: request.temperature, stop: request.stop, includeUsage: true,
-                    thinkingBudget: model.thinkingBudget)
+                    thinkingBudget: model.thinkingBudget, stream: request.stream)
                 let attempt = try await self.attempt(name, chatRequest, deadline: deadline, output: output)
                 if !attempt.text.isEmpty {
                     delivered += attempt.text
@@ -282,6 +284,9 @@ public final class ModelRouter: Sendable {
         let started = ContinuousClock.now
         let progress = AttemptProgress(started: started)
         let limits = self.limits
+        // An answer asked for whole comes all at once at the end: only the
+        // total limit can apply to it.
+        let whole = !request.stream && provider.answersWhole
         let metrics = self.metrics
         let end: AttemptEnd
         do {
@@ -330,7 +335,9 @@ public final class ModelRouter: Sendable {
                     while true {
                         let (first, last) = progress.value.withLock { ($0.firstTokenAt, $0.lastEventAt) }
                         let (limit, reason) =
-                            first == nil
+                            whole
+                            ? (deadline, "total")
+                            : first == nil
                             ? (started + limits.firstTokenTimeout, "first_token_timeout")
                             : (last + limits.idleTimeout, "idle_timeout")
                         let (until, why) = deadline < limit ? (deadline, "total") : (limit, reason)
@@ -346,7 +353,7 @@ public final class ModelRouter: Sendable {
                         // Before the first token, wake at least every idle
                         // limit: a token arriving now moves the next deadline
                         // to its idle limit, which may come before `until`.
-                        let wake = first == nil ? min(until, .now + limits.idleTimeout) : until
+                        let wake = first == nil && !whole ? min(until, .now + limits.idleTimeout) : until
                         try await Task.sleep(until: wake, clock: .continuous)
                     }
                 }

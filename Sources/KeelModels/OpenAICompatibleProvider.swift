@@ -17,6 +17,13 @@ import NIOHTTP1
 /// that ends, or a connection that breaks, before `[DONE]` throws
 /// ``ProviderError/Kind/truncated``; `data: {"error": …}` throws
 /// ``ProviderError/Kind/inBand(code:)``.
+///
+/// A request with ``ChatRequest/stream`` false (a client that waits for the
+/// whole answer) sends `stream: false` and reads one `chat.completion`
+/// body (at most ``maximumAnswerSize`` bytes) into the same events: there is
+/// no stream to parse chunk by chunk, and the upstream does less work too.
+/// Such a request has no idle limit here (the head comes only once the
+/// answer is complete): the router's total limit bounds it.
 public struct OpenAICompatibleProvider: SinkDrivenProvider {
     public let baseURL: String
     private let apiKey: String?
@@ -28,6 +35,11 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
     public let idleTimeout: Duration
     /// The largest error body read from a non-2xx response.
     public let maximumErrorBodySize: Int
+    /// The largest whole answer (a non-streaming response's body) read;
+    /// a larger one fails as malformed.
+    public let maximumAnswerSize: Int
+
+    public var answersWhole: Bool { true }
 
     /// - Parameters:
     ///   - baseURL: up to and including the version, e.g.
@@ -38,7 +50,7 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
     ///     auth are redacted from error messages like the API key.
     public init(
         baseURL: String, apiKey: String?, httpClient: HTTPClient, headers: [(String, String)] = [],
-        idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024
+        idleTimeout: Duration = .seconds(60), maximumErrorBodySize: Int = 64 * 1024, maximumAnswerSize: Int = 16 * 1024 * 1024
     ) {
         self.baseURL = ProviderTransport.trimmingTrailingSlashes(baseURL)
         self.apiKey = apiKey
@@ -46,6 +58,7 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         self.headers = headers
         self.idleTimeout = idleTimeout
         self.maximumErrorBodySize = maximumErrorBodySize
+        self.maximumAnswerSize = maximumAnswerSize
     }
 
 
@@ -55,14 +68,16 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         let body = WireRequest(
             model: request.model,
             messages: request.messages.map { WireRequest.Message(role: $0.role.rawValue, content: $0.content) },
-            stream: true,
-            stream_options: request.includeUsage ? WireRequest.StreamOptions(include_usage: true) : nil,
+            stream: request.stream,
+            // OpenAI refuses stream_options without a stream; a whole answer carries its usage.
+            stream_options: request.stream && request.includeUsage ? WireRequest.StreamOptions(include_usage: true) : nil,
             max_tokens: request.maxTokens,
             temperature: request.temperature,
             stop: request.stop.isEmpty ? nil : request.stop)
         let authorization = self.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []
-        return try ProviderTransport.eventStreamPOST(
-            url: self.baseURL + "/chat/completions", headers: authorization + self.headers, body: body)
+        return try ProviderTransport.jsonPOST(
+            url: self.baseURL + "/chat/completions", accept: request.stream ? "text/event-stream" : "application/json",
+            headers: authorization + self.headers, body: body)
     }
 
     // MARK: - Streaming
@@ -71,9 +86,69 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
         async throws
     {
         let http = try ProviderTransport.request { try self.makeHTTPRequest(request) }
+        guard request.stream else {
+            try await self.readWhole(http, continuation)
+            return
+        }
         try await withIdleWatchdog(idleTimeout: self.idleTimeout) { activity in
             try await self.read(http, activity: activity, continuation)
         }
+    }
+
+    /// One `chat.completion` body: its message's reasoning and text, its
+    /// finish reason and its usage, in the order a stream gives them.
+    private func readWhole(_ http: HTTPClientRequest, _ continuation: EventSink) async throws {
+        var body = try await ProviderTransport.open(
+            http, client: self.httpClient, activity: Activity(), maximumErrorBodySize: self.maximumErrorBodySize,
+            transportError: self.transportError(_:afterHead:), statusError: self.statusError)
+        var bytes = ByteBuffer()
+        while let chunk = try await body.next() {
+            guard bytes.readableBytes + chunk.readableBytes <= self.maximumAnswerSize else {
+                throw ProviderError(.malformed, "the answer is larger than \(self.maximumAnswerSize) bytes")
+            }
+            bytes.writeImmutableBuffer(chunk)
+        }
+        guard let parsed = try? JSONValue.parse(bytes.readableBytesView), let completion = WireChunk(parsed, whole: true) else {
+            throw ProviderError(
+                .malformed, "the answer is not a chat completion: \(self.excerpt(String(decoding: bytes.readableBytesView, as: UTF8.self)))")
+        }
+        if let error = completion.error { throw self.inBandError(error) }
+        guard let choice = completion.choices?.first(where: { ($0.index ?? 0) == 0 }) else {
+            throw ProviderError(.malformed, "the chat completion has no choice")
+        }
+        self.emit(choice, usage: completion.usage, continuation)
+        continuation.finish()
+    }
+
+    /// A choice's events: reasoning, text, finish reason; then the usage.
+    private func emit(_ choice: WireChunk.Choice?, usage: WireChunk.Usage?, _ continuation: EventSink) {
+        if let choice {
+            if let reasoning = choice.delta?.reasoning_content ?? choice.delta?.reasoning, !reasoning.isEmpty {
+                continuation.yield(.reasoning(reasoning))
+            }
+            if let content = choice.delta?.content, !content.isEmpty {
+                continuation.yield(.text(content))
+            }
+            if let reason = choice.finish_reason {
+                continuation.yield(.finished(reason: reason))
+            }
+        }
+        if let usage {
+            continuation.yield(.usage(ChatUsage(inputTokens: usage.prompt_tokens ?? 0, outputTokens: usage.completion_tokens ?? 0)))
+        }
+    }
+
+    /// An error the upstream sent in a 2xx body (a stream's event or a whole answer).
+    private func inBandError(_ error: WireError) -> ProviderError {
+        let code = error.code?.text ?? error.type
+        let message = self.redact(error.message ?? "an error event without a message")
+        if let code, ["insufficient_quota", "billing_hard_limit_reached"].contains(code) {
+            return ProviderError(.spendLimit, "in-band error \(code): \(message)")
+        }
+        if code == "overloaded_error" || error.type == "overloaded_error" {
+            return ProviderError(.overloaded, "in-band error \(code ?? "overloaded_error"): \(message)")
+        }
+        return ProviderError(.inBand(code: code), "in-band error\(code.map { " \($0)" } ?? ""): \(message)")
     }
 
     private func read(
@@ -108,32 +183,8 @@ public struct OpenAICompatibleProvider: SinkDrivenProvider {
                 guard let parsed = try? JSONValue.parse(data.utf8), let chunk = WireChunk(parsed) else {
                     throw ProviderError(.malformed, "a stream event is not a chat completion chunk: \(self.excerpt(data))")
                 }
-                if let error = chunk.error {
-                    let code = error.code?.text ?? error.type
-                    let message = self.redact(error.message ?? "an error event without a message")
-                    if let code, ["insufficient_quota", "billing_hard_limit_reached"].contains(code) {
-                        throw ProviderError(.spendLimit, "in-band error \(code): \(message)")
-                    }
-                    if code == "overloaded_error" || error.type == "overloaded_error" {
-                        throw ProviderError(.overloaded, "in-band error \(code ?? "overloaded_error"): \(message)")
-                    }
-                    throw ProviderError(.inBand(code: code), "in-band error\(code.map { " \($0)" } ?? ""): \(message)")
-                }
-                if let choice = chunk.choices?.first(where: { ($0.index ?? 0) == 0 }) {
-                    if let reasoning = choice.delta?.reasoning_content ?? choice.delta?.reasoning, !reasoning.isEmpty {
-                        continuation.yield(.reasoning(reasoning))
-                    }
-                    if let content = choice.delta?.content, !content.isEmpty {
-                        continuation.yield(.text(content))
-                    }
-                    if let reason = choice.finish_reason {
-                        continuation.yield(.finished(reason: reason))
-                    }
-                }
-                if let usage = chunk.usage {
-                    continuation.yield(
-                        .usage(ChatUsage(inputTokens: usage.prompt_tokens ?? 0, outputTokens: usage.completion_tokens ?? 0)))
-                }
+                if let error = chunk.error { throw self.inBandError(error) }
+                self.emit(chunk.choices?.first(where: { ($0.index ?? 0) == 0 }), usage: chunk.usage, continuation)
             }
         }
     }
@@ -263,8 +314,10 @@ private struct WireChunk {
     var error: WireError?
 
     /// A chunk from its JSON; nil when it is not an object or its fields
-    /// have the wrong types (as Codable refused them).
-    init?(_ json: JSONValue) {
+    /// have the wrong types (as Codable refused them). `whole` reads a
+    /// `chat.completion` instead: each choice's `message` in place of its
+    /// `delta`.
+    init?(_ json: JSONValue, whole: Bool = false) {
         guard case .object(let o) = json else { return nil }
         if let value = o["choices"], value != .null {
             guard case .array(let items) = value else { return nil }
@@ -275,7 +328,7 @@ private struct WireChunk {
                 guard let index = Self.int(c["index"]), let reason = Self.string(c["finish_reason"]) else { return nil }
                 choice.index = index
                 choice.finish_reason = reason
-                if let delta = c["delta"], delta != .null {
+                if let delta = c[whole ? "message" : "delta"], delta != .null {
                     guard case .object(let d) = delta, let content = Self.string(d["content"]),
                         let reasoningContent = Self.string(d["reasoning_content"]), let reasoning = Self.string(d["reasoning"])
                     else { return nil }

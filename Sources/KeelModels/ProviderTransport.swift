@@ -47,10 +47,18 @@ enum ProviderTransport {
     static func eventStreamPOST(url: String, headers: [(String, String)], body: some Encodable) throws
         -> HTTPClientRequest
     {
+        try self.jsonPOST(url: url, accept: "text/event-stream", headers: headers, body: body)
+    }
+
+    /// A `POST` of `body` (see ``json(_:)``) to `url` that accepts `accept`:
+    /// `Content-Type` and `Accept`, then `headers` in order.
+    static func jsonPOST(url: String, accept: String, headers: [(String, String)], body: some Encodable) throws
+        -> HTTPClientRequest
+    {
         var http = HTTPClientRequest(url: url)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
-        http.headers.add(name: "Accept", value: "text/event-stream")
+        http.headers.add(name: "Accept", value: accept)
         for (name, value) in headers { http.headers.add(name: name, value: value) }
         http.body = .bytes(ByteBuffer(bytes: try self.json(body)))
         return http

@@ -13,10 +13,14 @@ public struct RoutedRequest: Sendable, Equatable {
     /// (a job retried after its worker died): the router continues it, as it
     /// does after a mid-stream failure, instead of starting over.
     public var continuing: String
+    /// `false` when nobody reads the answer before it is complete (a
+    /// non-streaming client): a model whose provider can answer whole is
+    /// asked for one response instead of a stream (``ChatRequest/stream``).
+    public var stream: Bool
 
     public init(
         route: String? = nil, messages: [ChatMessage], maxTokens: Int? = nil, temperature: Double? = nil, stop: [String] = [],
-        continuing: String = ""
+        continuing: String = "", stream: Bool = true
     ) {
         self.route = route
         self.messages = messages
@@ -24,6 +28,7 @@ public struct RoutedRequest: Sendable, Equatable {
         self.temperature = temperature
         self.stop = stop
         self.continuing = continuing
+        self.stream = stream
     }
 }
 

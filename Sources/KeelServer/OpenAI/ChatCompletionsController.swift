@@ -74,7 +74,9 @@ struct ChatCompletionsController: Sendable {
         }
         let request = RoutedRequest(
             route: model, messages: messages, maxTokens: try OpenAIRequests.positiveInt(members, ["max_completion_tokens", "max_tokens"]),
-            temperature: try OpenAIRequests.temperature(members), stop: try OpenAIRequests.stop(members))
+            temperature: try OpenAIRequests.temperature(members), stop: try OpenAIRequests.stop(members),
+            // A client that waits for the whole answer: an upstream that can answer whole is asked to.
+            stream: stream)
         return Input(model: model, router: router, request: request, stream: stream, includeUsage: includeUsage)
     }
 

@@ -30,7 +30,8 @@ Failure injection is chosen by the request's `model`:
   stall-after-N           N tokens, then 30 s of silence
   malformed               2 tokens, then a data line that is not JSON
   tokens-N                like ok, with N tokens
-  slow-N-MS               N tokens, MS milliseconds apart
+  slow-N-MS               N tokens, MS milliseconds apart (non-streaming: the
+                          whole answer after N × MS)
 
 A request that asks to continue a cut answer (its last messages: the partial
 answer as an assistant message, then Keel's continuation instruction) gets
@@ -224,6 +225,8 @@ class Handler(FakeHandler):
         created = int(time.time())
 
         if not stream:
+            # A whole answer comes once it is all generated: slow-N-MS takes N × MS.
+            time.sleep(pause * n)
             message = {"role": "assistant", "content": "".join(token(i) for i in range(n)), "refusal": None,
                        "annotations": []}
             if reasoning:

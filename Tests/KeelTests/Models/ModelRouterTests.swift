@@ -212,6 +212,34 @@ struct ModelRouterTests {
         }
     }
 
+    @Test("an answer asked for whole, from a provider that answers whole, has only the total limit; one that streams keeps its first-token limit")
+    func wholeAnswerLimits() async throws {
+        let steps: [ScriptedProvider.Step] = [.pause(.seconds(2)), .text("all at once"), .usage(10, 3), .finish("stop")]
+        let limits = Self.limits {
+            $0.firstTokenTimeout = .milliseconds(500)
+            $0.idleTimeout = .milliseconds(500)
+        }
+        let whole = ScriptedProvider(answersWhole: true, always: steps)
+        try await Self.withRouter(["a": whole], limits: limits) { router, _ in
+            let run = await Self.run(router, RoutedRequest(messages: [.user("hello")], stream: false))
+            #expect(run.error == nil && run.text == "all at once" && run.fallbacks.isEmpty)
+            #expect(whole.requests.first?.stream == false)
+        }
+        // The same request to a provider that streams anyway: its limits hold.
+        let streaming = ScriptedProvider(always: steps)
+        try await Self.withRouter(["a": streaming, "b": ScriptedProvider(always: ScriptedProvider.tokens(1))], limits: limits) { router, _ in
+            let run = await Self.run(router, RoutedRequest(messages: [.user("hello")], stream: false))
+            #expect(run.text == "t0 " && run.fallbacks.map(\.reason) == ["first_token_timeout"])
+        }
+        // And a whole answer still ends at the total limit.
+        let late = ScriptedProvider(answersWhole: true, always: [.pause(.seconds(60)), .text("late"), .finish("stop")])
+        try await Self.withRouter(["a": late], limits: Self.limits { $0.totalTimeout = .seconds(1) }) { router, _ in
+            let started = ContinuousClock.now
+            let run = await Self.run(router, RoutedRequest(messages: [.user("hello")], stream: false))
+            #expect(run.routerError?.code == .timeout && ContinuousClock.now - started < .seconds(10))
+        }
+    }
+
     @Test("when every model fails, another pass waits for the shortest Retry-After; a wait past the limit fails with it")
     func chainRetry() async throws {
         let a = ScriptedProvider { call in

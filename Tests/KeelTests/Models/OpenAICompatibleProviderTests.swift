@@ -82,6 +82,32 @@ struct OpenAICompatibleProviderTests {
         }
     }
 
+    @Test("stream: false asks for one chat.completion and reads it into a stream's events, in a stream's order")
+    func wholeAnswer() async throws {
+        try await withFake(apiKey: Self.key) { fake, client in
+            let outcome = await collect(provider(fake, client), model: "reasoning", maxTokens: 50, stream: false)
+            #expect(outcome.error == nil)
+            let expected: [ChatStreamEvent] = [
+                .reasoning("think0 think1 think2 think3 "), .text(Self.tokens.joined()), .finished(reason: "stop"),
+                .usage(ChatUsage(inputTokens: 16, outputTokens: 10)),
+            ]
+            #expect(outcome.events == expected)
+            let sent = try #require(try await fake.requests(client).last)
+            let body = try #require(sent["body"] as? [String: Any])
+            #expect(body["stream"] as? Bool == false)
+            #expect(body["stream_options"] == nil, "OpenAI refuses stream_options without a stream")
+            #expect(body["max_tokens"] as? Int == 50)
+
+            let short = await collect(provider(fake, client), model: "ok", maxTokens: 3, stream: false)
+            #expect(short.text == "tok0 tok1 tok2 " && short.events.contains(.finished(reason: "length")))
+            // A failure is classified as a stream's would be.
+            let limited = try #require(await collect(provider(fake, client), model: "rate-limit", stream: false).providerError)
+            #expect(limited.kind == .rateLimited(retryAfter: .seconds(2)))
+            let refused = try #require(await collect(provider(fake, client, key: "sk-wrong"), model: "ok", stream: false).providerError)
+            #expect(refused.status == 401 && !refused.message.contains("sk-wrong"))
+        }
+    }
+
     @Test func rateLimitHonoursRetryAfter() async throws {
         try await withFake { fake, client in
             let outcome = await collect(provider(fake, client), model: "rate-limit")

@@ -52,11 +52,11 @@ func withFakeUpstream(
 /// Streams `model` from `provider` (a system and a user message) to its end.
 func collect(
     _ provider: some ChatProvider, model: String, maxTokens: Int? = nil, temperature: Double? = nil,
-    stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil
+    stop: [String] = [], includeUsage: Bool = true, thinkingBudget: Int? = nil, stream: Bool = true
 ) async -> ProviderOutcome {
     let request = ChatRequest(
         model: model, messages: [.system("be brief"), .user("say some tokens")], maxTokens: maxTokens,
-        temperature: temperature, stop: stop, includeUsage: includeUsage, thinkingBudget: thinkingBudget)
+        temperature: temperature, stop: stop, includeUsage: includeUsage, thinkingBudget: thinkingBudget, stream: stream)
     var outcome = ProviderOutcome()
     do {
         for try await event in provider.stream(request) { outcome.events.append(event) }

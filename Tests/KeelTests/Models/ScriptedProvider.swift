@@ -17,14 +17,17 @@ final class ScriptedProvider: ChatProvider {
 
     private let script: @Sendable (_ call: Int) -> [Step]
     private let log = Mutex<(requests: [ChatRequest], cancelled: Int)>(([], 0))
+    /// Says it answers whole (the steps run the same either way).
+    let answersWhole: Bool
 
-    init(_ script: @escaping @Sendable (_ call: Int) -> [Step]) {
+    init(answersWhole: Bool = false, _ script: @escaping @Sendable (_ call: Int) -> [Step]) {
+        self.answersWhole = answersWhole
         self.script = script
     }
 
     /// The same steps on every call.
-    convenience init(always steps: [Step]) {
-        self.init { _ in steps }
+    convenience init(answersWhole: Bool = false, always steps: [Step]) {
+        self.init(answersWhole: answersWhole) { _ in steps }
     }
 
     /// `count` tokens `"<prefix>0 "`, `"<prefix>1 "`, … then usage and `stop`.
