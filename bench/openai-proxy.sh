@@ -16,11 +16,10 @@
 #                              (bench_fake_openai_stream), text/event-stream
 # The request chooses by its model: `bench-json` (non-streaming requests)
 # and `bench-sse` (streaming ones). LiteLLM maps them to the two locations:
-# it calls its upstream with the client's own `stream`. Keel's provider
-# always streams from its upstream (OpenAICompatibleProvider sends
-# `stream: true` and joins the text for a non-streaming client), so both of
-# Keel's models point at /sse/: for a non-streaming request Keel reads the
-# TOKENS-chunk stream where LiteLLM reads one JSON body.
+# it calls its upstream with the client's own `stream`, and so does Keel
+# (OpenAICompatibleProvider sends `stream: false` for a non-streaming
+# client and reads one JSON body): both proxies map the two models to the
+# same two locations.
 #
 # Cases, all three running for the whole script, taken in turn for each
 # concurrency and mode (so neither proxy always runs on a warmer or quieter
@@ -134,9 +133,10 @@ keel_url=''
 keel_key=''
 if [[ " $CASES " == *" keel "* ]]; then
   cat >"$BENCH_TMP/models.json" <<JSON
-{"providers": {"fake": {"kind": "openai", "base_url": "$upstream/sse/v1"}},
- "models":    {"bench-json": {"provider": "fake", "model": "tokens-$TOKENS"},
-               "bench-sse":  {"provider": "fake", "model": "tokens-$TOKENS"}},
+{"providers": {"fake-json": {"kind": "openai", "base_url": "$upstream/json/v1"},
+               "fake-sse":  {"kind": "openai", "base_url": "$upstream/sse/v1"}},
+ "models":    {"bench-json": {"provider": "fake-json", "model": "tokens-$TOKENS"},
+               "bench-sse":  {"provider": "fake-sse", "model": "tokens-$TOKENS"}},
  "chains":    {"default": ["bench-sse"]}}
 JSON
   keel_store="sqlite:$BENCH_TMP/keel.sqlite"
