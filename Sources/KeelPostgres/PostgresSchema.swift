@@ -361,6 +361,24 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 11,
+            name: "instances",
+            statements: [
+                // Each instance's latest report of itself, for the admin dashboard.
+                """
+                CREATE TABLE keel_instances (
+                    id TEXT PRIMARY KEY,
+                    version TEXT NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    seen_at BIGINT NOT NULL,
+                    figures TEXT NOT NULL
+                )
+                """,
+                // The dashboard's counts of jobs that ended lately.
+                "CREATE INDEX keel_jobs_finished_at ON keel_jobs (finished_at) WHERE finished_at IS NOT NULL",
+            ]
+        ),
     ]
 
     /// NOTIFY channel: payload is a job id whose log grew.

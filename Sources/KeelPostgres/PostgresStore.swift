@@ -23,6 +23,7 @@ public final class PostgresStore: KeelStore {
     public let chats: any ChatStore
     public let analyses: any AnalysisStore
     public let apiKeys: any APIKeyStore
+    public let overview: any OverviewStore
     public let databaseBlobs: (any BlobStore)?
     let logger: Logger
     let started = StartSignal()
@@ -57,6 +58,7 @@ public final class PostgresStore: KeelStore {
         self.chats = PostgresChatStore(client: self.client, logger: logger, started: self.started)
         self.analyses = PostgresAnalysisStore(client: self.client, logger: logger, started: self.started)
         self.apiKeys = PostgresAPIKeyStore(client: self.client, logger: logger, started: self.started)
+        self.overview = PostgresOverviewStore(client: self.client, logger: logger, started: self.started)
         self.databaseBlobs = PostgresBlobStore(client: self.client, logger: logger, started: self.started)
         self.changes = PostgresChangeFeed(client: self.client, logger: logger, started: self.started)
     }

@@ -343,6 +343,24 @@ enum SQLiteSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 11,
+            name: "instances",
+            statements: [
+                // Each instance's latest report of itself, for the admin dashboard.
+                """
+                CREATE TABLE keel_instances (
+                    id TEXT PRIMARY KEY,
+                    version TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    seen_at INTEGER NOT NULL,
+                    figures TEXT NOT NULL
+                )
+                """,
+                // The dashboard's counts of jobs that ended lately.
+                "CREATE INDEX keel_jobs_finished_at ON keel_jobs (finished_at) WHERE finished_at IS NOT NULL",
+            ]
+        ),
     ]
 
     static let latestVersion = KeelCore.latestVersion(of: migrations)

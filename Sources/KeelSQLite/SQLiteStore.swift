@@ -25,6 +25,7 @@ public final class SQLiteStore: KeelStore {
     public let chats: any ChatStore
     public let analyses: any AnalysisStore
     public let apiKeys: any APIKeyStore
+    public let overview: any OverviewStore
     /// SQLite keeps upload bytes in files, never in the database.
     public var databaseBlobs: (any BlobStore)? { nil }
     let pool: DatabasePool
@@ -70,6 +71,7 @@ public final class SQLiteStore: KeelStore {
         self.chats = SQLiteChatStore(pool: self.pool)
         self.analyses = SQLiteAnalysisStore(pool: self.pool)
         self.apiKeys = SQLiteAPIKeyStore(pool: self.pool)
+        self.overview = SQLiteOverviewStore(pool: self.pool)
         self.changes = SQLiteChangeFeed(path: url.path, interval: options.pollInterval, busyTimeout: options.busyTimeout)
     }
 

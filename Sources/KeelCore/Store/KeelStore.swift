@@ -25,6 +25,8 @@ public protocol KeelStore: Sendable {
     var analyses: any AnalysisStore { get }
     /// API keys of the OpenAI-compatible API (only their hashes) and their usage.
     var apiKeys: any APIKeyStore { get }
+    /// Instances' reports and deployment-wide counts, for the admin dashboard.
+    var overview: any OverviewStore { get }
     /// Blob storage inside the database, for drivers that have it (PostgreSQL).
     var databaseBlobs: (any BlobStore)? { get }
     /// Changes committed by other processes, for prompt wake-ups.
