@@ -95,9 +95,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            // The API contract, served at /openapi.json; compiled in, so a
-            // deployed binary needs no resource bundle beside it.
-            resources: [.embedInCode("OpenAPI/openapi.json")]
+            // The API contract, served at /openapi.json, and the pages at /
+            // and /admin; compiled in, so a deployed binary needs no resource
+            // bundle beside it.
+            resources: [
+                .embedInCode("OpenAPI/openapi.json"),
+                .embedInCode("Web/index.html"), .embedInCode("Web/admin.html"), .embedInCode("Web/assets/app.css"),
+                .embedInCode("Web/assets/common.js"), .embedInCode("Web/assets/app.js"), .embedInCode("Web/assets/admin.js"),
+            ]
         ),
         .executableTarget(
             name: "keel",

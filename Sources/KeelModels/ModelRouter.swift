@@ -29,7 +29,7 @@ public final class ModelRouter: Sendable {
     private let providers: [String: any ChatProvider]
     private let healthStore: any ModelHealthStore
     private let healthCache: ModelHealthCache
-    private let metrics: RouterMetrics?
+    public let metrics: RouterMetrics?
     private let logger: Logger
     private let clock: any KeelClock
 

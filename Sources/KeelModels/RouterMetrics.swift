@@ -8,10 +8,14 @@ import Synchronization
 /// - `keel_model_time_to_first_token_seconds{model}`;
 /// - `keel_model_tokens_total{model, direction}` (`in`, `out`);
 /// - `keel_model_cooldowns_total{model, reason}`.
+///
+/// Beside them, the same figures tallied per model in memory
+/// (``tallies()``), which this instance reports for the admin dashboard.
 public final class RouterMetrics: Sendable {
     private let factory: any MetricsFactory
     private let counters = Mutex<[Key: Metrics.Counter]>([:])
     private let timers = Mutex<[String: Metrics.Timer]>([:])
+    private let tally = Mutex<[String: ModelTally]>([:])
 
     private struct Key: Hashable {
         var label: String
@@ -33,12 +37,26 @@ public final class RouterMetrics: Sendable {
         }
     }
 
+    /// Every model's figures since this process started, by model name.
+    public func tallies() -> [String: ModelTally] {
+        self.tally.withLock { $0 }
+    }
+
+    private func tally(_ model: String, _ change: (inout ModelTally) -> Void) {
+        self.tally.withLock { change(&$0[model, default: ModelTally()]) }
+    }
+
     func attempt(model: String, outcome: String) {
         self.counter("keel_model_requests_total", ("model", model), ("outcome", outcome)).increment()
+        self.tally(model) { tally in
+            tally.attempts += 1
+            if outcome != "success" { tally.failures[outcome, default: 0] += 1 }
+        }
     }
 
     func fallback(_ fallback: ModelFallback) {
         self.counter("keel_model_fallbacks_total", ("from", fallback.from), ("reason", fallback.reason)).increment()
+        self.tally(fallback.from) { $0.fallbacksFrom += 1 }
     }
 
     func cooldown(model: String, reason: String) {
@@ -48,6 +66,10 @@ public final class RouterMetrics: Sendable {
     func tokens(model: String, _ usage: ChatUsage) {
         self.counter("keel_model_tokens_total", ("model", model), ("direction", "in")).increment(by: usage.inputTokens)
         self.counter("keel_model_tokens_total", ("model", model), ("direction", "out")).increment(by: usage.outputTokens)
+        self.tally(model) { tally in
+            tally.inputTokens += usage.inputTokens
+            tally.outputTokens += usage.outputTokens
+        }
     }
 
     func firstToken(model: String, after duration: Duration) {
@@ -58,6 +80,34 @@ public final class RouterMetrics: Sendable {
             return timer
         }
         let (seconds, attoseconds) = duration.components
-        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        timer.recordNanoseconds(nanoseconds)
+        self.tally(model) { $0.recordFirstToken(milliseconds: Double(nanoseconds) / 1_000_000) }
+    }
+}
+
+/// One model's figures in one process: attempts, failures by reason,
+/// fallbacks away from it, tokens, and its times to first token (all of
+/// them counted, the latest ``ModelTally/recentLimit`` kept for percentiles).
+public struct ModelTally: Sendable, Equatable {
+    public var attempts = 0
+    public var failures: [String: Int] = [:]
+    public var fallbacksFrom = 0
+    public var inputTokens = 0
+    public var outputTokens = 0
+    public var firstTokenCount = 0
+    public var firstTokenTotalMilliseconds = 0.0
+    /// The latest times to first token, oldest first.
+    public var recentFirstTokenMilliseconds: [Double] = []
+
+    public static let recentLimit = 100
+
+    public init() {}
+
+    mutating func recordFirstToken(milliseconds: Double) {
+        self.firstTokenCount += 1
+        self.firstTokenTotalMilliseconds += milliseconds
+        if self.recentFirstTokenMilliseconds.count == Self.recentLimit { self.recentFirstTokenMilliseconds.removeFirst() }
+        self.recentFirstTokenMilliseconds.append(milliseconds)
     }
 }

@@ -76,7 +76,7 @@ struct PostgresOverviewStore: OverviewStore {
     }
 
     func jobActivity(since: Date, bucket: Duration) async throws -> [JobActivity] {
-        let (length, first) = Self.buckets(since: since, bucket: bucket)
+        let (length, first) = OverviewBuckets.bounds(since: since, bucket: bucket)
         await self.started.wait()
         return try await withStoreErrors {
             var rows: [(start: Int64, kind: String, count: Int)] = []
@@ -92,7 +92,7 @@ struct PostgresOverviewStore: OverviewStore {
             ).decode((Int64, String, Int64).self) {
                 rows.append((start: first + index * length, kind: kind, count: Int(count)))
             }
-            return Self.activities(rows)
+            return OverviewBuckets.activities(rows)
         }
     }
 

@@ -63,7 +63,7 @@ struct SQLiteOverviewStore: OverviewStore {
     }
 
     func jobActivity(since: Date, bucket: Duration) async throws -> [JobActivity] {
-        let (length, first) = Self.buckets(since: since, bucket: bucket)
+        let (length, first) = OverviewBuckets.bounds(since: since, bucket: bucket)
         return try await withStoreErrors {
             try await self.pool.read { db in
                 let rows = try Row.fetchAll(
@@ -77,7 +77,7 @@ struct SQLiteOverviewStore: OverviewStore {
                         """,
                     arguments: [length, first]
                 )
-                return Self.activities(rows.map { (start: first + ($0["b"] as Int64) * length, kind: $0["kind"], count: $0["n"]) })
+                return OverviewBuckets.activities(rows.map { (start: first + ($0["b"] as Int64) * length, kind: $0["kind"], count: $0["n"]) })
             }
         }
     }

@@ -234,6 +234,9 @@ struct LimitOptions: ParsableArguments {
     @Option(name: .customLong("linger-timeout"), help: ArgumentHelp(ConfigurationKnob.lingerTimeout.help)) var lingerTimeout: String?
     @Option(name: .customLong("max-connections"), help: ArgumentHelp(ConfigurationKnob.maxConnections.help)) var maxConnections: String?
     @Option(name: .customLong("ops-token"), help: ArgumentHelp(ConfigurationKnob.opsToken.help)) var opsToken: String?
+    @Option(name: .customLong("admin-token"), help: ArgumentHelp(ConfigurationKnob.adminToken.help)) var adminToken: String?
+    @Option(name: .customLong("instance-report-interval"), help: ArgumentHelp(ConfigurationKnob.instanceReportInterval.help))
+    var instanceReportInterval: String?
     @Option(name: .customLong("trusted-proxies"), help: ArgumentHelp(ConfigurationKnob.trustedProxies.help)) var trustedProxies: String?
     @Option(name: .customLong("session-create-rate"), help: ArgumentHelp(ConfigurationKnob.sessionCreateRate.help)) var sessionCreateRate: String?
     @Option(name: .customLong("session-max-active-jobs"), help: ArgumentHelp(ConfigurationKnob.sessionMaxActiveJobs.help))
@@ -243,6 +246,7 @@ struct LimitOptions: ParsableArguments {
         let values: [(ConfigurationKnob, String?)] = [
             (.headerTimeout, self.headerTimeout), (.idleTimeout, self.idleTimeout), (.bodyTimeout, self.bodyTimeout),
             (.lingerTimeout, self.lingerTimeout), (.maxConnections, self.maxConnections), (.opsToken, self.opsToken),
+            (.adminToken, self.adminToken), (.instanceReportInterval, self.instanceReportInterval),
             (.trustedProxies, self.trustedProxies), (.sessionCreateRate, self.sessionCreateRate),
             (.sessionMaxActiveJobs, self.sessionMaxActiveJobs),
         ]

@@ -186,6 +186,16 @@ extension ConfigurationKnob {
         defaultDescription: "none (loopback clients only)",
         summary: "Bearer token that /metrics and /system-health require; without it they answer only clients on loopback that came through no proxy."
     )
+    public static let adminToken = Self(
+        name: "admin-token",
+        defaultDescription: "none (/admin is 404)",
+        summary: "Bearer token of the admin dashboard, /admin and /api/admin/overview (at least 16 characters); without it both answer 404."
+    )
+    public static let instanceReportInterval = Self(
+        name: "instance-report-interval",
+        defaultDescription: "5s",
+        summary: "How often each instance writes its figures (open streams, connections, workers, models) to the store for the admin dashboard."
+    )
     public static let trustedProxies = Self(
         name: "trusted-proxies",
         defaultDescription: "none",
@@ -301,7 +311,7 @@ extension ConfigurationKnob {
         .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
-        .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
+        .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .adminToken, .instanceReportInterval, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
         .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters, .documentMaxSections,
         .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .models, .modelTotalTimeout,
         .modelFirstTokenTimeout, .modelIdleTimeout, .modelConnectTimeout, .modelCooldown, .modelAuthCooldown, .modelFailuresBeforeCooldown,

@@ -121,6 +121,10 @@ public struct ConfigurationLoader: Sendable {
         case .opsToken:
             let token = value.trimmingCharacters(in: .whitespaces)
             configuration.opsToken = token.isEmpty ? nil : token
+        case .adminToken:
+            let token = value.trimmingCharacters(in: .whitespaces)
+            configuration.adminToken = token.isEmpty ? nil : token
+        case .instanceReportInterval: configuration.instanceReportInterval = try positive(duration(value, knob), value, knob)
         case .trustedProxies:
             let proxies = list(value)
             for proxy in proxies where AddressBlock(parsing: proxy) == nil {
@@ -217,6 +221,12 @@ public struct ConfigurationLoader: Sendable {
             throw KeelError.invalidConfiguration(
                 "The ops token is shorter than 16 characters.",
                 hint: "Generate one with `openssl rand -base64 24`; Prometheus sends it as a bearer token."
+            )
+        }
+        if let token = configuration.adminToken, token.utf8.count < 16 {
+            throw KeelError.invalidConfiguration(
+                "The admin token is shorter than 16 characters.",
+                hint: "Generate one with `openssl rand -base64 24`; the admin page asks for it at sign-in."
             )
         }
         if configuration.session.idleTimeout <= .zero {

@@ -37,6 +37,12 @@ public struct KeelConfiguration: Sendable, Equatable {
     /// The bearer token `/metrics` and `/system-health` ask for; without
     /// one they answer only direct loopback clients (no proxy in between).
     public var opsToken: String?
+    /// The bearer token of the admin dashboard (`/admin` and
+    /// `/api/admin/overview`); without one both answer 404.
+    public var adminToken: String?
+    /// How often this instance writes its report (open streams, connections,
+    /// workers, its models' figures) to the store for the admin dashboard.
+    public var instanceReportInterval: Duration = .seconds(5)
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
     public var trustedProxies: [String] = []
     /// Whether the `demo.generate` job type is offered (tests, benchmarks, demos).

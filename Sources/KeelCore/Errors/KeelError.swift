@@ -39,6 +39,7 @@ public struct KeelError: Error, Sendable, Equatable, CustomStringConvertible {
         case rateLimited = "rate_limited"
         case tooManyJobs = "too_many_jobs"
         case opsTokenRequired = "ops_token_required"
+        case adminTokenRequired = "admin_token_required"
         case requestTimeout = "request_timeout"
         case headersTooLarge = "headers_too_large"
         case uriTooLong = "uri_too_long"

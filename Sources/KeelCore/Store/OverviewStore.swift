@@ -90,9 +90,11 @@ public struct UploadTotals: Sendable, Equatable {
     }
 }
 
-extension OverviewStore {
-    /// The bucket length in milliseconds (at least 1) and the start of the bucket holding `since`.
-    public static func buckets(since: Date, bucket: Duration) -> (length: Int64, first: Int64) {
+/// The time buckets of ``OverviewStore/jobActivity(since:bucket:)``, shared by the drivers and the dashboard.
+public enum OverviewBuckets {
+    /// The bucket length in milliseconds (at least 1) and the start, in
+    /// milliseconds since 1970, of the bucket holding `since`.
+    public static func bounds(since: Date, bucket: Duration) -> (length: Int64, first: Int64) {
         let length = max(1, Int64(bucket.timeInterval * 1000))
         let since = Int64((since.timeIntervalSince1970 * 1000).rounded())
         return (length, since - ((since % length) + length) % length)

@@ -27,9 +27,9 @@ public struct KeelApplication: Sendable {
     /// parameters (not the HEAD, 405 and OPTIONS answers derived from them).
     public let routes: [(method: String, path: String)]
 
-    /// The features `keel serve` and `keel worker` run: documents (and,
-    /// as they land, the rest of the AI layer).
-    public static let standardModules: [any KeelModule] = [DocumentsModule(), ChatModule(), OpenAIModule()]
+    /// The features `keel serve` and `keel worker` run: documents, chat and
+    /// analysis, the OpenAI-compatible API, and the web pages.
+    public static let standardModules: [any KeelModule] = [DocumentsModule(), ChatModule(), OpenAIModule(), WebModule()]
 
     /// Builds the application on a migrated, running store.
     public static func build(
@@ -77,6 +77,10 @@ public struct KeelApplication: Sendable {
         router.add(middleware: ErrorMiddleware())
 
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
+        let connectionCount = ConnectionCount()
+        let figures = InstanceFigures(
+            instanceID: configuration.instanceID, startedAt: clock.now(), workers: configuration.jobs.workers, jobs: jobMetrics,
+            connections: connectionCount, drain: drain, models: models.router?.metrics)
         var routes = RouteTable()
         OperationsController(
             store: store,
@@ -123,6 +127,8 @@ public struct KeelApplication: Sendable {
             instanceID: configuration.instanceID, metrics: uploads.metrics, announcer: uploads.announcer, logger: logger, digests: submitter
         ).register(on: &routes)
         OpenAPIController().register(on: &routes)
+        AdminController(store: store, access: AdminAccess(token: configuration.adminToken), figures: figures, router: models.router, clock: clock)
+            .register(on: &routes)
         routes.append(modules.routes)
         routes.install(on: router)
 
@@ -133,7 +139,6 @@ public struct KeelApplication: Sendable {
             maxHeaderFieldSize: 16_384, maxHeaderListSize: 65_536, instanceID: configuration.instanceID, requestIDs: RequestIDGenerator(),
             metrics: ConnectionMetrics(metrics), logger: logger
         )
-        let connectionCount = ConnectionCount()
         let limit = ConnectionLimit(
             maximum: connections.effectiveMaxConnections, count: connectionCount, openGauge: metrics.gauge("keel_connections_open"),
             reached: metrics.counter("keel_connection_limit_reached_total"), logger: logger
@@ -155,7 +160,10 @@ public struct KeelApplication: Sendable {
         )
         return KeelApplication(
             configuration: configuration, store: store, metrics: metrics, drain: drain, logger: logger, hub: hub, workers: jobRuntime.workers,
-            background: models.services + jobRuntime.services + modules.services, http: http, routes: routes.registered
+            background: models.services + jobRuntime.services + modules.services + [
+                InstanceReporter(figures: figures, store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
+            ],
+            http: http, routes: routes.registered
         )
     }
 

@@ -31,7 +31,7 @@ extension KeelError.Code {
         case .tusVersionUnsupported: .preconditionFailed
         case .rangeNotSatisfiable: .rangeNotSatisfiable
         case .rateLimited, .tooManyJobs: .tooManyRequests
-        case .opsTokenRequired: .unauthorized
+        case .opsTokenRequired, .adminTokenRequired: .unauthorized
         case .requestTimeout: .requestTimeout
         case .headersTooLarge: .requestHeaderFieldsTooLarge
         case .uriTooLong: .uriTooLong
