@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.parse
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -201,7 +202,7 @@ class Page:
             return nav.concat(res);
         """)
         return {
-            "assets": [{"path": e["name"].split("?")[0].split("/", 3)[-1], "transfer": e["transfer"], "encoded": e["encoded"],
+            "assets": [{"path": urllib.parse.urlsplit(e["name"]).path, "transfer": e["transfer"], "encoded": e["encoded"],
                         "decoded": e["decoded"]} for e in entries],
             "total_transfer": sum(e["transfer"] for e in entries),
             "total_encoded": sum(e["encoded"] for e in entries),

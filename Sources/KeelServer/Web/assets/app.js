@@ -374,6 +374,7 @@ function renderScope() {
   const ready = [...state.documents.values()].filter((d) => d.status === 'ready');
   box.replaceChildren(...ready.map((d) => el('label', {},
     el('input', { type: 'checkbox', value: d.id, checked: ticked.has(d.id) }), ` ${d.title || d.filename}`)));
+  if (!ready.length) box.append(el('span', { class: 'hint' }, 'No document is ready yet.'));
 }
 
 // A section's text in the dialog.
