@@ -3,8 +3,9 @@ import Logging
 import PostgresNIO
 
 /// Hears the `NOTIFY`s every instance sends when it commits new events or
-/// claimable jobs: one pooled connection per process `LISTEN`s on both
-/// channels, and the server fans the changes out in process.
+/// claimable jobs, or ask a running job to stop: one pooled connection per
+/// process `LISTEN`s on the three channels, and the server fans the changes
+/// out in process.
 final class PostgresChangeFeed: ChangeFeed {
     let client: PostgresClient
     let logger: Logger
@@ -31,17 +32,22 @@ final class PostgresChangeFeed: ChangeFeed {
             try await self.client.withConnection { connection in
                 try await connection.listen(on: PostgresSchema.eventsChannel) { events in
                     try await connection.listen(on: PostgresSchema.jobsChannel) { jobs in
-                        // Anything committed before LISTEN took effect was not heard.
-                        deliver([.resync])
-                        try await withThrowingTaskGroup(of: Void.self) { group in
-                            group.addTask {
-                                for try await notification in events { deliver([.jobEvents(jobID: notification.payload)]) }
+                        try await connection.listen(on: PostgresSchema.cancelsChannel) { cancels in
+                            // Anything committed before LISTEN took effect was not heard.
+                            deliver([.resync])
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask {
+                                    for try await notification in events { deliver([.jobEvents(jobID: notification.payload)]) }
+                                }
+                                group.addTask {
+                                    for try await notification in jobs { deliver(Self.readyJobs(notification.payload)) }
+                                }
+                                group.addTask {
+                                    for try await notification in cancels { deliver([.cancelRequested(jobID: notification.payload)]) }
+                                }
+                                try await group.next()
+                                group.cancelAll()
                             }
-                            group.addTask {
-                                for try await notification in jobs { deliver(Self.readyJobs(notification.payload)) }
-                            }
-                            try await group.next()
-                            group.cancelAll()
                         }
                     }
                 }

@@ -239,6 +239,8 @@ struct PostgresJobQueue: JobQueue, EventLog, LeaderLease, PostgresRole {
                 return try await self.appendDone(connection, id: id, ms: ms)
             case .running:
                 try await connection.query("UPDATE keel_jobs SET cancel_requested = TRUE, updated_at = \(ms) WHERE id = \(id)", logger: self.logger)
+                // Its worker, on whichever instance, hears of it at commit.
+                try await connection.query("SELECT pg_notify(\(PostgresSchema.cancelsChannel), \(id))", logger: self.logger)
                 var flagged = job
                 flagged.cancelRequested = true
                 return flagged

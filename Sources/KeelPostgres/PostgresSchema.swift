@@ -381,6 +381,8 @@ enum PostgresSchema {
         ),
     ]
 
+    /// NOTIFY channel: payload is the id of a running job someone asked to stop.
+    static let cancelsChannel = "keel_cancels"
     /// NOTIFY channel: payload is a job id whose log grew.
     static let eventsChannel = "keel_events"
     /// NOTIFY channel: payload is a job type that has a job ready to claim.

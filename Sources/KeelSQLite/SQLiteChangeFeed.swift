@@ -8,7 +8,8 @@ import KeelCore
 /// process polls `PRAGMA data_version`, which changes exactly when another
 /// connection committed, and costs a look at the WAL index in shared
 /// memory. Only when it changed does the feed query what: new rows of the
-/// event log (by rowid) and job types with due queued jobs.
+/// event log (by rowid), running jobs asked to stop, and job types with due
+/// queued jobs.
 final class SQLiteChangeFeed: ChangeFeed {
     let path: String
     let interval: Duration
@@ -51,6 +52,13 @@ final class SQLiteChangeFeed: ChangeFeed {
                 if rows.isEmpty {
                     // Purged rows can lower the largest rowid; follow it down.
                     rowID = min(rowID, try Int64.fetchOne(cached: db, sql: "SELECT COALESCE(MAX(rowid), 0) FROM keel_job_events") ?? 0)
+                }
+                // Running jobs someone asked to stop (few rows: the claim index
+                // holds the running ones); repeated while the flag stands, harmlessly.
+                for jobID in try String.fetchAll(
+                    cached: db, sql: "SELECT id FROM keel_jobs WHERE status = 'running' AND cancel_requested = 1 LIMIT 1000")
+                {
+                    changes.append(.cancelRequested(jobID: jobID))
                 }
                 // Idle workers wake for any due job (one indexed probe, not a scan of the queue).
                 if let type = try String.fetchOne(cached: db, sql: "SELECT type FROM keel_jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1", arguments: [now]) {

@@ -95,7 +95,7 @@ public protocol JobQueue: Sendable {
     func release(_ lease: JobLease, now: Date) async throws
 
     /// A queued job is cancelled at once (with its `done` event); a running
-    /// one is flagged for its worker's next heartbeat. `nil` when no such job.
+    /// one is flagged for its worker, which reads the flag at its next heartbeat (or at once when told by the change feed). `nil` when no such job.
     func cancel(id: String, timing: JobTiming) async throws -> Job?
 
     /// Jobs whose lease expired (their worker died) go back to the queue, or

@@ -7,6 +7,9 @@ public enum StoreChange: Sendable, Hashable {
     case jobReady(type: String)
     /// This job's event log grew (or the job changed state).
     case jobEvents(jobID: String)
+    /// Someone asked this running job to stop: its worker checks now rather
+    /// than at its next heartbeat.
+    case cancelRequested(jobID: String)
     /// Changes may have been missed (a reconnect, say): everyone re-reads.
     case resync
 }

@@ -119,11 +119,10 @@ struct ChatsController: Sendable {
         guard try await self.chats.deleteChat(id: chat.id, sessionID: session.id) else {
             throw KeelError(.notFound, "No chat '\(chat.id)' for this session.")
         }
-        // They are cancelled (a queued one at once, a running one at its
-        // worker's next heartbeat); one still running meanwhile writes
-        // nothing, its chat being gone.
-        let timing = JobTiming(now: self.clock.now(), resultTTL: self.resultTTL)
-        for jobID in unanswered { _ = try? await self.queue.cancel(id: jobID, timing: timing) }
+        // They are cancelled (a queued one at once, a running one once its
+        // worker hears of it); one still running meanwhile writes nothing,
+        // its chat being gone.
+        for jobID in unanswered { _ = try? await self.jobs.cancel(id: jobID, resultTTL: self.resultTTL) }
         return Response(status: .noContent)
     }
 

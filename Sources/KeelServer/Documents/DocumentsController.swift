@@ -8,6 +8,7 @@ struct DocumentsController: Sendable {
     let documents: any DocumentStore
     let analyses: any AnalysisStore
     let jobs: any JobQueue
+    let submitter: JobSubmitter
     let sessions: SessionAccess
     let ingestion: DocumentIngestion
     let settings: DocumentSettings
@@ -134,14 +135,13 @@ struct DocumentsController: Sendable {
             throw KeelError(.notFound, "No document '\(document.id)' for this session.")
         }
         // A running ingest finds the document gone and stops writing.
-        let timing = JobTiming(now: self.clock.now(), resultTTL: self.resultTTL)
         if document.status == .processing, let jobID = document.jobID {
-            _ = try? await self.jobs.cancel(id: jobID, timing: timing)
+            _ = try? await self.submitter.cancel(id: jobID, resultTTL: self.resultTTL)
         }
         // Its analyses go with it; a running one is cancelled.
         let analyses = (try? await self.analyses.analyses(documentID: document.id, sessionID: session.id)) ?? []
         for analysis in analyses where analysis.status == .running {
-            _ = try? await self.jobs.cancel(id: analysis.jobID, timing: timing)
+            _ = try? await self.submitter.cancel(id: analysis.jobID, resultTTL: self.resultTTL)
         }
         try await self.analyses.deleteAnalyses(documentID: document.id)
         return Response(status: .noContent, headers: [.cacheControl: "no-store"])

@@ -18,7 +18,7 @@ public struct DocumentsModule: KeelModule {
             maxAttempts: app.configuration.jobs.maxAttempts, maxActiveJobs: app.configuration.quotas.activeJobsPerSession, clock: app.clock
         )
         let controller = DocumentsController(
-            documents: app.store.documents, analyses: app.store.analyses, jobs: app.store.jobs, sessions: app.sessions, ingestion: ingest, settings: settings,
+            documents: app.store.documents, analyses: app.store.analyses, jobs: app.store.jobs, submitter: app.jobs, sessions: app.sessions, ingestion: ingest, settings: settings,
             maxBodyBytes: app.configuration.maxBodyBytes, resultTTL: app.configuration.jobs.resultTTL, clock: app.clock
         )
         controller.register(in: &app)

@@ -77,6 +77,8 @@ public final class ChangeHub: Sendable {
     private struct State {
         var streams: [String: [ObjectIdentifier: WakeSignal]] = [:]
         var workers: [ObjectIdentifier: WakeSignal] = [:]
+        /// Running jobs' workers, told when someone asks the job to stop.
+        var cancelWatchers: [String: [ObjectIdentifier: @Sendable () -> Void]] = [:]
         /// Workers not running a job, oldest first: a ready job wakes one of
         /// them, not all (each wake-up costs a claim, a write transaction).
         var idleWorkers: [WakeSignal] = []
@@ -129,6 +131,7 @@ public final class ChangeHub: Sendable {
 
     public func publish(_ changes: [StoreChange]) {
         var signals: [WakeSignal] = []
+        var cancels: [@Sendable () -> Void] = []
         self.state.withLock { state in
             var wakeWorkers = false
             var readyJobs = 0
@@ -140,6 +143,8 @@ public final class ChangeHub: Sendable {
                         let generation = state.tick()
                         state.tails[jobID]?.generation = generation
                     }
+                case .cancelRequested(let jobID):
+                    if let watchers = state.cancelWatchers[jobID] { cancels += watchers.values }
                 case .jobReady:
                     readyJobs += 1
                 case .resync:
@@ -162,6 +167,20 @@ public final class ChangeHub: Sendable {
             }
         }
         for signal in signals { signal.fire() }
+        for cancel in cancels { cancel() }
+    }
+
+    /// `onCancel` runs when a ``StoreChange/cancelRequested(jobID:)`` for the
+    /// job is published, until ``unwatchCancel(jobID:_:)`` with the same `owner`.
+    func watchCancel(jobID: String, owner: ObjectIdentifier, _ onCancel: @escaping @Sendable () -> Void) {
+        self.state.withLock { $0.cancelWatchers[jobID, default: [:]][owner] = onCancel }
+    }
+
+    func unwatchCancel(jobID: String, _ owner: ObjectIdentifier) {
+        self.state.withLock { state in
+            state.cancelWatchers[jobID]?[owner] = nil
+            if state.cancelWatchers[jobID]?.isEmpty == true { state.cancelWatchers[jobID] = nil }
+        }
     }
 
     func follow(jobID: String, _ signal: WakeSignal) {

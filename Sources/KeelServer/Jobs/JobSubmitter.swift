@@ -19,6 +19,21 @@ public struct JobSubmitter: Sendable {
         return (stored, created)
     }
 
+    /// Cancels a job: a queued one at once (its `done` is in the log), a
+    /// running one once its worker hears of it: at once in this process, in
+    /// another through the store's change feed (at the latest at its next
+    /// heartbeat). Returns the job after, or nil when there is no such job.
+    @discardableResult
+    public func cancel(id: String, resultTTL: Duration) async throws -> Job? {
+        guard let job = try await self.queue.cancel(id: id, timing: JobTiming(now: self.clock.now(), resultTTL: resultTTL)) else { return nil }
+        switch job.status {
+        case .cancelled: self.hub.publish([.jobEvents(jobID: job.id)])
+        case .running: self.hub.publish([.cancelRequested(jobID: job.id)])
+        case .queued, .succeeded, .failed: break
+        }
+        return job
+    }
+
     /// ``enqueue(_:)`` when the caller does not care whether the job is new.
     @discardableResult
     public func submit(_ job: NewJob) async throws -> Job {

@@ -128,17 +128,17 @@ struct JobsController: Sendable {
         if job.status.isTerminal {
             throw KeelError(.jobFinished, "The job already ended: it is \(job.status.rawValue).", hint: "Only queued or running jobs can be cancelled.")
         }
-        guard let updated = try await self.queue.cancel(id: job.id, timing: JobTiming(now: self.clock.now(), resultTTL: self.settings.resultTTL)) else {
+        guard let updated = try await self.submitter.cancel(id: job.id, resultTTL: self.settings.resultTTL) else {
             throw Self.notFound(job.id)
         }
         if updated.status == .cancelled {
             self.metrics.finished(type: updated.type, status: updated.status.rawValue)
-            self.hub.publish([.jobEvents(jobID: updated.id)])
         } else if updated.status.isTerminal {
             // It ended on its own between our read and the cancel.
             throw KeelError(.jobFinished, "The job already ended: it is \(updated.status.rawValue).", hint: "Only queued or running jobs can be cancelled.")
         }
-        // A running job stops at its worker's next heartbeat.
+        // A running job stops once its worker hears of it (at once through
+        // the change feed, at the latest at its next heartbeat).
         return .json(updated.jsonRepresentation(), status: updated.status == .cancelled ? .ok : .accepted, headers: [.cacheControl: "no-store"])
     }
 

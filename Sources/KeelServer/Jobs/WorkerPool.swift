@@ -201,7 +201,12 @@ public final class WorkerPool: Service, Sendable {
     private func run(_ handler: any JobHandler, _ context: JobContext, lease: JobLease, logger: Logger) async -> Outcome {
         let job = RunningJob()
         self.running.withLock { $0[ObjectIdentifier(job)] = job }
-        defer { self.running.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(job)) } }
+        // Asked to stop: check the store now, not at the next heartbeat.
+        self.hub.watchCancel(jobID: lease.jobID, owner: ObjectIdentifier(job)) { job.beatNow() }
+        defer {
+            self.hub.unwatchCancel(jobID: lease.jobID, ObjectIdentifier(job))
+            self.running.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(job)) }
+        }
         if self.releasing.load(ordering: .relaxed) { return .release }
 
         return await withTaskGroup(of: Outcome.self) { group in
@@ -323,6 +328,13 @@ private final class RunningJob: Sendable {
             beats.due = true
             return true
         }
+    }
+
+    /// Makes a heartbeat due at once and wakes the worker to send it (it
+    /// reads whether cancellation was requested).
+    func beatNow() {
+        self.beats.withLock { $0.due = true }
+        self.signal.fire()
     }
 
     /// Takes the due heartbeat, if any (the worker is about to send it).

@@ -154,8 +154,8 @@ struct ResponsesController: Sendable {
         guard input["background"]?.boolValue == true else {
             throw OpenAIError.invalid("Only responses created with background=true can be cancelled.", code: "not_background")
         }
-        _ = try await self.queue.cancel(id: job.id, timing: JobTiming(now: self.clock.now(), resultTTL: self.resultTTL))
-        // A running answer stops at its worker's next heartbeat.
+        // A running answer stops once its worker hears of it.
+        try await self.jobs.cancel(id: job.id, resultTTL: self.resultTTL)
         _ = try await self.streams.waitUntilDone(jobID: job.id, timeout: .seconds(15))
         return try await self.current(job.id, key: key)
     }

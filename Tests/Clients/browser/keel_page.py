@@ -82,12 +82,14 @@ class Page:
         except WebDriverException:
             return []
 
-    def screenshot(self, name: str) -> str:
+    def screenshot(self, name: str, whole: bool = False) -> str:
         directory = self.screenshots or tempfile.gettempdir()
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, name)
-        # The viewport itself 1280×900 (the window's size would include the browser's frame).
-        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+        # The viewport itself 1280×900 (the window's size would include the
+        # browser's frame); `whole`: as tall as the page.
+        height = max(900, int(self.js("return document.documentElement.scrollHeight"))) if whole else 900
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False})
         try:
             self.d.save_screenshot(path)
         finally:
@@ -270,7 +272,7 @@ def run_single(page: Page, args) -> dict:
             raise Failure("--admin needs --admin-token")
         result["admin"] = page.check_admin(args.admin, args.admin_token)
         if page.screenshots:
-            result["admin_screenshot"] = page.screenshot("admin.png")
+            result["admin_screenshot"] = page.screenshot("admin.png", whole=True)
     return result
 
 

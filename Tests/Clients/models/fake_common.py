@@ -63,6 +63,9 @@ class FakeHandler(BaseHTTPRequestHandler):
     stderr, and the writes every fake makes."""
 
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as real services send: without it a stream's first small
+    # write waits for the client's delayed ACK of the head (~40 ms).
+    disable_nagle_algorithm = True
     sys_version = ""
     log_name = "fake"  # the prefix of this fake's stderr lines
     state: RequestLog  # set on the class by serve()

@@ -127,6 +127,25 @@ struct MultiProcessJobTests {
         #expect(page.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"] } == whole.events.map { .int($0.id ?? -1) })
     }
 
+    @Test("a job running on A is cancelled through B: A's worker hears through the store's change feed, long before its next heartbeat", arguments: Driver.available)
+    func cancelElsewhere(driver: Driver) async throws {
+        // A heartbeats every 20 s; B runs no jobs.
+        let (_, a, b) = try await Self.pair(
+            driver, a: Self.fast + ["--workers", "1", "--job-lease-duration", "60s"], b: Self.fast + ["--workers", "0"])
+        defer {
+            a.signal(SIGKILL)
+            b.signal(SIGKILL)
+        }
+        let token = try await Self.session(on: b)
+        let id = try await Self.createJob(b.baseURL, token: token, input: #"{"tokens":400,"delay_ms":50}"#)
+        try await waitFor("the job to run on A") { try await Self.job(b.baseURL, id, token: token)["status"] == .string("running") }
+        let cancelling = try await HTTP.send(.POST, b.baseURL + "/api/jobs/\(id)/cancel", token: token)
+        #expect(cancelling.status == 202, "\(cancelling.body)")
+        let asked = ContinuousClock.now
+        try await waitFor("the job to stop") { try await Self.job(b.baseURL, id, token: token)["status"] == .string("cancelled") }
+        #expect(ContinuousClock.now - asked < .seconds(5))
+    }
+
     @Test("SIGTERM closes open streams; the client resumes on the other process and misses nothing", arguments: Driver.available)
     func drainClosesStreams(driver: Driver) async throws {
         let (_, a, b) = try await Self.pair(driver, a: Self.fast + ["--workers", "0", "--drain-delay", "500ms"], b: Self.fast + ["--workers", "1"])

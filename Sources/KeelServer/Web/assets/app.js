@@ -181,7 +181,8 @@ class Upload {
       this.show('Uploaded; making it a document…', 'complete');
       const document = await makeDocument(this.url);
       saveUpload(this.fp, null);
-      this.show(`Uploaded · ${document.status}`, 'done');
+      // The document itself is listed under "Your documents", with its progress.
+      this.show(document.status === 'processing' ? 'Uploaded · reading it below' : `Uploaded · ${document.status}`, 'done');
       setTimeout(() => this.row.remove(), 4000);
     } catch (error) {
       this.controller = null;
@@ -706,7 +707,7 @@ async function stop() {
   const reply = state.reply;
   if (!reply) return;
   $('#stop').disabled = true;
-  $('#answer-status').textContent = 'Stopping… (this can take a few seconds)';
+  $('#answer-status').textContent = 'Stopping…';
   try {
     await requestJSON('POST', `/api/jobs/${reply.job}/cancel`);
   } catch (error) {
