@@ -14,7 +14,7 @@ struct CORSAllowlistMiddleware<Context: RequestContext>: RouterMiddleware {
         "tus-resumable", "upload-length", "upload-offset", "upload-metadata", "upload-checksum", "upload-defer-length", "upload-concat",
     ]
     let exposedHeaders =
-        "Keel-Instance, X-Request-Id, ETag, Location, Retry-After, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Defer-Length"
+        "Keel-Instance, Keel-Job-Id, Keel-Message-Id, Idempotent-Replayed, X-Request-Id, ETag, Location, Retry-After, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Defer-Length"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let origin = request.headers[.origin] else {
