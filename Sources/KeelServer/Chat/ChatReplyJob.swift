@@ -114,6 +114,9 @@ struct ChatReplyJob: JobHandler {
             return try await self.retrievalOnly(job, input: input, sources: sources, delivered: delivered, reply: reply)
         }
         var models = modelsSoFar
+        // The model now answering: it counts as used from its first text (so
+        // a stopped or failed answer names who wrote it, as a finished one does).
+        var answering: String?
         var finished = false
         var fallbacks: [JSONValue] = []
         var usage: [String: JSONValue] = [:]
@@ -125,12 +128,14 @@ struct ChatReplyJob: JobHandler {
                 for event in batch {
                     switch event {
                     case .model(let name, let provider):
+                        answering = name
                         try await job.emit("model", .object(["name": .string(name), "provider": .string(provider)]))
                     case .fallback(let fallback):
                         let json = Self.json(fallback)
                         fallbacks.append(json)
                         try await job.emit("fallback", json)
                     case .text(let piece):
+                        if let answering, models.last != answering { models.append(answering) }
                         reply.content += piece
                         try await job.token(piece)
                     case .reasoning(let piece):
@@ -142,7 +147,8 @@ struct ChatReplyJob: JobHandler {
                         usage[model] = json
                         try await job.emit("usage", json)
                     case .finished(let summary):
-                        for name in summary.models where models.last != name { models.append(name) }
+                        // The models that wrote text are in already; the one
+                        // that finished may have written none.
                         if models.last != summary.answeredBy { models.append(summary.answeredBy) }
                         reply.metadata["finish_reason"] = .string(summary.finishReason)
                         finished = true

@@ -17,6 +17,20 @@ and exits 1):
   timing  --page URL --question TEXT --count N
       N questions in one chat: first-token times, and the bytes of the page's
       assets.
+  extras  --page URL --docx FILE --big FILE --expect-text TEXT
+          [--fallback-from NAME] [--question TEXT] [--upload-rate BYTES_PER_S]
+          [--big-timeout S] [--allow-stopped-without-model]
+      In one session, each a named check: a big upload interrupted by a
+      reload resumes from the server's offset and becomes a document; Stop
+      keeps the partial answer, marked stopped, also after a reload;
+      conversations reopen with each answer shown once; every answer shows
+      the fallback from NAME and the model that answered; at phone width
+      (360 px) nothing overflows and the keyboard alone reaches the question
+      and sends it with Enter. Needs a chain whose first model fails before
+      its first token and whose second answers slowly (300 tokens 50 ms
+      apart), and no model cooldown (so every answer falls back from a
+      failure, not a cooldown). A reopened stopped answer must name its model
+      unless --allow-stopped-without-model (then noted as a known gap).
 
 URL may carry ?api=KEEL_URL when the page is served from another origin.
 Uses Debian's chromium and chromedriver. Standard library and selenium only.
@@ -27,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -34,7 +49,8 @@ import time
 import urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -100,6 +116,14 @@ class Page:
 
     def open_app(self, url: str) -> None:
         self.d.get(url)
+        self.wait_ready()
+
+    def reload(self) -> None:
+        """driver.refresh(), then waits for the page to start again."""
+        self.d.refresh()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
         self.wait_js("return document.body.dataset.ready === 'true' || "
                      "document.querySelector('#session-status').dataset.state === 'error'", "the page to start")
         state = self.js("return document.querySelector('#session-status').dataset.state")
@@ -210,6 +234,73 @@ class Page:
             "total_encoded": sum(e["encoded"] for e in entries),
             "total_decoded": sum(e["decoded"] for e in entries),
         }
+
+    # ---- what the extras check ----
+
+    def current_chat(self) -> str | None:
+        return self.js("return document.querySelector('.chat-item[aria-current=true]')?.dataset.id || null")
+
+    def upload_row(self, name: str) -> dict | None:
+        """The row of `name` in the uploads in progress, or None."""
+        return self.js("""
+            const row = [...document.querySelectorAll('#uploads .upload')].find((r) => r.querySelector('.name')?.textContent === arguments[0]);
+            if (!row) return null;
+            const p = row.querySelector('progress');
+            return {state: row.dataset.state, value: Number(p.value), max: Number(p.max),
+                    status: row.querySelector('.upload-status').textContent, resumed: row.querySelector('.resumed')?.textContent || null};
+        """, name)
+
+    def document_named(self, name: str) -> dict | None:
+        """The listed document whose file is `name`, or None."""
+        return self.js("""
+            const doc = [...document.querySelectorAll('#documents .document')]
+              .find((d) => d.querySelector('.hint') && d.querySelector('.hint').textContent.startsWith(arguments[0] + ' ·'));
+            return doc ? {id: doc.dataset.id, status: doc.dataset.status, text: doc.querySelector('.doc-status')?.textContent || ''} : null;
+        """, name)
+
+    def throttle_uploads(self, rate: int | None) -> None:
+        """Chrome's network emulation: request bodies at `rate` bytes/s, or no limit."""
+        if rate:
+            self.d.execute_cdp_cmd("Network.enable", {})
+            self.d.execute_cdp_cmd("Network.emulateNetworkConditions",
+                                   {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": rate})
+        else:
+            self.d.execute_cdp_cmd("Network.emulateNetworkConditions",
+                                   {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+            self.d.execute_cdp_cmd("Network.disable", {})
+
+    def answer_notes(self, job: str) -> dict:
+        """What an answer says of its models: the fallback notes and the model note."""
+        return self.js("""
+            const r = document.querySelector(`.message.assistant[data-job='${arguments[0]}']`);
+            if (!r) return null;
+            const note = r.querySelector('.model-note');
+            return {fallbacks: [...r.querySelectorAll('.fallback-note')].map((n) => n.textContent),
+                    model: note ? note.dataset.model || '' : null, model_text: note ? note.textContent : null};
+        """, job)
+
+    def click_when_fresh(self, selector: str, what: str) -> None:
+        """Clicks `selector`, again if the page re-rendered it meanwhile."""
+        def click(d):
+            try:
+                d.find_element(By.CSS_SELECTOR, selector).click()
+                return True
+            except StaleElementReferenceException:
+                return False
+        self.wait(click, what)
+
+    def reopen_chat(self, chat: str, job: str) -> None:
+        """Clicks the chat's .chat-item and waits for it to be shown anew,
+        with the message of `job` (the elements shown before are marked, so
+        an old copy never passes for the reopened one)."""
+        self.wait_js("return !!document.querySelector(`.chat-item[data-id='${arguments[0]}']`)", f"chat {chat} in the chat list", WAIT, chat)
+        self.js("document.querySelectorAll('#messages .message').forEach((m) => { m.keelOld = true; })")
+        self.click_when_fresh(f".chat-item[data-id='{chat}']", f"the chat {chat} to be clicked")
+        self.wait_js("""
+            const c = document.querySelector('.chat-item[aria-current=true]');
+            const m = document.querySelector(`.message.assistant[data-job='${arguments[1]}']`);
+            return c && c.dataset.id === arguments[0] && m && !m.keelOld;
+        """, f"chat {chat} to reopen with the reply {job}", WAIT, chat, job)
 
     # ---- the admin page ----
 
@@ -340,6 +431,292 @@ def run_timing(page: Page, args) -> dict:
     }
 
 
+# ---- extras: resumed upload, Stop, reopened chats, fallbacks, phone width and keyboard ----
+
+CHECKS = {
+    "resume_upload": "upload resumes after a reload",
+    "stop": "Stop keeps the partial answer, marked stopped",
+    "reopen": "conversations reopen, answers shown once",
+    "fallback": "fallback is shown",
+    "phone_keyboard": "phone width and keyboard",
+}
+
+
+def token_prefix(text: str, full: str) -> str | None:
+    """Why `text` is not a non-empty prefix of the fake model's answer
+    `tok0 tok1 …` (and of `full`, the whole answer), or None when it is."""
+    words = text.split()
+    if not words:
+        return "it is empty"
+    wrong = next((i for i, w in enumerate(words) if w != f"tok{i}"), None)
+    if wrong is not None:
+        return f"word {wrong} is {words[wrong]!r}, not 'tok{wrong}'"
+    if full and not full.startswith(text) and not full.startswith(text.rstrip()):
+        return "it is not a prefix of --expect-text"
+    return None
+
+
+def check_resume_upload(page: Page, args) -> dict:
+    path = os.path.abspath(args.big)
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    if page.document_named(name):
+        raise Failure(f"a document of {name} is listed already: give the big file a new name")
+    page.throttle_uploads(args.upload_rate)
+    try:
+        started = time.monotonic()
+        page.d.find_element(By.ID, "file-input").send_keys(path)
+
+        def past_a_fifth(d):
+            row = page.upload_row(name)
+            if not row:
+                return None
+            if row["state"] != "uploading" or row["value"] >= 0.2 * row["max"]:
+                return row
+            return None
+        row = page.wait(past_a_fifth, f"the upload of {name} to pass 20 %", args.big_timeout)
+        if row["state"] != "uploading" or row["value"] >= row["max"]:
+            raise Failure(f"the upload was {row['state']} ({row['status']}) before the reload could interrupt it: lower --upload-rate")
+        at_reload = row["value"]
+        page.reload()
+        listed = page.wait_js("""
+            const item = [...document.querySelectorAll('#unfinished-list li')].find((li) => li.textContent.includes(arguments[0] + ' ('));
+            return !document.querySelector('#unfinished').hidden && item ? item.textContent : null;
+        """, f"{name} to be listed under #unfinished-list after the reload", WAIT, name)
+
+        # The same file again: it must continue from the server's offset.
+        page.d.find_element(By.ID, "file-input").send_keys(path)
+        seen = page.wait_js("""
+            const resume = window.keelDebug.find((e) => e.kind === 'resume');
+            const created = window.keelDebug.some((e) => e.kind === 'request' && e.method === 'POST' && e.path === '/api/uploads');
+            return resume || created ? {resume: resume || null, created} : null;
+        """, f"{name} to resume (a `resume` entry in the debug log)")
+        if seen["created"] or not seen["resume"]:
+            raise Failure("choosing the same file after the reload started a new upload (POST /api/uploads) instead of resuming it")
+        offset = seen["resume"]["offset"]
+        if not isinstance(offset, (int, float)) or offset <= 0:
+            raise Failure(f"the upload resumed from offset {offset!r}, not from where the server stopped (> 0)")
+        if offset >= size:
+            raise Failure(f"the server had all {size} bytes before the resume: the reload came too late")
+        resumed_row = page.upload_row(name) or {}
+
+        def uploaded(d):
+            doc = page.document_named(name)
+            if doc:
+                return {"document": doc}
+            row = page.upload_row(name)
+            return {"failed": row["status"]} if row and row["state"] == "failed" else None
+        end = page.wait(uploaded, f"the resumed upload of {name} to complete and its document to be listed", args.big_timeout)
+        if "failed" in end:
+            raise Failure(f"the resumed upload failed: {end['failed']}")
+        uploaded_ms = round((time.monotonic() - started) * 1000)
+    finally:
+        page.throttle_uploads(None)
+    page.wait_js("return ![...document.querySelectorAll('#unfinished-list li')].some((li) => li.textContent.includes(arguments[0] + ' ('))",
+                 f"{name} to leave #unfinished-list once uploaded", WAIT, name)
+    upload_posts = [e for e in page.debug_log() if e.get("kind") == "request" and e.get("method") == "POST" and e.get("path") == "/api/uploads"]
+    if upload_posts:
+        raise Failure(f"the page created another upload after resuming: {upload_posts}")
+
+    def settled(d):
+        doc = page.document_named(name)
+        return doc if doc and doc["status"] in ("ready", "failed") else None
+    try:
+        document = page.wait(settled, f"the document of {name} to be ready", args.big_timeout)
+    except Failure:
+        document = page.document_named(name)  # still processing after the wait: accepted
+    if document["status"] == "failed":
+        raise Failure(f"the document of {name} failed: {document['text']}")
+    if document["status"] not in ("ready", "processing"):
+        raise Failure(f"the document of {name} is {document['status']!r}: {document['text']}")
+    return {"bytes": size, "page_offset_at_reload": at_reload, "resumed_at": offset, "resumed_fraction": round(offset / size, 3),
+            "unfinished_listed": listed.strip(), "resumed_note": (resumed_row.get("resumed") or "").strip(),
+            "upload_ms": uploaded_ms, "document": document["id"], "document_status": document["status"],
+            "document_ms": round((time.monotonic() - started) * 1000)}
+
+
+def check_stop(page: Page, args, answers: list) -> dict:
+    page.new_chat()
+    chat = page.current_chat()
+    job = page.ask(args.question)
+    page.wait(lambda d: (lambda r: r["text"].count("tok") >= 5 or r["state"] in ("done", "stopped", "failed"))(page.reply(job)),
+              "5 tokens of the answer on screen")
+    before = page.reply(job)
+    if before["state"] != "streaming":
+        raise Failure(f"the answer was {before['state']} before Stop could be pressed: the chain must answer slowly")
+    pressed = time.monotonic()
+    page.d.find_element(By.ID, "stop").click()
+    page.wait(lambda d: page.reply(job)["state"] in ("stopped", "done", "failed"), "the answer to be marked stopped after Stop", 5)
+    stop_ms = round((time.monotonic() - pressed) * 1000)
+    live = page.reply(job)
+    if live["state"] != "stopped":
+        raise Failure(f"after Stop the answer is {live['state']}, not stopped: {live['notes']}")
+    why = token_prefix(live["text"], args.expect_text)
+    if why:
+        raise Failure(f"the stopped answer is not a non-empty prefix of the whole answer ({why}): {live['text'][:200]!r}")
+    if live["text"].strip() == args.expect_text.strip():
+        raise Failure("the whole answer arrived: Stop stopped nothing")
+    if live["replies"] != 1:
+        raise Failure(f"the stopped reply is shown {live['replies']} times")
+    answers.append(("stopped answer, live", job, page.answer_notes(job)))
+
+    page.reload()
+    page.reopen_chat(chat, job)
+    again = page.reply(job)
+    if again["state"] != "stopped":
+        raise Failure(f"after a reload and reopening the chat, the stopped answer shows as {again['state']}")
+    if again["text"] != live["text"]:
+        raise Failure(f"after a reload the stopped answer's text differs: {len(again['text'])} chars {again['text'][-60:]!r} "
+                      f"vs {len(live['text'])} shown before {live['text'][-60:]!r}")
+    if again["replies"] != 1:
+        raise Failure(f"after a reload the stopped reply is shown {again['replies']} times")
+    # The stored stopped reply names the model that wrote its partial answer.
+    answers.append(("stopped answer, reopened", job, page.answer_notes(job)))
+    return {"chat": chat, "job": job, "tokens_at_press": before["text"].count("tok"), "tokens_kept": len(live["text"].split()),
+            "press_to_stopped_ms": stop_ms}
+
+
+def check_reopen(page: Page, args, answers: list, earlier_chat: str) -> dict:
+    page.new_chat()
+    chat = page.current_chat()
+    job = page.ask(args.question)
+    reply = page.wait_answer(job)
+    page.check_answer(job, reply, args.expect_text)
+    streamed = reply["text"]
+    timing = page.timing(job)
+    answers.append(("finished answer, live", job, page.answer_notes(job)))
+
+    page.reload()
+    listed = page.wait_js("""
+        const ids = [...document.querySelectorAll('#chats .chat-item')].map((c) => c.dataset.id);
+        return arguments.length && [...arguments].every((id) => ids.includes(id)) ? ids : null;
+    """, "the earlier chats in the chat list after the reload", WAIT, chat, earlier_chat)
+    page.reopen_chat(chat, job)
+    shown = page.js("""
+        return {user: document.querySelectorAll('#messages .message.user').length,
+                jobs: [...document.querySelectorAll('#messages .message.assistant')].map((m) => m.dataset.job)};
+    """)
+    if len(shown["jobs"]) != len(set(shown["jobs"])):
+        raise Failure(f"the reopened chat shows an answer more than once: {shown['jobs']}")
+    if len(shown["jobs"]) != shown["user"]:
+        raise Failure(f"the reopened chat shows {len(shown['jobs'])} answers to {shown['user']} questions")
+    again = page.reply(job)
+    if again["state"] != "done":
+        raise Failure(f"the reopened answer shows as {again['state']}: {again['notes']}")
+    if again["text"] != streamed:
+        raise Failure(f"the reopened answer differs from what was streamed ({len(again['text'])} vs {len(streamed)} chars): "
+                      f"{again['text'][:120]!r}")
+    answers.append(("finished answer, reopened", job, page.answer_notes(job)))
+    result = {"chat": chat, "job": job, "chats_listed": len(listed), "answer_chars": len(streamed), "answers_in_chat": len(shown["jobs"])}
+    result.update(timing)
+    return result
+
+
+def check_fallback(args, answers: list) -> dict:
+    pattern = re.compile(r"Fallback: (\S+) → (\S+)")
+    seen = {}
+    for label, job, notes in answers:
+        if not notes:
+            raise Failure(f"{label} ({job}): the answer is not on the page")
+        pairs = [m.groups() for m in map(pattern.search, notes["fallbacks"]) if m]
+        from_ours = [to for frm, to in pairs if frm == args.fallback_from]
+        if not from_ours:
+            raise Failure(f"{label} ({job}): no .fallback-note names {args.fallback_from!r}: {notes['fallbacks']}")
+        if not notes["model"]:
+            raise Failure(f"{label} ({job}): the .model-note names no model ({notes['model_text']!r}); fallback notes {notes['fallbacks']}")
+        if notes["model"] == args.fallback_from or notes["model"] not in from_ours:
+            raise Failure(f"{label} ({job}): the .model-note names {notes['model']!r}, not the model the answer fell back to "
+                          f"({from_ours})")
+        seen[label] = {"fallback": notes["fallbacks"][0], "model": notes["model"]}
+    return {"answers": seen}
+
+
+def check_phone_keyboard(page: Page, args, answers: list) -> dict:
+    d = page.d
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        page.reload()  # so the keyboard starts from the top of the page
+        page.wait_js("return screen.width === 360", "the 360 px wide screen")
+        layout = page.js("""
+            const width = document.documentElement.scrollWidth;
+            const wide = [...document.querySelectorAll('body *')].filter((e) => {
+              const r = e.getBoundingClientRect();
+              return r.width > 0 && r.right > 360.5 && ![...e.children].some((c) => c.getBoundingClientRect().right > 360.5);
+            }).slice(0, 8).map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + String(e.className).split(' ').join('.') : ''}`);
+            return {scrollWidth: width, innerWidth, wide};
+        """)
+        if layout["scrollWidth"] > 360:
+            raise Failure(f"at 360 px the page is {layout['scrollWidth']} px wide; past the edge: {layout['wide']}")
+        visible = {}
+        for selector in ("#question", "#send"):
+            box = page.js("""
+                const e = document.querySelector(arguments[0]);
+                e.scrollIntoView({block: 'center'});
+                const r = e.getBoundingClientRect();
+                const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width, height: r.height,
+                        hit: hit === e || e.contains(hit), display: getComputedStyle(e).display, visibility: getComputedStyle(e).visibility};
+            """, selector)
+            if not (box["width"] > 0 and box["height"] > 0 and box["left"] >= 0 and box["right"] <= 360.5 and box["top"] >= 0
+                    and box["bottom"] <= 800.5 and box["hit"] and box["visibility"] == "visible"):
+                raise Failure(f"at 360 px {selector} is cut or hidden: {box}")
+            visible[selector] = {"width": round(box["width"]), "height": round(box["height"])}
+        page.js("window.scrollTo(0, 0)")
+
+        # The keyboard alone: Tab from the top to the question, type, Enter.
+        path = []
+        for _ in range(40):
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            focused = page.js("""
+                const a = document.activeElement;
+                return {id: a.id, tag: a.tagName.toLowerCase(), text: (a.textContent || '').trim().slice(0, 24)};
+            """)
+            path.append(f"{focused['tag']}#{focused['id']}" if focused["id"] else f"{focused['tag']}:{focused['text']!r}")
+            if focused["id"] == "question":
+                break
+        else:
+            raise Failure(f"40 Tabs from the top did not reach #question; focus went {' → '.join(path)}")
+        count = page.js("return window.keelTimings.length")
+        ActionChains(d).send_keys(args.question).send_keys(Keys.ENTER).perform()
+        job = page.wait_js("const t = window.keelTimings[arguments[0]]; return t && t.job",
+                           "the question typed and sent with Enter to be accepted", WAIT, count)
+        page.wait(lambda d: (lambda r: r and r["text"].strip() and r["state"] in ("streaming", "done"))(page.reply(job)),
+                  "the answer to the question sent with Enter to start streaming")
+        answers.append(("answer sent by keyboard", job, page.answer_notes(job)))
+        return {"scroll_width": layout["scrollWidth"], "inner_width": layout["innerWidth"], "visible": visible, "tabs_to_question": len(path), "tab_path": path, "job": job,
+                **page.timing(job)}
+    finally:
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def run_extras(page: Page, args) -> dict:
+    result = {}
+    answers: list = []  # (label, job, notes, whether a model note is required) for the fallback check
+
+    def check(key, run):
+        started = time.monotonic()
+        try:
+            out = run()
+        except Failure as error:
+            raise Failure(f"{CHECKS[key]}: {error}") from None
+        out["ms"] = round((time.monotonic() - started) * 1000)
+        result[key] = out
+        print(f"ok {CHECKS[key]} ({out['ms']} ms)", file=sys.stderr, flush=True)
+        return out
+
+    page.open_app(args.page)
+    result["docx"] = page.upload(args.docx)
+    check("resume_upload", lambda: check_resume_upload(page, args))
+    stopped = check("stop", lambda: check_stop(page, args, answers))
+    check("reopen", lambda: check_reopen(page, args, answers, stopped["chat"]))
+    check("phone_keyboard", lambda: check_phone_keyboard(page, args, answers))
+    check("fallback", lambda: check_fallback(args, answers))
+    if page.screenshots:
+        page.js("window.scrollTo(0, 0)")
+        result["screenshot"] = page.screenshot("extras.png")
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -362,12 +739,22 @@ def main() -> int:
     p.add_argument("--question", required=True)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--screenshots")
+    p = sub.add_parser("extras")
+    p.add_argument("--page", required=True)
+    p.add_argument("--docx", required=True)
+    p.add_argument("--big", required=True, help="a large .txt file (~40 MB) to upload, interrupt by a reload and resume")
+    p.add_argument("--expect-text", required=True, help="the whole slow answer (tok0 … tok299)")
+    p.add_argument("--fallback-from", default="broken", help="the model every answer falls back from")
+    p.add_argument("--question", default="What does the report conclude?")
+    p.add_argument("--upload-rate", type=int, default=4_000_000, help="bytes/s the browser sends, so the reload lands mid-upload")
+    p.add_argument("--big-timeout", type=float, default=120)
+    p.add_argument("--screenshots")
     args = parser.parse_args()
 
     driver = start_browser()
     page = Page(driver, args.screenshots)
     try:
-        run = {"single": run_single, "cluster": run_cluster, "timing": run_timing}[args.command]
+        run = {"single": run_single, "cluster": run_cluster, "timing": run_timing, "extras": run_extras}[args.command]
         result = run(page, args)
         print(json.dumps(result, sort_keys=True))
         print("PASS")

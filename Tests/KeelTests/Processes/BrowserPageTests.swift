@@ -70,6 +70,32 @@ struct BrowserPageTests {
         }
     }
 
+    @Test(
+        "an upload resumes after a reload; Stop keeps the partial answer, stopped, with its model; chats reopen with each answer once; fallbacks shown; usable at 360 px and by keyboard",
+        .enabled(if: enabled))
+    func extras() async throws {
+        try await FakeOpenAIUpstream.running { fake in
+            let fixture = try await StoreFixture.make(.sqlite)
+            // Every answer falls back from a model that always fails (no cooldown, so it is tried each time).
+            let models = fixture.directory.appendingPathComponent("models.json")
+            try #"{"providers": {"fake": {"kind": "openai", "base_url": "\#(fake.baseURL)"}}, "models": {"broken": {"provider": "fake", "model": "server-error"}, "slow": {"provider": "fake", "model": "slow-300-50"}}, "chains": {"default": ["broken", "slow"]}}"#
+                .write(to: models, atomically: true, encoding: .utf8)
+            // 40 MB of text: big enough that a throttled upload is caught mid-way by a reload.
+            let big = fixture.directory.appendingPathComponent("big.txt")
+            let line = Array("the quick brown fox jumps over the lazy dog, again and again\n".utf8)
+            try Data((0..<(40_000_000 / line.count)).flatMap { _ in line }).write(to: big)
+            let server = try await KeelProcess.serve(
+                store: fixture.location,
+                arguments: ["--models", models.path, "--model-cooldown", "0s", "--document-max-characters", "50000000"])
+            defer { server.signal(SIGKILL) }
+            let result = try await Self.drive([
+                "extras", "--page", server.baseURL + "/", "--docx", Self.docx, "--big", big.path,
+                "--expect-text", (0..<300).map { "tok\($0) " }.joined(),
+            ])
+            #expect(result["fallback"] != nil, "\(result)")
+        }
+    }
+
     @Test("from another origin: the same page against Keel's API with --cors-origins and the session cookie sent by credentials", .enabled(if: enabled))
     func crossOrigin() async throws {
         try await FakeOpenAIUpstream.running { fake in

@@ -216,7 +216,7 @@ struct ChatAPITests {
         #expect(ChatReplyJob.answerSoFar(log([("progress", ""), ("sources", ""), ("reset", ""), ("sources", ""), ("reset", "")])) == "")
     }
 
-    @Test("stopping a reply keeps the partial answer, marked stopped")
+    @Test("stopping a reply keeps the partial answer, marked stopped, with the model that wrote it")
     func stop() async throws {
         try await Self.withFake { fake in
             let file = try Self.modelsFile(fake, chain: ["stall-after-3"])
@@ -239,6 +239,8 @@ struct ChatAPITests {
                     return reply["role"]?.stringValue == "assistant"
                 }
                 #expect(reply["status"]?.stringValue == "stopped" && reply["content"]?.stringValue == "tok0 tok1 tok2 ", "\(reply)")
+                // The model that wrote the partial answer is named, as for a finished one.
+                #expect(reply["models"] == .array([.string("m0")]), "\(reply)")
             }
         }
     }

@@ -90,10 +90,13 @@ class Upload {
     this.start();
   }
 
-  // The server's offset for a remembered upload, or null when it is gone.
+  // The server's offset for a remembered upload, or null when it is gone
+  // (404, 410: expired, deleted). Any other failure (a passing 5xx or 429)
+  // throws, and the upload stays remembered for the next try.
   async head(url) {
     const response = await request('HEAD', url, { headers: tus, signal: this.controller.signal });
-    if (!response.ok) return null;
+    if (uploadGone(response.status)) return null;
+    if (!response.ok) throw new ApiError(response.status, `http_${response.status}`, `The server answered ${response.status}; try again.`);
     return Number(response.headers.get('Upload-Offset'));
   }
 
@@ -236,12 +239,18 @@ async function renderUnfinished() {
   $('#unfinished').hidden = list.children.length === 0;
 }
 
+// The server no longer has the upload: nothing to resume.
+function uploadGone(status) {
+  return status === 404 || status === 410;
+}
+
 async function checkUnfinished() {
   for (const [fp, entry] of Object.entries(savedUploads())) {
     if ([...document.querySelectorAll('.upload .name')].some((n) => n.textContent === entry.name)) continue;
     const response = await request('HEAD', entry.url, { headers: tus }).catch(() => null);
     if (!response) continue;
-    if (!response.ok) { saveUpload(fp, null); continue; }
+    if (uploadGone(response.status)) { saveUpload(fp, null); continue; }
+    if (!response.ok) continue; // a passing failure: keep it, ask again next time
     const offset = Number(response.headers.get('Upload-Offset'));
     const item = $('#unfinished-list').querySelector(`[data-fp="${CSS.escape(fp)}"]`);
     if (offset >= entry.size) {
