@@ -98,32 +98,49 @@ struct PostgresChatStore: ChatStore, PostgresRole {
         try await self.removeOrphans(table: "keel_chats", children: "keel_chat_messages", childColumn: "chat_id", limit: limit)
     }
 
-    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws {
+    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws -> ChatMessageRecord {
         let metadata = JSONValue.object(message.metadata).serialized()
-        let appended = try await self.operation {
-            // The update locks the chat's row: its new count is the message's place.
-            var appended = false
-            for try await _ in try await self.client.query(
+        let createdAt = message.createdAt.millisecondsSince1970
+        let stored = try await self.transaction { connection -> ChatMessageRecord? in
+            // The chat's row lock: messages to one chat take turns (the new
+            // count is the message's place), and a request racing this one
+            // with the same message id sees its row once it has the lock.
+            var count: Int64?
+            for try await value in try await connection.query(
+                "SELECT message_count FROM keel_chats WHERE id = \(message.chatID) AND session_id = \(sessionID) FOR UPDATE",
+                logger: self.logger
+            ).decode(Int64.self) {
+                count = value
+            }
+            guard let count else { throw KeelError.chatNotFound(message.chatID) }
+            var inserted = false
+            for try await _ in try await connection.query(
                 """
-                WITH chat AS (
-                    UPDATE keel_chats SET message_count = message_count + 1,
-                        updated_at = GREATEST(updated_at, \(message.createdAt.millisecondsSince1970))
-                    WHERE id = \(message.chatID) AND session_id = \(sessionID)
-                    RETURNING id, message_count
-                )
                 INSERT INTO keel_chat_messages (id, chat_id, seq, role, content, status, job_id, attempt, metadata, created_at)
-                SELECT \(message.id), chat.id, chat.message_count, \(message.role), \(message.content), \(message.status.rawValue),
-                    \(message.jobID), \(message.attempt), \(metadata), \(message.createdAt.millisecondsSince1970)
-                FROM chat
+                VALUES (\(message.id), \(message.chatID), \(count + 1), \(message.role), \(message.content), \(message.status.rawValue),
+                    \(message.jobID), \(message.attempt), \(metadata), \(createdAt))
+                ON CONFLICT (id) DO NOTHING
                 RETURNING 1
                 """,
                 logger: self.logger
             ) {
-                appended = true
+                inserted = true
             }
-            return appended
+            guard inserted else {
+                let existing = try await Self.fetchMessages(
+                    connection.query(
+                        "SELECT id, chat_id, role, content, status, job_id, attempt, metadata, created_at FROM keel_chat_messages WHERE id = \(message.id)",
+                        logger: self.logger))
+                guard let first = existing.first, first.chatID == message.chatID else { throw KeelError.messageOfAnotherChat(message.id) }
+                return first
+            }
+            try await connection.query(
+                "UPDATE keel_chats SET message_count = message_count + 1, updated_at = GREATEST(updated_at, \(createdAt)) WHERE id = \(message.chatID)",
+                logger: self.logger
+            )
+            return nil
         }
-        guard appended else { throw KeelError.chatNotFound(message.chatID) }
+        return stored ?? message
     }
 
     func recordReply(_ message: ChatMessageRecord) async throws -> Bool {

@@ -93,7 +93,7 @@ struct SQLiteChatStore: ChatStore {
         }
     }
 
-    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws {
+    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws -> ChatMessageRecord {
         try await withStoreErrors {
             try await self.pool.write { db in
                 guard
@@ -101,8 +101,19 @@ struct SQLiteChatStore: ChatStore {
                         cached: db, sql: "SELECT message_count FROM keel_chats WHERE id = ? AND session_id = ?",
                         arguments: [message.chatID, sessionID])
                 else { throw KeelError.chatNotFound(message.chatID) }
+                // Writes are serialised: a message already here was stored by an earlier request.
+                if let row = try Row.fetchOne(
+                    cached: db,
+                    sql: "SELECT id, chat_id, role, content, status, job_id, attempt, metadata, created_at FROM keel_chat_messages WHERE id = ?",
+                    arguments: [message.id])
+                {
+                    let stored = try Self.decodeMessage(row)
+                    guard stored.chatID == message.chatID else { throw KeelError.messageOfAnotherChat(message.id) }
+                    return stored
+                }
                 try Self.insert(db, message, seq: count + 1)
                 try Self.bump(db, chatID: message.chatID, at: message.createdAt)
+                return message
             }
         }
     }

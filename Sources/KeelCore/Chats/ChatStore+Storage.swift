@@ -6,6 +6,13 @@ extension KeelError {
         KeelError(.notFound, "No chat '\(id)' for this session.")
     }
 
+    /// A message id already used in another chat: ids are unique across
+    /// chats (random, or derived from the session, chat and key), so this is
+    /// a programming error.
+    public static func messageOfAnotherChat(_ id: String) -> KeelError {
+        KeelError(.internalError, "The message '\(id)' could not be stored.", detail: "message id already used in another chat")
+    }
+
     /// A reply written without the job that owns it: a programming error.
     public static func replyWithoutJob(_ messageID: String) -> KeelError {
         KeelError(.internalError, "The reply message '\(messageID)' names no job.", detail: "recordReply needs ChatMessageRecord.jobID")

@@ -85,9 +85,15 @@ public protocol ChatStore: Sendable {
     /// Deletes the chat and its messages; false when the session has no such chat.
     func deleteChat(id: String, sessionID: String) async throws -> Bool
 
-    /// Appends a user message; updates the chat's `updatedAt` and count.
-    /// Throws ``KeelError/Code/notFound`` when the session has no such chat.
-    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws
+    /// Appends a user message; updates the chat's `updatedAt` and count,
+    /// and returns the message. When the chat already holds a message with
+    /// this id, nothing is written and that stored message is returned: two
+    /// requests racing with one `Idempotency-Key` store one question, and
+    /// the second learns the first one's reply job from it. Throws
+    /// ``KeelError/Code/notFound`` when the session has no such chat, and
+    /// ``KeelError/Code/internalError`` when the id belongs to another chat.
+    @discardableResult
+    func appendMessage(_ message: ChatMessageRecord, sessionID: String) async throws -> ChatMessageRecord
 
     /// Writes a reply's assistant message, keyed by its `jobID`: the first
     /// write inserts it (and bumps the chat's count and `updatedAt`); a

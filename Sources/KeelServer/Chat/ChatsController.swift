@@ -159,17 +159,9 @@ struct ChatsController: Sendable {
         if let key {
             input.messageID = Self.messageID(sessionID: session.id, chatID: chat.id, idempotencyKey: key)
             stored = try await self.chats.messages(chatID: chat.id, sessionID: session.id).first { $0.id == input.messageID }
-            if let stored {
-                let documents = stored.metadata["documents"]?.arrayValue?.compactMap(\.stringValue) ?? []
-                guard stored.content == input.question, documents == input.documents, let named = stored.metadata["reply_job_id"]?.stringValue else {
-                    throw KeelError(
-                        .idempotencyKeyReused, "This Idempotency-Key was already used for another message of this chat (\(stored.id)).",
-                        hint: "Use a fresh key for each message; reuse a key only to retry the very same request.")
-                }
-                jobID = named
-            }
+            if let stored { jobID = try Self.replyJobID(of: stored, repeating: input) }
         }
-        let message: ChatMessageRecord
+        var message: ChatMessageRecord
         if let stored {
             message = stored
         } else {
@@ -183,8 +175,13 @@ struct ChatsController: Sendable {
             if !input.documents.isEmpty { metadata["documents"] = .array(input.documents.map(JSONValue.string)) }
             message = ChatMessageRecord(
                 id: input.messageID, chatID: chat.id, role: "user", content: input.question, metadata: metadata, createdAt: now)
-            try await self.chats.appendMessage(message, sessionID: session.id)
-            if chat.title.isEmpty {
+            let appended = try await self.chats.appendMessage(message, sessionID: session.id)
+            if appended != message {
+                // A request with the same key stored the question first, between our look and our write.
+                jobID = try Self.replyJobID(of: appended, repeating: input)
+                message = appended
+                stored = appended
+            } else if chat.title.isEmpty {
                 let words = input.question.split(whereSeparator: \.isWhitespace).joined(separator: " ")
                 try await self.chats.renameChat(id: chat.id, sessionID: session.id, title: String(words.prefix(60)), now: now)
             }
@@ -215,6 +212,18 @@ struct ChatsController: Sendable {
         var headers: HTTPFields = [.location: "/api/jobs/\(job.id)", .cacheControl: "no-store"]
         if stored != nil { headers[.idempotentReplayed] = "true" }
         return .json(json.text, status: .accepted, headers: headers)
+    }
+
+    /// The reply job a stored question names, when `input` repeats it (the
+    /// same question and documents); 409 when the key was used for another.
+    private static func replyJobID(of stored: ChatMessageRecord, repeating input: ChatReplyJob.Input) throws -> String {
+        let documents = stored.metadata["documents"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        guard stored.content == input.question, documents == input.documents, let named = stored.metadata["reply_job_id"]?.stringValue else {
+            throw KeelError(
+                .idempotencyKeyReused, "This Idempotency-Key was already used for another message of this chat (\(stored.id)).",
+                hint: "Use a fresh key for each message; reuse a key only to retry the very same request.")
+        }
+        return named
     }
 
     /// The id of the question an `Idempotency-Key` names: the same for the

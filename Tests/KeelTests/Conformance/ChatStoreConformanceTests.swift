@@ -224,6 +224,54 @@ struct ChatStoreConformanceTests {
         }
     }
 
+    @Test(
+        "a message id appended twice, or by two instances at once, is stored once; every append returns the stored message",
+        arguments: Driver.available)
+    func appendOnce(driver: Driver) async throws {
+        let fixture = try await StoreFixture.make(driver)
+        try await fixture.withStore { first in
+            let chats = first.chats
+            try await chats.createChat(Self.chat("c1"))
+            try await chats.createChat(Self.chat("c2"))
+            let question = Self.question("m1", chat: "c1", "First?", at: 1)
+            #expect(try await chats.appendMessage(question, sessionID: "s1") == question)
+            // The same id again, with another text: nothing written, the first returned.
+            #expect(try await chats.appendMessage(Self.question("m1", chat: "c1", "Other?", at: 5), sessionID: "s1") == question)
+            #expect(try await chats.messages(chatID: "c1", sessionID: "s1") == [question])
+            let chat = try #require(try await chats.chat(id: "c1", sessionID: "s1"))
+            #expect(chat.messageCount == 1 && chat.updatedAt == Self.t0.addingTimeInterval(1))
+            // An id is one chat's: the same id in another chat is refused, and nothing changes there.
+            await expectKeelError(.internalError, "an id of another chat") {
+                try await chats.appendMessage(Self.question("m1", chat: "c2", at: 6), sessionID: "s1")
+            }
+            #expect(try await chats.chat(id: "c2", sessionID: "s1")?.messageCount == 0)
+
+            // Two instances race with one id, ten times: one message each time, and both returns agree.
+            let second = try fixture.openStore()
+            try await second.withRunning {
+                for round in 0..<10 {
+                    let id = "race\(round)"
+                    let stored = try await withThrowingTaskGroup(of: ChatMessageRecord.self) { group in
+                        for (index, store) in [first, second, first, second].enumerated() {
+                            group.addTask {
+                                try await store.chats.appendMessage(
+                                    Self.question(id, chat: "c1", "asked by \(index)", at: 10 + Double(round)), sessionID: "s1")
+                            }
+                        }
+                        var returned: [ChatMessageRecord] = []
+                        for try await message in group { returned.append(message) }
+                        return returned
+                    }
+                    #expect(Set(stored.map(\.content)).count == 1, "round \(round): \(stored.map(\.content))")
+                    let messages = try await first.chats.messages(chatID: "c1", sessionID: "s1").filter { $0.id == id }
+                    #expect(messages.map(\.content) == [stored[0].content])
+                }
+                #expect(try await first.chats.chat(id: "c1", sessionID: "s1")?.messageCount == 11)
+            }
+            try await second.close()
+        }
+    }
+
     @Test("a chat deleted while two instances write replies to it leaves no message behind", arguments: Driver.available)
     func deletionRace(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)

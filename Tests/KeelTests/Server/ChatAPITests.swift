@@ -182,9 +182,28 @@ struct ChatAPITests {
                 #expect(healed.json["message"]?.objectValue?["id"]?.stringValue == orphan.id && healed.json["job"]?.objectValue?["id"]?.stringValue == orphanJob)
                 _ = try await Self.events(client, job: orphanJob, token: token)
 
+                // Four first requests with one key at once (a client retrying
+                // on a timeout while the first is still in flight): one
+                // question, one reply, and every request names them.
+                let raced = try await withThrowingTaskGroup(of: TestResponse.self) { group in
+                    for _ in 0..<4 {
+                        group.addTask {
+                            try await client.send(.post, path, token: token, headers: [.idempotencyKey: "k3"], body: #"{"content": "Count thrice"}"#)
+                        }
+                    }
+                    var responses: [TestResponse] = []
+                    for try await response in group { responses.append(response) }
+                    return responses
+                }
+                #expect(raced.allSatisfy { $0.status == .accepted }, "\(raced.map(\.text))")
+                #expect(Set(raced.compactMap { $0.json["message"]?.objectValue?["id"]?.stringValue }).count == 1)
+                let racedJobs = Set(raced.compactMap { $0.json["job"]?.objectValue?["id"]?.stringValue })
+                #expect(racedJobs.count == 1 && raced.filter { $0.headers[.idempotentReplayed] == nil }.count == 1)
+                _ = try await Self.events(client, job: try #require(racedJobs.first), token: token)
+
                 // Each question once, each answered once, by its own reply.
                 let messages = try #require(try await client.send(.get, "/api/chats/\(chat)", token: token).json["messages"]?.arrayValue).compactMap(\.objectValue)
-                #expect(messages.map { $0["role"]?.stringValue ?? "" } == ["user", "assistant", "user", "assistant"], "\(messages)")
+                #expect(messages.map { $0["role"]?.stringValue ?? "" } == ["user", "assistant", "user", "assistant", "user", "assistant"], "\(messages)")
                 #expect(messages.map { $0["id"]?.stringValue ?? "" }[0] == message && messages.map { $0["id"]?.stringValue ?? "" }[2] == orphan.id)
                 #expect(messages[1]["job_id"]?.stringValue == job && messages[3]["job_id"]?.stringValue == orphanJob)
                 #expect(messages[3]["content"]?.stringValue?.isEmpty == false && messages[3]["status"]?.stringValue == "complete")
