@@ -41,6 +41,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Connections and quotas") var limits: LimitOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
     @OptionGroup(title: "Models and chat") var models: ModelOptions
+    @OptionGroup(title: "Admin dashboard") var dashboard: DashboardOptions
 
     private var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
@@ -57,6 +58,7 @@ struct Serve: AsyncParsableCommand {
             .merging(self.limits.flags) { $1 }
             .merging(self.documents.flags) { $1 }
             .merging(self.models.flags) { $1 }
+            .merging(self.dashboard.flags) { $1 }
     }
 
     func run() async throws {

@@ -235,8 +235,6 @@ struct LimitOptions: ParsableArguments {
     @Option(name: .customLong("max-connections"), help: ArgumentHelp(ConfigurationKnob.maxConnections.help)) var maxConnections: String?
     @Option(name: .customLong("ops-token"), help: ArgumentHelp(ConfigurationKnob.opsToken.help)) var opsToken: String?
     @Option(name: .customLong("admin-token"), help: ArgumentHelp(ConfigurationKnob.adminToken.help)) var adminToken: String?
-    @Option(name: .customLong("instance-report-interval"), help: ArgumentHelp(ConfigurationKnob.instanceReportInterval.help))
-    var instanceReportInterval: String?
     @Option(name: .customLong("trusted-proxies"), help: ArgumentHelp(ConfigurationKnob.trustedProxies.help)) var trustedProxies: String?
     @Option(name: .customLong("session-create-rate"), help: ArgumentHelp(ConfigurationKnob.sessionCreateRate.help)) var sessionCreateRate: String?
     @Option(name: .customLong("session-max-active-jobs"), help: ArgumentHelp(ConfigurationKnob.sessionMaxActiveJobs.help))
@@ -246,10 +244,20 @@ struct LimitOptions: ParsableArguments {
         let values: [(ConfigurationKnob, String?)] = [
             (.headerTimeout, self.headerTimeout), (.idleTimeout, self.idleTimeout), (.bodyTimeout, self.bodyTimeout),
             (.lingerTimeout, self.lingerTimeout), (.maxConnections, self.maxConnections), (.opsToken, self.opsToken),
-            (.adminToken, self.adminToken), (.instanceReportInterval, self.instanceReportInterval),
+            (.adminToken, self.adminToken),
             (.trustedProxies, self.trustedProxies), (.sessionCreateRate, self.sessionCreateRate),
             (.sessionMaxActiveJobs, self.sessionMaxActiveJobs),
         ]
         return Dictionary(values.compactMap { knob, value in value.map { (knob.name, $0) } }, uniquingKeysWith: { $1 })
+    }
+}
+
+/// How this process shows itself on the admin dashboard (`serve` and `worker`).
+struct DashboardOptions: ParsableArguments {
+    @Option(name: .customLong("instance-report-interval"), help: ArgumentHelp(ConfigurationKnob.instanceReportInterval.help))
+    var instanceReportInterval: String?
+
+    var flags: [String: String] {
+        self.instanceReportInterval.map { [ConfigurationKnob.instanceReportInterval.name: $0] } ?? [:]
     }
 }

@@ -8,7 +8,8 @@ struct Worker: AsyncParsableCommand {
         abstract: "Run job workers without an HTTP server.",
         discussion: """
             Claims and runs jobs from the same store as the servers, with as many workers as --workers (at least one). \
-            Also takes part in the janitor election. On SIGTERM or SIGINT it stops claiming, lets running jobs finish \
+            Also takes part in the janitor election, and reports itself to the admin dashboard every \
+            --instance-report-interval (its busy workers and its models' figures). On SIGTERM or SIGINT it stops claiming, lets running jobs finish \
             for up to --drain-timeout, releases the rest without counting the attempt, and exits 0.
             """
     )
@@ -18,10 +19,11 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup(title: "Uploads") var uploads: UploadOptions
     @OptionGroup(title: "Documents") var documents: DocumentOptions
     @OptionGroup(title: "Models and chat") var models: ModelOptions
+    @OptionGroup(title: "Admin dashboard") var dashboard: DashboardOptions
 
     func run() async throws {
         try await Runtime.reportingErrors {
-            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 }.merging(self.documents.flags) { $1 }.merging(self.models.flags) { $1 })
+            let configuration = try self.common.load(extraFlags: self.jobs.flags.merging(self.uploads.flags) { $1 }.merging(self.documents.flags) { $1 }.merging(self.models.flags) { $1 }.merging(self.dashboard.flags) { $1 })
             let logger = Runtime.bootstrapLogging(configuration)
             let store = try Runtime.makeStore(configuration, logger: logger)
             try await store.withRunning {

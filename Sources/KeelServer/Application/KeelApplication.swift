@@ -79,7 +79,7 @@ public struct KeelApplication: Sendable {
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
         let connectionCount = ConnectionCount()
         let figures = InstanceFigures(
-            instanceID: configuration.instanceID, startedAt: clock.now(), workers: configuration.jobs.workers, jobs: jobMetrics,
+            instanceID: configuration.instanceID, role: .server, startedAt: clock.now(), workers: configuration.jobs.workers, jobs: jobMetrics,
             connections: connectionCount, drain: drain, models: models.router?.metrics)
         var routes = RouteTable()
         OperationsController(
@@ -233,6 +233,7 @@ public struct KeelWorkerProcess: Sendable {
     let runtime: JobRuntime
     let configuration: KeelConfiguration
     let logger: Logger
+    let drain = DrainState()
 
     public init(
         configuration: KeelConfiguration, store: any KeelStore, logger: Logger, clock: any KeelClock = SystemClock(),
@@ -258,10 +259,17 @@ public struct KeelWorkerProcess: Sendable {
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
+        let workerCount = max(1, configuration.jobs.workers)
+        // On the dashboard too: a worker's busy workers and its models' figures (it runs the chat replies).
+        let figures = InstanceFigures(
+            instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: workerCount, jobs: jobMetrics,
+            connections: ConnectionCount(), drain: self.drain, models: models.router?.metrics)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
-            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, leadingServices: models.services,
-            extraServices: registered.services
+            logger: logger, workerCount: workerCount, uploads: uploads, leadingServices: models.services,
+            extraServices: registered.services + [
+                InstanceReporter(figures: figures, store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
+            ]
         )
         self.configuration = configuration
         self.logger = logger
@@ -276,7 +284,7 @@ public struct KeelWorkerProcess: Sendable {
             services: self.runtime.services.map { .init(service: $0, successTerminationBehavior: .ignore) } + [
                 .init(
                     service: DrainService(
-                        state: DrainState(), delay: .zero, logger: self.logger,
+                        state: self.drain, delay: .zero, logger: self.logger,
                         onBegin: { workers.beginDrain(releaseAfter: drainTimeout) }
                     ),
                     successTerminationBehavior: .gracefullyShutdownGroup

@@ -11,7 +11,14 @@ import ServiceLifecycle
 /// counters), written to the store by ``InstanceReporter`` so that any
 /// instance can show every instance.
 struct InstanceFigures: Sendable {
+    /// What kind of process reports: `keel serve` or `keel worker`.
+    enum Role: String, Sendable {
+        case server
+        case worker
+    }
+
     let instanceID: String
+    let role: Role
     let startedAt: Date
     let workers: Int
     let jobs: JobMetrics
@@ -36,6 +43,7 @@ struct InstanceFigures: Sendable {
         return InstanceReport(
             id: self.instanceID, version: KeelVersion.current, startedAt: self.startedAt, seenAt: now,
             figures: .object([
+                "role": .string(self.role.rawValue),
                 "open_streams": .int(Int64(self.jobs.openStreams)),
                 "open_connections": .int(Int64(self.connections.open.load(ordering: .relaxed))),
                 "workers": .int(Int64(self.workers)),
@@ -126,7 +134,7 @@ struct AdminController: Sendable {
         let since = now.addingTimeInterval(-Double(minutes) * 60)
         // Buckets of a minute up to two hours, then as many as fit 120.
         let bucketSeconds = max(60, (minutes * 60 / 120 + 59) / 60 * 60)
-        let overview = try await self.store.overview
+        let overview = self.store.overview
         async let reports = overview.instances(seenSince: since)
         async let counts = overview.jobCounts()
         async let activity = overview.jobActivity(since: since, bucket: .seconds(bucketSeconds))
@@ -161,6 +169,7 @@ struct AdminController: Sendable {
             "id": .string(report.id), "version": .string(report.version), "started_at": .string(JSONWriter.timestamp(report.startedAt)),
             "seen_at": .string(JSONWriter.timestamp(report.seenAt)),
             "draining": report.figures.objectValue?["draining"] ?? .bool(false),
+            "role": report.figures.objectValue?["role"] ?? .string(InstanceFigures.Role.server.rawValue),
         ]
         for name in ["open_streams", "open_connections", "workers", "busy_workers"] { object[name] = .int(Self.figure(report, name)) }
         return .object(object)

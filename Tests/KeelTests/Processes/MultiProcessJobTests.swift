@@ -224,11 +224,16 @@ struct MultiProcessJobTests {
         #expect(list.json["jobs"]?.arrayValue?.count == 1)
     }
 
-    @Test("keel worker runs jobs for a server without workers, and drains on SIGTERM releasing its unfinished job", arguments: Driver.available)
+    @Test(
+        "keel worker runs jobs for a server without workers, shows itself on the admin dashboard, and drains on SIGTERM releasing its unfinished job",
+        arguments: Driver.available)
     func separateWorker(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)
-        let server = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0"])
-        let worker = try KeelProcess.worker(store: fixture.location, arguments: ["--workers", "1", "--drain-timeout", "1s", "--instance-id", "the-worker"])
+        let adminToken = "admin-token-for-the-tests-0123"
+        let server = try await KeelProcess.serve(store: fixture.location, arguments: ["--workers", "0", "--admin-token", adminToken])
+        let worker = try KeelProcess.worker(
+            store: fixture.location,
+            arguments: ["--workers", "1", "--drain-timeout", "1s", "--instance-id", "the-worker", "--instance-report-interval", "200ms"])
         defer {
             server.signal(SIGKILL)
             worker.signal(SIGKILL)
@@ -242,6 +247,15 @@ struct MultiProcessJobTests {
         let slow = try await Self.createJob(server.baseURL, token: token, input: #"{"tokens":100,"delay_ms":100}"#)
         try await waitFor("the worker to take the slow job") {
             try await Self.job(server.baseURL, slow, token: token)["worker"]?.stringValue?.hasPrefix("the-worker/") == true
+        }
+        // The dashboard lists the worker beside the server, busy with the slow job.
+        try await waitFor("the worker's report of its busy worker") {
+            let overview = try await HTTP.send(.GET, server.baseURL + "/api/admin/overview", token: adminToken).json
+            let instances = overview["instances"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            let reported = instances.first { $0["id"] == .string("the-worker") }
+            let serving = instances.first { $0["id"] == .string("proc-\(server.port)") }
+            return reported?["role"] == .string("worker") && reported?["workers"] == .int(1) && reported?["busy_workers"] == .int(1)
+                && reported?["open_connections"] == .int(0) && serving?["role"] == .string("server") && serving?["workers"] == .int(0)
         }
         #expect(await worker.stop() == 0)
         // Released, not failed: queued again with the attempt not counted.

@@ -104,7 +104,7 @@ function render(d) {
   $('#instances-caption').textContent = `Instances seen in the last ${d.window_minutes} minutes (this answer from ${d.instance})`;
   $('#instances tbody').replaceChildren(...(d.instances || []).map((i) => el('tr', { 'data-id': i.id },
     el('th', { scope: 'row' }, i.id + (i.id === d.instance ? ' (answering)' : '')),
-    cell(i.version), cell(fmtTime(i.started_at)), cell(ago(i.seen_at)),
+    cell(i.role || 'server'), cell(i.version), cell(fmtTime(i.started_at)), cell(ago(i.seen_at)),
     cell(i.draining ? 'draining' : 'no', i.draining ? 'warn' : null),
     cell(num(i.open_streams), 'num'), cell(num(i.open_connections), 'num'),
     cell(`${num(i.busy_workers)} / ${num(i.workers)}`, 'num'))));
