@@ -58,6 +58,7 @@ struct CommonOptions: ParsableArguments {
 /// Settings of the job workers, shared by `serve` and `worker`.
 struct JobOptions: ParsableArguments {
     @Option(help: ArgumentHelp(ConfigurationKnob.workers.help)) var workers: String?
+    @Option(name: .customLong("model-workers"), help: ArgumentHelp(ConfigurationKnob.modelWorkers.help)) var modelWorkers: String?
     @Option(name: .customLong("job-lease-duration"), help: ArgumentHelp(ConfigurationKnob.jobLeaseDuration.help)) var leaseDuration: String?
     @Option(name: .customLong("job-max-attempts"), help: ArgumentHelp(ConfigurationKnob.jobMaxAttempts.help)) var maxAttempts: String?
     @Option(name: .customLong("job-retry-backoff"), help: ArgumentHelp(ConfigurationKnob.jobRetryBackoff.help)) var retryBackoff: String?
@@ -73,7 +74,7 @@ struct JobOptions: ParsableArguments {
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
             (.jobMaxEvents, self.maxEvents), (.demoJobs, self.demoJobs),
-            (.workers, self.workers), (.jobLeaseDuration, self.leaseDuration), (.jobMaxAttempts, self.maxAttempts),
+            (.workers, self.workers), (.modelWorkers, self.modelWorkers), (.jobLeaseDuration, self.leaseDuration), (.jobMaxAttempts, self.maxAttempts),
             (.jobRetryBackoff, self.retryBackoff), (.jobRetryBackoffMax, self.retryBackoffMax), (.jobResultTTL, self.resultTTL),
             (.workerPollInterval, self.pollInterval), (.janitorInterval, self.janitorInterval), (.instanceID, self.instanceID),
             (.drainTimeout, self.drainTimeout),

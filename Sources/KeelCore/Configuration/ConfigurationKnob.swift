@@ -90,7 +90,12 @@ extension ConfigurationKnob {
         defaultDescription: "10ms",
         summary: "How often each process checks the SQLite file for jobs and events committed by other processes."
     )
-    public static let workers = Self(name: "workers", defaultDescription: "4", summary: "Job workers in this process; 0 serves HTTP only.")
+    public static let workers = Self(name: "workers", defaultDescription: "4", summary: "Job workers in this process; 0 serves HTTP only (no job of either lane).")
+    public static let modelWorkers = Self(
+        name: "model-workers",
+        defaultDescription: "64",
+        summary: "Jobs waiting on a model (chat.reply, document.analyze, openai.response) this process runs at once, beside --workers; 0: they share --workers."
+    )
     public static let jobLeaseDuration = Self(
         name: "job-lease-duration",
         defaultDescription: "30s",
@@ -308,7 +313,7 @@ extension ConfigurationKnob {
     public static let all: [ConfigurationKnob] = [
         .host, .port, .store, .instanceID, .secret, .sessionIdleTimeout, .sessionRefreshInterval, .sessionMaxBytes,
         .cookieSecure, .corsOrigins, .corsCredentials, .corsMaxAge, .maxBodyBytes, .listenBacklog, .executor, .drainDelay, .drainTimeout,
-        .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
+        .sqliteBusyTimeout, .sqliteSynchronous, .sqlitePollInterval, .workers, .modelWorkers, .jobLeaseDuration, .jobMaxAttempts, .jobRetryBackoff,
         .jobRetryBackoffMax, .jobResultTTL, .workerPollInterval, .janitorInterval, .sseHeartbeat, .sseRetry, .sseBatchSize,
         .uploadBlobs, .uploadMaxSize, .uploadExpiry, .uploadRetention, .uploadCommitBytes, .uploadLockTimeout, .fileMaxBytes,
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .adminToken, .instanceReportInterval, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,

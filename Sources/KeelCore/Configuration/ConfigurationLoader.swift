@@ -86,6 +86,7 @@ public struct ConfigurationLoader: Sendable {
             configuration.sqlite.synchronous = mode
         case .sqlitePollInterval: configuration.sqlite.pollInterval = try positive(duration(value, knob), value, knob)
         case .workers: configuration.jobs.workers = try integer(value, knob, in: 0...1024)
+        case .modelWorkers: configuration.jobs.modelWorkers = try integer(value, knob, in: 0...4096)
         case .jobLeaseDuration: configuration.jobs.leaseDuration = try positive(duration(value, knob), value, knob)
         case .jobMaxAttempts: configuration.jobs.maxAttempts = try integer(value, knob, in: 1...100)
         case .jobRetryBackoff: configuration.jobs.retryBackoff = try duration(value, knob)

@@ -119,8 +119,13 @@ public struct SQLiteOptions: Sendable, Equatable {
 
 /// How workers run jobs, and how long finished jobs live.
 public struct JobSettings: Sendable, Equatable {
-    /// Workers inside `keel serve` (0: this instance only serves HTTP).
+    /// Workers inside `keel serve` (0: this instance only serves HTTP, and
+    /// runs no job of either lane).
     public var workers: Int = 4
+    /// Jobs that wait on a model (chat replies, analyses, OpenAI responses)
+    /// that one process runs at once, beside `workers` (0: they share the
+    /// `workers`).
+    public var modelWorkers: Int = 64
     /// How long a claimed job stays with its worker without a heartbeat;
     /// workers heartbeat every third of it, and a killed worker's job runs
     /// again about this long after it died.

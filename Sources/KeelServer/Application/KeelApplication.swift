@@ -79,7 +79,8 @@ public struct KeelApplication: Sendable {
         let clients = ClientAddressResolver(trustedProxies: configuration.trustedProxies)
         let connectionCount = ConnectionCount()
         let figures = InstanceFigures(
-            instanceID: configuration.instanceID, role: .server, startedAt: clock.now(), workers: configuration.jobs.workers, jobs: jobMetrics,
+            instanceID: configuration.instanceID, role: .server, startedAt: clock.now(), workers: jobRuntime.workers.count,
+            modelWorkers: jobRuntime.workers.modelWorkers, jobs: jobMetrics,
             connections: connectionCount, drain: drain, models: models.router?.metrics)
         var routes = RouteTable()
         OperationsController(
@@ -211,7 +212,7 @@ struct JobRuntime: Sendable {
         extraServices: [any Service] = []
     ) {
         self.workers = WorkerPool(
-            count: workerCount, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, log: store.events, hub: hub,
+            count: workerCount, modelWorkers: configuration.jobs.modelWorkers, instanceID: configuration.instanceID, registry: registry, queue: store.jobs, log: store.events, hub: hub,
             settings: configuration.jobs, clock: clock, metrics: metrics, logger: logger
         )
         // Services stop in reverse order: the leading ones (the models' HTTP
@@ -259,17 +260,17 @@ public struct KeelWorkerProcess: Sendable {
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
-        let workerCount = max(1, configuration.jobs.workers)
         // On the dashboard too: a worker's busy workers and its models' figures (it runs the chat replies).
-        let figures = InstanceFigures(
-            instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: workerCount, jobs: jobMetrics,
-            connections: ConnectionCount(), drain: self.drain, models: models.router?.metrics)
+        let reporter = InstanceReporter(
+            figures: InstanceFigures(
+                instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: max(1, configuration.jobs.workers),
+                modelWorkers: configuration.jobs.modelWorkers, jobs: jobMetrics, connections: ConnectionCount(), drain: self.drain,
+                models: models.router?.metrics),
+            store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
-            logger: logger, workerCount: workerCount, uploads: uploads, leadingServices: models.services,
-            extraServices: registered.services + [
-                InstanceReporter(figures: figures, store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
-            ]
+            logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, leadingServices: models.services,
+            extraServices: registered.services + [reporter]
         )
         self.configuration = configuration
         self.logger = logger

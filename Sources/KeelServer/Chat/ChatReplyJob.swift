@@ -17,6 +17,7 @@ import Logging
 /// write replaces an earlier one's, never the reverse.
 struct ChatReplyJob: JobHandler {
     static let type = "chat.reply"
+    var lane: JobLane { .model }
     var type: String { Self.type }
 
     let chats: any ChatStore

@@ -10,6 +10,7 @@ import Logging
 /// `section` with the section's result.
 struct DocumentAnalyzeJob: JobHandler {
     static let type = "document.analyze"
+    var lane: JobLane { .model }
     var type: String { Self.type }
 
     let analyses: any AnalysisStore

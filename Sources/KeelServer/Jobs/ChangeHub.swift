@@ -70,6 +70,17 @@ final class WakeSignal: Sendable {
     }
 }
 
+/// A worker waiting for a job, and the job types it claims (`nil`: any).
+struct IdleWorker: Sendable {
+    let signal: WakeSignal
+    let types: Set<String>?
+
+    func claims(_ type: String?) -> Bool {
+        guard let type, let types else { return true }
+        return types.contains(type)
+    }
+}
+
 /// Fans changes out inside one process: to the event streams following a
 /// job, and to idle workers. Fed by this process's own writes (at once) and
 /// by the store's ``ChangeFeed`` (other processes).
@@ -81,11 +92,21 @@ public final class ChangeHub: Sendable {
         var cancelWatchers: [String: [ObjectIdentifier: @Sendable () -> Void]] = [:]
         /// Workers not running a job, oldest first: a ready job wakes one of
         /// them, not all (each wake-up costs a claim, a write transaction).
-        var idleWorkers: [WakeSignal] = []
+        var idleWorkers: [IdleWorker] = []
 
-        /// Takes the longest-idle worker out of the idle list.
-        mutating func popIdleWorker() -> WakeSignal? {
-            self.idleWorkers.isEmpty ? nil : self.idleWorkers.removeFirst()
+        /// Takes the longest-idle worker that claims `type` (any type when
+        /// `nil`) out of the idle list.
+        mutating func popIdleWorker(claiming type: String?) -> WakeSignal? {
+            guard let index = self.idleWorkers.firstIndex(where: { $0.claims(type) }) else { return nil }
+            return self.idleWorkers.remove(at: index).signal
+        }
+
+        /// Takes `signal` and the longest-idle other worker of the same
+        /// lane (claiming the same `types`) out of the idle list.
+        mutating func popIdleWorker(besides signal: WakeSignal, types: Set<String>?) -> WakeSignal? {
+            self.idleWorkers.removeAll { $0.signal === signal }
+            guard let next = self.idleWorkers.firstIndex(where: { $0.types == types }) else { return nil }
+            return self.idleWorkers.remove(at: next).signal
         }
         var streamsClosed = false
         /// Shared reads of the logs of jobs that several streams follow.
@@ -134,7 +155,7 @@ public final class ChangeHub: Sendable {
         var cancels: [@Sendable () -> Void] = []
         self.state.withLock { state in
             var wakeWorkers = false
-            var readyJobs = 0
+            var readyTypes: [String] = []
             for change in changes {
                 switch change {
                 case .jobEvents(let jobID):
@@ -145,8 +166,8 @@ public final class ChangeHub: Sendable {
                     }
                 case .cancelRequested(let jobID):
                     if let watchers = state.cancelWatchers[jobID] { cancels += watchers.values }
-                case .jobReady:
-                    readyJobs += 1
+                case .jobReady(let type):
+                    readyTypes.append(type)
                 case .resync:
                     wakeWorkers = true
                     for jobID in Array(state.tails.keys) {
@@ -160,9 +181,8 @@ public final class ChangeHub: Sendable {
                 signals += state.workers.values
                 state.idleWorkers.removeAll()
             } else {
-                for _ in 0..<readyJobs {
-                    guard let idle = state.popIdleWorker() else { break }
-                    signals.append(idle)
+                for type in readyTypes {
+                    if let idle = state.popIdleWorker(claiming: type) { signals.append(idle) }
                 }
             }
         }
@@ -202,26 +222,25 @@ public final class ChangeHub: Sendable {
     func removeWorker(_ signal: WakeSignal) {
         self.state.withLock { state in
             state.workers.removeValue(forKey: ObjectIdentifier(signal))
-            state.idleWorkers.removeAll { $0 === signal }
+            state.idleWorkers.removeAll { $0.signal === signal }
         }
     }
 
-    /// The worker is about to look for a job: a job made ready from now on
-    /// may wake it (its signal remembers a wake-up that comes mid-claim).
-    func markIdle(_ signal: WakeSignal) {
+    /// The worker is about to look for a job of `types` (`nil`: any): a job
+    /// of those made ready from now on may wake it (its signal remembers a
+    /// wake-up that comes mid-claim).
+    func markIdle(_ signal: WakeSignal, types: Set<String>? = nil) {
         self.state.withLock { state in
-            if !state.idleWorkers.contains(where: { $0 === signal }) { state.idleWorkers.append(signal) }
+            if !state.idleWorkers.contains(where: { $0.signal === signal }) { state.idleWorkers.append(IdleWorker(signal: signal, types: types)) }
         }
     }
 
     /// The worker claimed a job. Another job may be waiting too, so the
-    /// longest-idle worker (if any) is woken to look: a burst of jobs wakes
-    /// workers one claim at a time, and never more than it can keep busy.
-    func markBusy(_ signal: WakeSignal) {
-        let next = self.state.withLock { state -> WakeSignal? in
-            state.idleWorkers.removeAll { $0 === signal }
-            return state.popIdleWorker()
-        }
+    /// longest-idle worker of its lane (if any) is woken to look: a burst of
+    /// jobs wakes workers one claim at a time, and never more than it can
+    /// keep busy.
+    func markBusy(_ signal: WakeSignal, types: Set<String>? = nil) {
+        let next = self.state.withLock { state in state.popIdleWorker(besides: signal, types: types) }
         next?.fire()
     }
 

@@ -26,6 +26,25 @@ public protocol JobHandler: Sendable {
     /// retryable. Cancellation (the client cancelled the job, the lease was
     /// lost, the process drains) arrives as task cancellation.
     func run(_ job: JobContext) async throws -> JSONValue
+
+    /// Which of a process's workers run this type (``JobLane/general`` unless
+    /// the handler says otherwise).
+    var lane: JobLane { get }
+}
+
+/// The two kinds of worker in a process. A job that spends its life waiting
+/// on a model's answer (a chat reply, an analysis, an OpenAI response) runs
+/// in the `model` lane, where up to `--model-workers` run at once beside the
+/// `--workers` that run everything else: a hundred streaming answers cost
+/// little CPU but would otherwise hold every worker, and an upload's
+/// ingestion would wait behind them.
+public enum JobLane: String, Sendable {
+    case general
+    case model
+}
+
+extension JobHandler {
+    public var lane: JobLane { .general }
 }
 
 /// A failed attempt, as the client will see it in the job's `error`.

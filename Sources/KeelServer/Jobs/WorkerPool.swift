@@ -13,12 +13,26 @@ import Synchronization
 /// picked up as fast as workers are free without every enqueue making every
 /// worker try a claim (a write transaction).
 ///
+/// Jobs of the ``JobLane/model`` lane (they wait on a model for seconds or
+/// minutes) are claimed by one more loop, the model lane, which runs up to
+/// `modelWorkers` of them at once, each in its own task: one claimer and one
+/// poll for the lane however large it is, and a hundred streaming answers
+/// never hold the `count` workers that run everything else. With
+/// `modelWorkers` 0 the workers run every type.
+///
 /// Drain: once ``beginDrain(releaseAfter:)`` is called no worker claims
 /// again; jobs still running when `releaseAfter` has passed are stopped and
 /// their leases released without counting the attempt, so another instance
 /// runs them at once.
 public final class WorkerPool: Service, Sendable {
+    /// The general workers (each runs one job at a time).
     let count: Int
+    /// The model lane's capacity (0 when the workers run every type, or
+    /// when this process runs no jobs).
+    let modelWorkers: Int
+    /// What the general workers claim, and what the model lane claims.
+    let generalTypes: [String]
+    let modelTypes: [String]
     let instanceID: String
     let registry: JobRegistry
     let queue: any JobQueue
@@ -37,11 +51,21 @@ public final class WorkerPool: Service, Sendable {
     private let releaseAfter = Mutex<Duration>(.zero)
 
     init(
-        count: Int, instanceID: String, registry: JobRegistry, queue: any JobQueue, log: any EventLog, hub: ChangeHub, settings: JobSettings,
-        clock: any KeelClock, metrics: JobMetrics, logger: Logger
+        count: Int, modelWorkers: Int = 0, instanceID: String, registry: JobRegistry, queue: any JobQueue, log: any EventLog, hub: ChangeHub,
+        settings: JobSettings, clock: any KeelClock, metrics: JobMetrics, logger: Logger
     ) {
         self.log = log
         self.count = count
+        let modelTypes = registry.types.filter { registry.handler(for: $0)?.lane == .model }
+        if count > 0, modelWorkers > 0, !modelTypes.isEmpty {
+            self.modelWorkers = modelWorkers
+            self.modelTypes = modelTypes
+            self.generalTypes = registry.types.filter { !modelTypes.contains($0) }
+        } else {
+            self.modelWorkers = 0
+            self.modelTypes = []
+            self.generalTypes = registry.types
+        }
         self.instanceID = instanceID
         self.registry = registry
         self.queue = queue
@@ -71,11 +95,22 @@ public final class WorkerPool: Service, Sendable {
     /// Runs the workers until they have drained (or the task is cancelled).
     func runWorkers() async {
         guard self.count > 0 else { return }
-        self.logger.info("workers started", metadata: ["keel.workers": "\(self.count)", "keel.job_types": "\(self.registry.types)"])
+        self.logger.info(
+            "workers started",
+            metadata: [
+                "keel.workers": "\(self.count)", "keel.job_types": "\(self.generalTypes)", "keel.model_workers": "\(self.modelWorkers)",
+                "keel.model_job_types": "\(self.modelTypes)",
+            ])
         await withTaskGroup(of: Bool.self) { group in
             for index in 0..<self.count {
                 group.addTask {
                     await self.work(index: index)
+                    return true
+                }
+            }
+            if self.modelWorkers > 0 {
+                group.addTask {
+                    await self.runModelLane()
                     return true
                 }
             }
@@ -94,7 +129,7 @@ public final class WorkerPool: Service, Sendable {
                 self.releaseRunningJobs()
                 return false
             }
-            var workersLeft = self.count
+            var workersLeft = self.count + (self.modelWorkers > 0 ? 1 : 0)
             while workersLeft > 0, let finished = await group.next() {
                 if finished { workersLeft -= 1 }
             }
@@ -130,9 +165,10 @@ public final class WorkerPool: Service, Sendable {
         let signal = WakeSignal()
         self.hub.addWorker(signal)
         defer { self.hub.removeWorker(signal) }
-        let types = self.registry.types
+        let types = self.generalTypes
+        let typeSet = Set(types)
         while !self.isDraining, !Task.isCancelled {
-            self.hub.markIdle(signal)
+            self.hub.markIdle(signal, types: typeSet)
             let claimed: ClaimedJob?
             do {
                 claimed = try await self.queue.claim(owner: owner, types: types, leaseDuration: self.settings.leaseDuration, now: self.clock.now())
@@ -147,8 +183,54 @@ public final class WorkerPool: Service, Sendable {
                 continue
             }
             self.metrics.claimsWithJob.increment()
-            self.hub.markBusy(signal)
+            self.hub.markBusy(signal, types: typeSet)
             await self.execute(claimed)
+        }
+    }
+
+    /// The model lane: claims a job of ``modelTypes`` whenever one of its
+    /// `modelWorkers` slots is free and runs it in a task of its own. Like a
+    /// worker, it sleeps until a ready job (or a freed slot) wakes it, or the
+    /// poll interval passes. On drain it stops claiming and waits for its
+    /// jobs (which the drain releases after its timeout).
+    private func runModelLane() async {
+        let signal = WakeSignal()
+        let types = self.modelTypes
+        let typeSet = Set(types)
+        let free = FreeSlots(count: self.modelWorkers)
+        self.hub.addWorker(signal)
+        defer { self.hub.removeWorker(signal) }
+        await withDiscardingTaskGroup { group in
+            while !self.isDraining, !Task.isCancelled {
+                guard let slot = free.take() else {
+                    // Every slot busy: a finishing job fires the signal.
+                    _ = await signal.wait(timeout: self.settings.pollInterval)
+                    continue
+                }
+                self.hub.markIdle(signal, types: typeSet)
+                let claimed: ClaimedJob?
+                do {
+                    claimed = try await self.queue.claim(
+                        owner: "\(self.instanceID)/model-\(slot)", types: types, leaseDuration: self.settings.leaseDuration, now: self.clock.now())
+                } catch {
+                    claimed = nil
+                    self.logger.warning("claiming a job failed", metadata: ["keel.error": "\(error)"])
+                }
+                guard let claimed else {
+                    free.put(slot)
+                    self.metrics.claimsEmpty.increment()
+                    _ = await signal.wait(timeout: self.settings.pollInterval)
+                    continue
+                }
+                self.metrics.claimsWithJob.increment()
+                // Out of the idle list; the loop itself looks for the next job at once.
+                self.hub.markBusy(signal, types: typeSet)
+                group.addTask {
+                    await self.execute(claimed)
+                    free.put(slot)
+                    signal.fire()
+                }
+            }
         }
     }
 
@@ -312,6 +394,17 @@ public final class WorkerPool: Service, Sendable {
             logger.error("recording the job's outcome failed; its lease will expire and it will run again", metadata: ["keel.error": "\(error)"])
         }
     }
+}
+
+/// The model lane's free slots: a job's owner names its slot.
+private final class FreeSlots: Sendable {
+    private let slots: Mutex<[Int]>
+
+    init(count: Int) { self.slots = Mutex(Array((0..<count).reversed())) }
+
+    func take() -> Int? { self.slots.withLock { $0.popLast() } }
+
+    func put(_ slot: Int) { self.slots.withLock { $0.append(slot) } }
 }
 
 /// A job a worker of this pool is running: what its worker waits on, and

@@ -12,6 +12,7 @@ import Logging
 /// resuming with `starting_after` reads it whole and once.
 struct ResponseJob: JobHandler {
     static let type = "openai.response"
+    var lane: JobLane { .model }
     var type: String { Self.type }
 
     let router: ModelRouter?

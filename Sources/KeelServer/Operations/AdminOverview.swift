@@ -21,6 +21,8 @@ struct InstanceFigures: Sendable {
     let role: Role
     let startedAt: Date
     let workers: Int
+    /// The model lane's capacity (`--model-workers`, 0 when off).
+    let modelWorkers: Int
     let jobs: JobMetrics
     let connections: ConnectionCount
     let drain: DrainState
@@ -47,6 +49,7 @@ struct InstanceFigures: Sendable {
                 "open_streams": .int(Int64(self.jobs.openStreams)),
                 "open_connections": .int(Int64(self.connections.open.load(ordering: .relaxed))),
                 "workers": .int(Int64(self.workers)),
+                "model_workers": .int(Int64(self.modelWorkers)),
                 "busy_workers": .int(Int64(self.jobs.busyCount)),
                 "draining": .bool(self.drain.isDraining),
                 "models": .object(models),
@@ -171,7 +174,7 @@ struct AdminController: Sendable {
             "draining": report.figures.objectValue?["draining"] ?? .bool(false),
             "role": report.figures.objectValue?["role"] ?? .string(InstanceFigures.Role.server.rawValue),
         ]
-        for name in ["open_streams", "open_connections", "workers", "busy_workers"] { object[name] = .int(Self.figure(report, name)) }
+        for name in ["open_streams", "open_connections", "workers", "model_workers", "busy_workers"] { object[name] = .int(Self.figure(report, name)) }
         return .object(object)
     }
 

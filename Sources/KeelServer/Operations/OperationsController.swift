@@ -62,6 +62,7 @@ struct OperationsController: Sendable {
                 json.object { json in
                     if let queueDepth { json.field("queue_depth", Int64(queueDepth)) }
                     json.field("workers", Int64(self.jobs.workers.count))
+                    json.field("model_workers", Int64(self.jobs.workers.modelWorkers))
                     json.field("workers_busy", Int64(self.jobs.metrics.busyCount))
                     json.field("workers_draining", self.jobs.workers.isDraining)
                 }

@@ -235,6 +235,68 @@ struct ChatAPITests {
         #expect(ChatReplyJob.answerSoFar(log([("progress", ""), ("sources", ""), ("reset", ""), ("sources", ""), ("reset", "")])) == "")
     }
 
+    /// Sends one question to each of `count` new chats; returns the reply jobs.
+    static func askMany(_ client: any TestClientProtocol, token: String, count: Int) async throws -> [String] {
+        var jobs: [String] = []
+        for index in 0..<count {
+            let chat = try #require(try await client.send(.post, "/api/chats", token: token, body: "{}").json["id"]?.stringValue)
+            let sent = try await client.send(.post, "/api/chats/\(chat)/messages", token: token, body: #"{"content": "Question \#(index)"}"#)
+            jobs.append(try #require(sent.json["job"]?.objectValue?["id"]?.stringValue, "\(sent.text)"))
+        }
+        return jobs
+    }
+
+    static func statuses(_ client: any TestClientProtocol, _ jobs: [String], token: String) async throws -> [String] {
+        var statuses: [String] = []
+        for job in jobs { statuses.append(try await client.send(.get, "/api/jobs/\(job)", token: token).json["status"]?.stringValue ?? "?") }
+        return statuses
+    }
+
+    @Test("replies run in the model lane: with --workers 1, six answers stream at once and a document is ingested meanwhile; with --model-workers 0 they take turns on the one worker")
+    func modelLane() async throws {
+        try await Self.withFake { fake in
+            // 100 tokens 50 ms apart: each answer takes 5 s.
+            let file = try Self.modelsFile(fake, chain: ["slow-100-50"])
+            try await withTestApp(
+                configure: { $0.models.file = file; $0.jobs.workers = 1; $0.jobs.modelWorkers = 8 }, runJobs: true, modules: Self.modules
+            ) { app, client in
+                #expect(app.workers.count == 1 && app.workers.modelWorkers == 8)
+                #expect(app.workers.modelTypes == ["chat.reply", "document.analyze"] && !app.workers.generalTypes.contains("chat.reply"))
+                let token = try await client.createSession()
+                let jobs = try await Self.askMany(client, token: token, count: 6)
+                try await waitFor("six replies running at once") {
+                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "running", count: 6)
+                }
+                // The one general worker is free: an upload becomes a document while the answers stream.
+                _ = try await Self.readyReport(client, token: token)
+                #expect(try await Self.statuses(client, jobs, token: token).contains("running"), "the answers ended before the document was ready")
+                try await waitFor("every reply to finish", timeout: .seconds(60)) {
+                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 6)
+                }
+            }
+        }
+        try await Self.withFake { fake in
+            let file = try Self.modelsFile(fake, chain: ["slow-8-50"])
+            try await withTestApp(
+                configure: { $0.models.file = file; $0.jobs.workers = 1; $0.jobs.modelWorkers = 0 }, runJobs: true, modules: Self.modules
+            ) { app, client in
+                #expect(app.workers.modelWorkers == 0 && app.workers.generalTypes.contains("chat.reply"))
+                let token = try await client.createSession()
+                let jobs = try await Self.askMany(client, token: token, count: 3)
+                var most = 0
+                let deadline = ContinuousClock.now + .seconds(60)
+                while ContinuousClock.now < deadline {
+                    let statuses = try await Self.statuses(client, jobs, token: token)
+                    most = max(most, statuses.filter { $0 == "running" }.count)
+                    if statuses == Array(repeating: "succeeded", count: 3) { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(most == 1)
+                #expect(try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 3))
+            }
+        }
+    }
+
     @Test("stopping a reply keeps the partial answer, marked stopped, with the model that wrote it")
     func stop() async throws {
         try await Self.withFake { fake in

@@ -107,7 +107,7 @@ function render(d) {
     cell(i.role || 'server'), cell(i.version), cell(fmtTime(i.started_at)), cell(ago(i.seen_at)),
     cell(i.draining ? 'draining' : 'no', i.draining ? 'warn' : null),
     cell(num(i.open_streams), 'num'), cell(num(i.open_connections), 'num'),
-    cell(`${num(i.busy_workers)} / ${num(i.workers)}`, 'num'))));
+    cell(`${num(i.busy_workers)} / ${num(i.workers)} + ${num(i.model_workers ?? 0)}`, 'num'))));
 
   cards($('#job-status'), ['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => [s, num(status[s] ?? 0), `jobs-${s}`]));
   $('#job-types tbody').replaceChildren(...(jobs.by_type || []).map((r) => el('tr', { 'data-type': r.type, 'data-status': r.status },
