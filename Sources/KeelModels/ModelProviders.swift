@@ -6,9 +6,13 @@ import NIOCore
 /// secret from the environment variable the file names (never from the file).
 public enum ModelProviders {
     /// An HTTP client for model providers: a short connect timeout, no
-    /// overall timeout (the router's limits apply), no redirects.
-    public static func httpClient(connectTimeout: Duration) -> HTTPClient {
+    /// overall timeout (the router's limits apply), no redirects, and up to
+    /// `maxConnections` HTTP/1.1 connections per host (AsyncHTTPClient's
+    /// default of 8 let only 8 answers stream at once from a host such as a
+    /// local vLLM or a gateway; the rest waited for a connection).
+    public static func httpClient(connectTimeout: Duration, maxConnections: Int = 256) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .nanoseconds(Int64(connectTimeout.components.seconds) * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000))
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled

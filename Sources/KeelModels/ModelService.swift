@@ -53,7 +53,7 @@ public final class ModelService: Sendable {
     public static func load(_ settings: ModelSettings, environment: [String: String]) throws -> ModelService? {
         do throws(ModelCatalogError) {
             guard let catalog = try self.readCatalog(settings) else { return nil }
-            let client = ModelProviders.httpClient(connectTimeout: settings.connectTimeout)
+            let client = ModelProviders.httpClient(connectTimeout: settings.connectTimeout, maxConnections: settings.maxConnections)
             do throws(ModelCatalogError) {
                 let providers = try ModelProviders.make(
                     catalog, environment: environment, httpClient: client, idleTimeout: settings.idleTimeout, source: settings.file ?? "models")

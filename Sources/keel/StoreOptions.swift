@@ -139,6 +139,7 @@ struct ModelOptions: ParsableArguments {
     var firstTokenTimeout: String?
     @Option(name: .customLong("model-idle-timeout"), help: ArgumentHelp(ConfigurationKnob.modelIdleTimeout.help)) var idleTimeout: String?
     @Option(name: .customLong("model-connect-timeout"), help: ArgumentHelp(ConfigurationKnob.modelConnectTimeout.help)) var connectTimeout: String?
+    @Option(name: .customLong("model-max-connections"), help: ArgumentHelp(ConfigurationKnob.modelMaxConnections.help)) var maxConnections: String?
     @Option(name: .customLong("model-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelCooldown.help)) var cooldown: String?
     @Option(name: .customLong("model-auth-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelAuthCooldown.help)) var authCooldown: String?
     @Option(name: .customLong("model-failures-before-cooldown"), help: ArgumentHelp(ConfigurationKnob.modelFailuresBeforeCooldown.help))
@@ -152,7 +153,7 @@ struct ModelOptions: ParsableArguments {
     var flags: [String: String] {
         let values: [(ConfigurationKnob, String?)] = [
             (.models, self.file), (.modelTotalTimeout, self.totalTimeout), (.modelFirstTokenTimeout, self.firstTokenTimeout),
-            (.modelIdleTimeout, self.idleTimeout), (.modelConnectTimeout, self.connectTimeout), (.modelCooldown, self.cooldown),
+            (.modelIdleTimeout, self.idleTimeout), (.modelConnectTimeout, self.connectTimeout), (.modelMaxConnections, self.maxConnections), (.modelCooldown, self.cooldown),
             (.modelAuthCooldown, self.authCooldown), (.modelFailuresBeforeCooldown, self.failuresBeforeCooldown),
             (.modelChainRetries, self.chainRetries), (.modelRetryMaxWait, self.retryMaxWait),
             (.chatHistoryTokens, self.chatHistoryTokens), (.chatPassages, self.chatPassages), (.chatMaxMessageChars, self.chatMaxMessageChars),

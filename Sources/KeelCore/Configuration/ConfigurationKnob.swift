@@ -280,6 +280,10 @@ extension ConfigurationKnob {
     public static let modelConnectTimeout = Self(
         name: "model-connect-timeout", defaultDescription: "5s", summary: "How long connecting to a model provider (TCP and TLS) may take."
     )
+    public static let modelMaxConnections = Self(
+        name: "model-max-connections", defaultDescription: "256",
+        summary: "HTTP/1.1 connections one process opens to one model host at once (a streaming answer holds one; more wait for a free one)."
+    )
     public static let modelCooldown = Self(
         name: "model-cooldown", defaultDescription: "30s",
         summary: "How long every instance skips a model that is rate-limited or overloaded (when the provider names no Retry-After) or failed model-failures-before-cooldown times in a row."
@@ -319,7 +323,7 @@ extension ConfigurationKnob {
         .headerTimeout, .idleTimeout, .bodyTimeout, .lingerTimeout, .maxConnections, .opsToken, .adminToken, .instanceReportInterval, .trustedProxies, .sessionCreateRate, .sessionMaxActiveJobs,
         .jobMaxEvents, .demoJobs, .uploadDigestInlineMax, .uploadOrphanRetention, .documentMaxBytes, .documentMaxPages, .documentMaxCharacters, .documentMaxSections,
         .documentMaxArchiveBytes, .documentExtractTimeout, .documentPassageChars, .popplerPath, .searchMaxResults, .models, .modelTotalTimeout,
-        .modelFirstTokenTimeout, .modelIdleTimeout, .modelConnectTimeout, .modelCooldown, .modelAuthCooldown, .modelFailuresBeforeCooldown,
+        .modelFirstTokenTimeout, .modelIdleTimeout, .modelConnectTimeout, .modelMaxConnections, .modelCooldown, .modelAuthCooldown, .modelFailuresBeforeCooldown,
         .modelChainRetries, .modelRetryMaxWait, .chatHistoryTokens, .chatPassages, .chatMaxMessageChars, .logFormat, .logLevel,
     ]
 }

@@ -154,6 +154,7 @@ public struct ConfigurationLoader: Sendable {
         case .modelFirstTokenTimeout: configuration.models.firstTokenTimeout = try positive(duration(value, knob), value, knob)
         case .modelIdleTimeout: configuration.models.idleTimeout = try positive(duration(value, knob), value, knob)
         case .modelConnectTimeout: configuration.models.connectTimeout = try positive(duration(value, knob), value, knob)
+        case .modelMaxConnections: configuration.models.maxConnections = try integer(value, knob, in: 1...65_536)
         case .modelCooldown: configuration.models.cooldown = try duration(value, knob)
         case .modelAuthCooldown: configuration.models.authCooldown = try duration(value, knob)
         case .modelFailuresBeforeCooldown: configuration.models.failuresBeforeCooldown = try integer(value, knob, in: 1...1000)

@@ -277,6 +277,10 @@ public struct ModelSettings: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(60)
     /// Connecting to a provider (TCP and TLS).
     public var connectTimeout: Duration = .seconds(5)
+    /// HTTP/1.1 connections one process opens to one provider host at once
+    /// (each streaming answer holds one); requests beyond it wait for a
+    /// free connection. HTTP/2 hosts multiplex answers on fewer.
+    public var maxConnections: Int = 256
     /// How long a rate-limited or overloaded model, or one failing
     /// `failuresBeforeCooldown` times in a row, is skipped when the upstream
     /// names no wait of its own.

@@ -264,7 +264,9 @@ public struct KeelWorkerProcess: Sendable {
         let reporter = InstanceReporter(
             figures: InstanceFigures(
                 instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: max(1, configuration.jobs.workers),
-                modelWorkers: configuration.jobs.modelWorkers, jobs: jobMetrics, connections: ConnectionCount(), drain: self.drain,
+                modelWorkers: WorkerPool.modelLaneCapacity(
+                    workers: max(1, configuration.jobs.workers), modelWorkers: configuration.jobs.modelWorkers, registry: jobTypes),
+                jobs: jobMetrics, connections: ConnectionCount(), drain: self.drain,
                 models: models.router?.metrics),
             store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
         self.runtime = JobRuntime(

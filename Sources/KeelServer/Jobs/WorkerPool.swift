@@ -56,9 +56,10 @@ public final class WorkerPool: Service, Sendable {
     ) {
         self.log = log
         self.count = count
-        let modelTypes = registry.types.filter { registry.handler(for: $0)?.lane == .model }
-        if count > 0, modelWorkers > 0, !modelTypes.isEmpty {
-            self.modelWorkers = modelWorkers
+        let modelTypes = Self.modelTypes(registry)
+        let capacity = Self.modelLaneCapacity(workers: count, modelWorkers: modelWorkers, registry: registry)
+        if capacity > 0 {
+            self.modelWorkers = capacity
             self.modelTypes = modelTypes
             self.generalTypes = registry.types.filter { !modelTypes.contains($0) }
         } else {
@@ -74,6 +75,16 @@ public final class WorkerPool: Service, Sendable {
         self.clock = clock
         self.metrics = metrics
         self.logger = logger
+    }
+
+    static func modelTypes(_ registry: JobRegistry) -> [String] {
+        registry.types.filter { registry.handler(for: $0)?.lane == .model }
+    }
+
+    /// How many model-lane jobs a process runs at once: none when it runs
+    /// no jobs, when `--model-workers` is 0, or when no type is the lane's.
+    static func modelLaneCapacity(workers: Int, modelWorkers: Int, registry: JobRegistry) -> Int {
+        workers > 0 && !Self.modelTypes(registry).isEmpty ? modelWorkers : 0
     }
 
     /// Stop claiming now; release the leases of jobs still running after `releaseAfter`.

@@ -252,26 +252,38 @@ struct ChatAPITests {
         return statuses
     }
 
-    @Test("replies run in the model lane: with --workers 1, six answers stream at once and a document is ingested meanwhile; with --model-workers 0 they take turns on the one worker")
+    /// Whether every job's log already holds a token.
+    static func allStreaming(_ client: any TestClientProtocol, _ jobs: [String], token: String) async throws -> Bool {
+        for job in jobs {
+            let page = try await client.send(.get, "/api/jobs/\(job)/events?format=json", token: token)
+            guard (page.json["events"]?.arrayValue ?? []).contains(where: { $0.objectValue?["type"]?.stringValue == "token" }) else { return false }
+        }
+        return true
+    }
+
+    @Test("replies run in the model lane: with --workers 1, twelve answers stream from one upstream at once (more than AsyncHTTPClient's 8 connections per host) and a document is ingested meanwhile; with --model-workers 0 they take turns on the one worker")
     func modelLane() async throws {
         try await Self.withFake { fake in
             // 100 tokens 50 ms apart: each answer takes 5 s.
             let file = try Self.modelsFile(fake, chain: ["slow-100-50"])
             try await withTestApp(
-                configure: { $0.models.file = file; $0.jobs.workers = 1; $0.jobs.modelWorkers = 8 }, runJobs: true, modules: Self.modules
+                configure: { $0.models.file = file; $0.jobs.workers = 1; $0.jobs.modelWorkers = 16 }, runJobs: true, modules: Self.modules
             ) { app, client in
-                #expect(app.workers.count == 1 && app.workers.modelWorkers == 8)
+                #expect(app.workers.count == 1 && app.workers.modelWorkers == 16)
                 #expect(app.workers.modelTypes == ["chat.reply", "document.analyze"] && !app.workers.generalTypes.contains("chat.reply"))
                 let token = try await client.createSession()
-                let jobs = try await Self.askMany(client, token: token, count: 6)
-                try await waitFor("six replies running at once") {
-                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "running", count: 6)
+                let jobs = try await Self.askMany(client, token: token, count: 12)
+                try await waitFor("twelve replies running at once") {
+                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "running", count: 12)
                 }
+                // Each already has text from the model: twelve upstream streams are open together.
+                try await waitFor("twelve answers streaming at once") { try await Self.allStreaming(client, jobs, token: token) }
+                #expect(try await Self.statuses(client, jobs, token: token) == Array(repeating: "running", count: 12))
                 // The one general worker is free: an upload becomes a document while the answers stream.
                 _ = try await Self.readyReport(client, token: token)
                 #expect(try await Self.statuses(client, jobs, token: token).contains("running"), "the answers ended before the document was ready")
                 try await waitFor("every reply to finish", timeout: .seconds(60)) {
-                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 6)
+                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 12)
                 }
             }
         }
