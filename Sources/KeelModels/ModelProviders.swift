@@ -10,7 +10,7 @@ public enum ModelProviders {
     /// `maxConnections` HTTP/1.1 connections per host (AsyncHTTPClient's
     /// default of 8 let only 8 answers stream at once from a host such as a
     /// local vLLM or a gateway; the rest waited for a connection).
-    public static func httpClient(connectTimeout: Duration, maxConnections: Int = 256) -> HTTPClient {
+    public static func httpClient(connectTimeout: Duration, maxConnections: Int = 512) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxConnections
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .nanoseconds(Int64(connectTimeout.components.seconds) * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000))

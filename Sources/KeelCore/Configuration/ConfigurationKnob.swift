@@ -93,7 +93,7 @@ extension ConfigurationKnob {
     public static let workers = Self(name: "workers", defaultDescription: "4", summary: "Job workers in this process; 0 serves HTTP only (no job of either lane).")
     public static let modelWorkers = Self(
         name: "model-workers",
-        defaultDescription: "64",
+        defaultDescription: "256",
         summary: "Jobs waiting on a model (chat.reply, document.analyze, openai.response) this process runs at once, beside --workers; 0: they share --workers."
     )
     public static let jobLeaseDuration = Self(
@@ -281,7 +281,7 @@ extension ConfigurationKnob {
         name: "model-connect-timeout", defaultDescription: "5s", summary: "How long connecting to a model provider (TCP and TLS) may take."
     )
     public static let modelMaxConnections = Self(
-        name: "model-max-connections", defaultDescription: "256",
+        name: "model-max-connections", defaultDescription: "512",
         summary: "HTTP/1.1 connections one process opens to one model host at once (a streaming answer holds one; more wait for a free one)."
     )
     public static let modelCooldown = Self(

@@ -125,7 +125,7 @@ public struct JobSettings: Sendable, Equatable {
     /// Jobs that wait on a model (chat replies, analyses, OpenAI responses)
     /// that one process runs at once, beside `workers` (0: they share the
     /// `workers`).
-    public var modelWorkers: Int = 64
+    public var modelWorkers: Int = 256
     /// How long a claimed job stays with its worker without a heartbeat;
     /// workers heartbeat every third of it, and a killed worker's job runs
     /// again about this long after it died.
@@ -280,7 +280,7 @@ public struct ModelSettings: Sendable, Equatable {
     /// HTTP/1.1 connections one process opens to one provider host at once
     /// (each streaming answer holds one); requests beyond it wait for a
     /// free connection. HTTP/2 hosts multiplex answers on fewer.
-    public var maxConnections: Int = 256
+    public var maxConnections: Int = 512
     /// How long a rate-limited or overloaded model, or one failing
     /// `failuresBeforeCooldown` times in a row, is skipped when the upstream
     /// names no wait of its own.

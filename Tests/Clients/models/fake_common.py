@@ -150,6 +150,9 @@ def serve(handler: type[FakeHandler], state: RequestLog, port: int) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     handler.state = state
+    # A real service's listen backlog, not socketserver's 5: a burst of
+    # connections beyond it waits a SYN retransmission (1 s) per overflow.
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
