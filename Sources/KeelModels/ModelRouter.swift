@@ -164,7 +164,8 @@ public final class ModelRouter: Sendable {
                     if case .badRequest = failure.error.kind, attempt.text.isEmpty {
                         throw RouterError(.invalidRequest, "\(name) refused the request: \(failure.error.message)", fallbacks: summary.fallbacks)
                     }
-                    let cooled = await self.recordFailure(name, failure, health: health[name])
+                    // This process's own connection limit says nothing of the model's health.
+                    let cooled = failure.error.kind == .busy ? nil : await self.recordFailure(name, failure, health: health[name])
                     if let wait = failure.error.retryAfter ?? cooled { shortestWait = min(shortestWait ?? wait, wait) }
                     pending = Pending(from: name, reason: failure.reason, detail: failure.error.message)
                 }

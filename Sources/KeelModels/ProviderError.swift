@@ -10,6 +10,11 @@ public struct ProviderError: Error, Sendable, Equatable, CustomStringConvertible
     public enum Kind: Sendable, Equatable, Hashable {
         /// No connection: refused, DNS, TLS, or closed before a response head.
         case connect
+        /// Every connection this process may open to the provider's host
+        /// (`--model-max-connections`) stayed in use for the connect timeout:
+        /// this process's limit, not the model's failure. Another model may
+        /// be on another host; the model is neither counted failing nor cooled.
+        case busy
         /// No bytes for longer than the idle timeout, or a 408 or a
         /// transport timeout.
         case timeout
@@ -65,7 +70,7 @@ public struct ProviderError: Error, Sendable, Equatable, CustomStringConvertible
     /// ``coolsLong``).
     public var retryable: Bool {
         switch self.kind {
-        case .connect, .timeout, .rateLimited, .overloaded, .serverError, .inBand, .malformed, .truncated:
+        case .connect, .busy, .timeout, .rateLimited, .overloaded, .serverError, .inBand, .malformed, .truncated:
             true
         case .badRequest, .unauthorized, .spendLimit:
             false

@@ -18,6 +18,10 @@ enum ProviderTransport {
         if error is CancellationError { return error }
         if let error = error as? HTTPClientError {
             if error == .cancelled { return CancellationError() }
+            if error == .getConnectionFromPoolTimeout {
+                return ProviderError(
+                    .busy, "every connection this process may open to \(baseURL) stayed busy for the connect timeout (--model-max-connections)")
+            }
             if error == .connectTimeout || error == .readTimeout || error == .deadlineExceeded || error == .writeTimeout {
                 return ProviderError(.timeout, redact("transport timeout: \(error)"))
             }

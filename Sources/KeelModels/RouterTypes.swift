@@ -192,6 +192,7 @@ extension ProviderError {
     public var reasonCode: String {
         switch self.kind {
         case .connect: "connect_error"
+        case .busy: "connections_busy"
         case .timeout: "timeout"
         case .rateLimited: "rate_limited"
         case .overloaded: "overloaded"

@@ -234,6 +234,13 @@ public struct ConfigurationLoader: Sendable {
         if configuration.session.idleTimeout <= .zero {
             throw KeelError.invalidConfiguration("The session idle timeout must be positive.")
         }
+        let lane = configuration.jobs.modelWorkers
+        if configuration.models.file != nil, lane > configuration.models.maxConnections {
+            throw KeelError.invalidConfiguration(
+                "--model-workers \(lane) is above --model-max-connections \(configuration.models.maxConnections): answers from one model host would wait for a connection and fail after --model-connect-timeout.",
+                hint: "Raise --model-max-connections to at least --model-workers, or lower --model-workers."
+            )
+        }
     }
 
     // MARK: Value parsing

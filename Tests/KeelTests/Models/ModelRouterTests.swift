@@ -286,6 +286,25 @@ struct ModelRouterTests {
         }
     }
 
+    @Test("no free connection to a model's host (--model-max-connections) moves on to the next model, and neither counts nor cools the model")
+    func connectionsBusy() async throws {
+        let busy = ScriptedProvider(always: [.fail(ProviderError(.busy, "every connection this process may open to the host stayed busy"))])
+        let b = ScriptedProvider(always: ScriptedProvider.tokens(2, prefix: "b"))
+        let limits = Self.limits {
+            $0.failuresBeforeCooldown = 1
+            $0.healthCacheAge = .zero
+        }
+        try await Self.withRouter(["a": busy, "b": b], limits: limits) { router, store in
+            for _ in 0..<3 {
+                let run = await Self.run(router)
+                #expect(run.text == "b0 b1 " && run.fallbacks.map(\.reason) == ["connections_busy"], "\(run.events)")
+            }
+            // Nothing on the shared record: other instances keep using the model.
+            let health = try await store.modelHealth.health(models: ["a"])["a"]
+            #expect((health?.consecutiveFailures ?? 0) == 0 && health?.cooldownUntil == nil)
+        }
+    }
+
     @Test("a model cooled by one instance is skipped by another within a second", arguments: Driver.available)
     func sharedCooldown(driver: Driver) async throws {
         let fixture = try await StoreFixture.make(driver)

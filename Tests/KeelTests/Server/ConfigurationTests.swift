@@ -25,14 +25,15 @@ struct ConfigurationTests {
     }
 
     @Test("bad values are refused with the knob's name and what is expected")
-    func badValues() {
+    func badValues() throws {
         let cases: [(String, String)] = [
             ("port", "eighty"), ("port", "70000"), ("store", "mysql://x"), ("drain-timeout", "soon"),
             ("cookie-secure", "sometimes"), ("cors-credentials", "maybe"), ("cors-origins", "https://app.example.com/"),
             ("secret", "short"), ("log-level", "loud"), ("header-timeout", "0s"), ("idle-timeout", "never"), ("body-timeout", "-1"),
             ("linger-timeout", "0"), ("max-connections", "-5"), ("ops-token", "short"), ("trusted-proxies", "10.0.0.0/33"),
             ("trusted-proxies", "proxy.internal"), ("session-create-rate", "lots"), ("session-max-active-jobs", "-1"), ("job-max-events", "5"),
-            ("demo-jobs", "perhaps"), ("upload-digest-inline-max", "-1"), ("upload-orphan-retention", "soon"),
+            ("demo-jobs", "perhaps"), ("upload-digest-inline-max", "-1"), ("upload-orphan-retention", "soon"), ("model-workers", "-1"),
+            ("model-workers", "many"), ("model-max-connections", "0"),
         ]
         for (knob, value) in cases {
             let error = #expect(throws: KeelError.self, "\(knob)=\(value)") {
@@ -41,6 +42,15 @@ struct ConfigurationTests {
             #expect(error?.code == .invalidConfiguration)
             #expect(error?.hint != nil || error?.message.contains(knob) == true)
         }
+        // A model lane larger than the connections to one model host would fail answers after the connect timeout.
+        let lane = #expect(throws: KeelError.self) {
+            try ConfigurationLoader(flags: ["models": "/etc/keel/models.json", "model-workers": "600"]).load()
+        }
+        #expect(lane?.message.contains("--model-max-connections 512") == true && lane?.hint?.contains("Raise --model-max-connections") == true)
+        let sized = try ConfigurationLoader(flags: ["models": "/etc/keel/models.json", "model-workers": "600", "model-max-connections": "600"]).load()
+        #expect(sized.jobs.modelWorkers == 600 && sized.models.maxConnections == 600)
+        let defaults = try ConfigurationLoader().load()
+        #expect(defaults.jobs.modelWorkers == 256 && defaults.models.maxConnections == 512 && defaults.jobs.workers == 4)
         #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data(#"{"prot": 1}"#.utf8)).load() }
         #expect(throws: KeelError.self) { try ConfigurationLoader(file: Data("port=1".utf8)).load() }
     }
