@@ -94,7 +94,9 @@ struct OpenAIAPITests {
             #expect(id.hasPrefix("resp_"))
             let first = try JSONDecoder().decode(
                 Streamed.self, from: Data(try await Self.client(["stream", reader.baseURL, key, id, "--until-deltas", "5"]).utf8))
-            #expect(first.text == "tok0 tok1 tok2 tok3 tok4 ", "\(first)")
+            let expected = (0..<40).map { "tok\($0) " }.joined()
+            // Five deltas: five tokens or more (tokens that arrive while the last write is in flight share one event).
+            #expect(expected.hasPrefix(first.text) && first.text.split(separator: " ").count >= 5, "\(first)")
             #expect(first.sequences == first.sequences.sorted() && Set(first.sequences).count == first.sequences.count)
             producer.signal(SIGKILL)
             #expect(await producer.waitForExit() != 0)
@@ -104,7 +106,6 @@ struct OpenAIAPITests {
             let last = try #require(first.last_sequence)
             let rest = try JSONDecoder().decode(
                 Streamed.self, from: Data(try await Self.client(["stream", third.baseURL, key, id, "--starting-after", String(last)]).utf8))
-            let expected = (0..<40).map { "tok\($0) " }.joined()
             #expect(first.text + rest.text == expected, "\(first.text) + \(rest.text)")
             #expect(rest.sequences.allSatisfy { $0 > last } && rest.sequences == rest.sequences.sorted())
             #expect(rest.types.last == "response.completed", "\(rest.types)")

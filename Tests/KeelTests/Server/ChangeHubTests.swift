@@ -50,6 +50,39 @@ private final class ScriptedLog: EventLog {
 
 @Suite("Shared stream reads")
 struct ChangeHubTests {
+    @Test("a ready job wakes one idle worker that claims its type; a claim wakes the next idle worker of the same lane only")
+    func typedWakeUps() async {
+        let hub = ChangeHub()
+        let generalTypes: Set = ["document.ingest", "upload.digest"]
+        let modelTypes: Set = ["chat.reply"]
+        let (first, second, lane) = (WakeSignal(), WakeSignal(), WakeSignal())
+        for signal in [first, second, lane] { hub.addWorker(signal) }
+        hub.markIdle(lane, types: modelTypes)
+        hub.markIdle(first, types: generalTypes)
+        hub.markIdle(second, types: generalTypes)
+        /// Which of the three were woken since the last look (in order: first, second, lane).
+        func woken() async -> [Bool] {
+            [await first.wait(timeout: .zero), await second.wait(timeout: .zero), await lane.wait(timeout: .zero)]
+        }
+
+        // A reply wakes the model lane, not the longer-idle general workers.
+        hub.publish([.jobReady(type: "chat.reply")])
+        #expect(await woken() == [false, false, true])
+        // The lane is out of the idle list now; a type nobody here claims wakes nobody.
+        hub.publish([.jobReady(type: "chat.reply"), .jobReady(type: "elsewhere.only")])
+        #expect(await woken() == [false, false, false])
+        // An ingestion wakes the longest-idle general worker, one per job.
+        hub.publish([.jobReady(type: "document.ingest")])
+        #expect(await woken() == [true, false, false])
+        // The lane idles again; the first worker's claim wakes the second worker, not the lane.
+        hub.markIdle(lane, types: modelTypes)
+        hub.markBusy(first, types: generalTypes)
+        #expect(await woken() == [false, true, false])
+        // A resync wakes everyone.
+        hub.publish([.resync])
+        #expect(await woken() == [true, true, true])
+    }
+
     @Test("several followers share one read per change")
     func sharing() async throws {
         let hub = ChangeHub()
