@@ -264,8 +264,8 @@ struct ChatAPITests {
     @Test("replies run in the model lane: with --workers 1, twelve answers stream from one upstream at once (more than AsyncHTTPClient's 8 connections per host) and a document is ingested meanwhile; with --model-workers 0 they take turns on the one worker")
     func modelLane() async throws {
         try await Self.withFake { fake in
-            // 100 tokens 50 ms apart: each answer takes 5 s.
-            let file = try Self.modelsFile(fake, chain: ["slow-100-50"])
+            // 200 tokens 50 ms apart: each answer takes 10 s, time enough to see them all at once on a loaded machine.
+            let file = try Self.modelsFile(fake, chain: ["slow-200-50"])
             try await withTestApp(
                 configure: { $0.models.file = file; $0.jobs.workers = 1; $0.jobs.modelWorkers = 16 }, runJobs: true, modules: Self.modules
             ) { app, client in
@@ -295,16 +295,19 @@ struct ChatAPITests {
                 #expect(app.workers.modelWorkers == 0 && app.workers.generalTypes.contains("chat.reply"))
                 let token = try await client.createSession()
                 let jobs = try await Self.askMany(client, token: token, count: 3)
-                var most = 0
-                let deadline = ContinuousClock.now + .seconds(60)
-                while ContinuousClock.now < deadline {
-                    let statuses = try await Self.statuses(client, jobs, token: token)
-                    most = max(most, statuses.filter { $0 == "running" }.count)
-                    if statuses == Array(repeating: "succeeded", count: 3) { break }
-                    try await Task.sleep(for: .milliseconds(20))
+                try await waitFor("every reply to finish", timeout: .seconds(60)) {
+                    try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 3)
                 }
-                #expect(most == 1)
-                #expect(try await Self.statuses(client, jobs, token: token) == Array(repeating: "succeeded", count: 3))
+                // One after another: each reply started once the one before had finished (times from the server's clock).
+                var runs: [(started: String, finished: String)] = []
+                for job in jobs {
+                    let record = try await client.send(.get, "/api/jobs/\(job)", token: token).json
+                    runs.append((try #require(record["started_at"]?.stringValue), try #require(record["finished_at"]?.stringValue)))
+                }
+                runs.sort { $0.started < $1.started }
+                for (earlier, later) in zip(runs, runs.dropFirst()) {
+                    #expect(later.started >= earlier.finished, "\(runs)")
+                }
             }
         }
     }
