@@ -214,10 +214,11 @@ struct ModelRouterTests {
 
     @Test("an answer asked for whole, from a provider that answers whole, has only the total limit; one that streams keeps its first-token limit")
     func wholeAnswerLimits() async throws {
-        let steps: [ScriptedProvider.Step] = [.pause(.seconds(2)), .text("all at once"), .usage(10, 3), .finish("stop")]
+        // Limits wide enough for a loaded CI machine (0.5 s was not: the next model's instant token came later).
+        let steps: [ScriptedProvider.Step] = [.pause(.seconds(5)), .text("all at once"), .usage(10, 3), .finish("stop")]
         let limits = Self.limits {
-            $0.firstTokenTimeout = .milliseconds(500)
-            $0.idleTimeout = .milliseconds(500)
+            $0.firstTokenTimeout = .seconds(2)
+            $0.idleTimeout = .seconds(2)
         }
         let whole = ScriptedProvider(answersWhole: true, always: steps)
         try await Self.withRouter(["a": whole], limits: limits) { router, _ in
