@@ -224,8 +224,10 @@ public final class WorkerPool: Service, Sendable {
                     claimed = try await self.queue.claim(
                         owner: "\(self.instanceID)/model-\(slot)", types: types, leaseDuration: self.settings.leaseDuration, now: self.clock.now())
                 } catch {
-                    claimed = nil
                     self.logger.warning("claiming a job failed", metadata: ["keel.error": "\(error)"])
+                    free.put(slot)
+                    _ = await signal.wait(timeout: self.settings.pollInterval)
+                    continue
                 }
                 guard let claimed else {
                     free.put(slot)
