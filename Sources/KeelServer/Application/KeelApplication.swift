@@ -232,6 +232,8 @@ struct JobRuntime: Sendable {
 /// `keel worker`: the change feed, the workers and the janitor, without HTTP.
 public struct KeelWorkerProcess: Sendable {
     let runtime: JobRuntime
+    /// On the dashboard too: a worker's busy workers and its models' figures (it runs the chat replies).
+    let reporter: InstanceReporter
     let configuration: KeelConfiguration
     let logger: Logger
     let drain = DrainState()
@@ -260,20 +262,17 @@ public struct KeelWorkerProcess: Sendable {
         let uploads = UploadRuntime(
             configuration: configuration, store: store, blobs: blobs, hooks: registered.uploadHooks, clock: clock, metrics: metrics, logger: logger)
         let jobTypes = JobRegistry.withKeelTypes(registered.jobTypes, demo: configuration.demoJobs, store: store, blobs: uploads.blobs)
-        // On the dashboard too: a worker's busy workers and its models' figures (it runs the chat replies).
-        let reporter = InstanceReporter(
-            figures: InstanceFigures(
-                instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: max(1, configuration.jobs.workers),
-                modelWorkers: WorkerPool.modelLaneCapacity(
-                    workers: max(1, configuration.jobs.workers), modelWorkers: configuration.jobs.modelWorkers, registry: jobTypes),
-                jobs: jobMetrics, connections: ConnectionCount(), drain: self.drain,
-                models: models.router?.metrics),
-            store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
         self.runtime = JobRuntime(
             configuration: configuration, store: store, registry: jobTypes, hub: hub, clock: clock, metrics: jobMetrics,
             logger: logger, workerCount: max(1, configuration.jobs.workers), uploads: uploads, leadingServices: models.services,
-            extraServices: registered.services + [reporter]
+            extraServices: registered.services
         )
+        self.reporter = InstanceReporter(
+            figures: InstanceFigures(
+                instanceID: configuration.instanceID, role: .worker, startedAt: clock.now(), workers: self.runtime.workers.count,
+                modelWorkers: self.runtime.workers.modelWorkers, jobs: jobMetrics, connections: ConnectionCount(), drain: self.drain,
+                models: models.router?.metrics),
+            store: store.overview, interval: configuration.instanceReportInterval, clock: clock, logger: logger)
         self.configuration = configuration
         self.logger = logger
     }
@@ -284,7 +283,7 @@ public struct KeelWorkerProcess: Sendable {
         let workers = self.runtime.workers
         let drainTimeout = self.configuration.drainTimeout
         var configuration = ServiceGroupConfiguration(
-            services: self.runtime.services.map { .init(service: $0, successTerminationBehavior: .ignore) } + [
+            services: (self.runtime.services + [self.reporter]).map { .init(service: $0, successTerminationBehavior: .ignore) } + [
                 .init(
                     service: DrainService(
                         state: self.drain, delay: .zero, logger: self.logger,

@@ -70,15 +70,10 @@ final class WakeSignal: Sendable {
     }
 }
 
-/// A worker waiting for a job, and the job types it claims (`nil`: any).
+/// A worker waiting for a job, and the job types it claims.
 struct IdleWorker: Sendable {
     let signal: WakeSignal
-    let types: Set<String>?
-
-    func claims(_ type: String?) -> Bool {
-        guard let type, let types else { return true }
-        return types.contains(type)
-    }
+    let types: Set<String>
 }
 
 /// Fans changes out inside one process: to the event streams following a
@@ -94,16 +89,15 @@ public final class ChangeHub: Sendable {
         /// them, not all (each wake-up costs a claim, a write transaction).
         var idleWorkers: [IdleWorker] = []
 
-        /// Takes the longest-idle worker that claims `type` (any type when
-        /// `nil`) out of the idle list.
-        mutating func popIdleWorker(claiming type: String?) -> WakeSignal? {
-            guard let index = self.idleWorkers.firstIndex(where: { $0.claims(type) }) else { return nil }
+        /// Takes the longest-idle worker that claims `type` out of the idle list.
+        mutating func popIdleWorker(claiming type: String) -> WakeSignal? {
+            guard let index = self.idleWorkers.firstIndex(where: { $0.types.contains(type) }) else { return nil }
             return self.idleWorkers.remove(at: index).signal
         }
 
         /// Takes `signal` and the longest-idle other worker of the same
         /// lane (claiming the same `types`) out of the idle list.
-        mutating func popIdleWorker(besides signal: WakeSignal, types: Set<String>?) -> WakeSignal? {
+        mutating func popIdleWorker(besides signal: WakeSignal, types: Set<String>) -> WakeSignal? {
             self.idleWorkers.removeAll { $0.signal === signal }
             guard let next = self.idleWorkers.firstIndex(where: { $0.types == types }) else { return nil }
             return self.idleWorkers.remove(at: next).signal
@@ -226,10 +220,10 @@ public final class ChangeHub: Sendable {
         }
     }
 
-    /// The worker is about to look for a job of `types` (`nil`: any): a job
-    /// of those made ready from now on may wake it (its signal remembers a
-    /// wake-up that comes mid-claim).
-    func markIdle(_ signal: WakeSignal, types: Set<String>? = nil) {
+    /// The worker is about to look for a job of `types`: a job of those made
+    /// ready from now on may wake it (its signal remembers a wake-up that
+    /// comes mid-claim).
+    func markIdle(_ signal: WakeSignal, types: Set<String>) {
         self.state.withLock { state in
             if !state.idleWorkers.contains(where: { $0.signal === signal }) { state.idleWorkers.append(IdleWorker(signal: signal, types: types)) }
         }
@@ -239,7 +233,7 @@ public final class ChangeHub: Sendable {
     /// longest-idle worker of its lane (if any) is woken to look: a burst of
     /// jobs wakes workers one claim at a time, and never more than it can
     /// keep busy.
-    func markBusy(_ signal: WakeSignal, types: Set<String>? = nil) {
+    func markBusy(_ signal: WakeSignal, types: Set<String>) {
         let next = self.state.withLock { state in state.popIdleWorker(besides: signal, types: types) }
         next?.fire()
     }

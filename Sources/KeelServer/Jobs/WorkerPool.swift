@@ -56,17 +56,12 @@ public final class WorkerPool: Service, Sendable {
     ) {
         self.log = log
         self.count = count
-        let modelTypes = Self.modelTypes(registry)
-        let capacity = Self.modelLaneCapacity(workers: count, modelWorkers: modelWorkers, registry: registry)
-        if capacity > 0 {
-            self.modelWorkers = capacity
-            self.modelTypes = modelTypes
-            self.generalTypes = registry.types.filter { !modelTypes.contains($0) }
-        } else {
-            self.modelWorkers = 0
-            self.modelTypes = []
-            self.generalTypes = registry.types
-        }
+        // No lane when this process runs no jobs, when --model-workers is 0, or when no type is the lane's.
+        let laneTypes = registry.types.filter { registry.handler(for: $0)?.lane == .model }
+        let lane = count > 0 && modelWorkers > 0 && !laneTypes.isEmpty
+        self.modelWorkers = lane ? modelWorkers : 0
+        self.modelTypes = lane ? laneTypes : []
+        self.generalTypes = lane ? registry.types.filter { !laneTypes.contains($0) } : registry.types
         self.instanceID = instanceID
         self.registry = registry
         self.queue = queue
@@ -75,16 +70,6 @@ public final class WorkerPool: Service, Sendable {
         self.clock = clock
         self.metrics = metrics
         self.logger = logger
-    }
-
-    static func modelTypes(_ registry: JobRegistry) -> [String] {
-        registry.types.filter { registry.handler(for: $0)?.lane == .model }
-    }
-
-    /// How many model-lane jobs a process runs at once: none when it runs
-    /// no jobs, when `--model-workers` is 0, or when no type is the lane's.
-    static func modelLaneCapacity(workers: Int, modelWorkers: Int, registry: JobRegistry) -> Int {
-        workers > 0 && !Self.modelTypes(registry).isEmpty ? modelWorkers : 0
     }
 
     /// Stop claiming now; release the leases of jobs still running after `releaseAfter`.
